@@ -1,0 +1,3 @@
+"""pegpar: run queues of shell commands over a fleet of machines, on GNU parallel."""
+
+__version__ = "0.1.0"

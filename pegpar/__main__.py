@@ -1,0 +1,3 @@
+from pegpar.cli import main
+
+main()

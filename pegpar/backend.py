@@ -1,0 +1,306 @@
+"""GNU parallel as the executor: the vendored script, the ssh wrapper, waves of jobs.
+
+pegpar decides placement; parallel runs what it is handed. A *wave* is one
+parallel invocation for jobs on ONE host, given all of its jobs up front (a
+complete input file), so parallel writes each job's joblog line the moment the
+job ends (notes F1/F2) and never reads ahead for more. One host per wave means
+no hostgroups (F3/F4) and no duplicate sshlogins (F5). Each job's output goes
+to its own files (`--results`), which pegpar tails: lines from different jobs
+never mix and a last line without a newline stays whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from pegpar import joblog, proc
+from pegpar.errors import UserError
+from pegpar.expand import Job, SubNode
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+JOB_MARK = "PEGPAR_JOB"
+
+# Run by `sh -c` on a node with the job ids (letters, digits, `-`) as arguments: signals every
+# process whose environment carries one of the ids, then KILLs survivors.
+KILL_SCRIPT = r"""
+found() {
+  set -- $(for id in "$@"; do echo "-e PEGPAR_JOB=$id"; done)
+  grep -lzx "$@" /proc/[0-9]*/environ 2>/dev/null | sed -e 's,^/proc/,,' -e 's,/environ$,,'
+}
+pids=$(found "$@"); [ -n "$pids" ] && kill -TERM $pids 2>/dev/null
+i=0
+while [ $i -lt 20 ]; do
+  pids=$(found "$@"); [ -z "$pids" ] && exit 0
+  sleep 0.1; i=$((i+1))
+done
+kill -KILL $pids 2>/dev/null
+exit 0
+"""
+
+
+def parallel_script() -> str:
+    """The vendored GNU parallel: inside the installed package, or vendor/ in a checkout."""
+    for candidate in (os.path.join(_HERE, "vendor", "parallel"),
+                      os.path.join(os.path.dirname(_HERE), "vendor", "parallel", "parallel")):
+        if os.path.isfile(candidate):
+            return candidate
+    raise UserError("the vendored GNU parallel is missing from this installation",
+                    hint="reinstall pegpar")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where one controller keeps its files.
+
+    `state_dir` sits next to the queue file (joblog, logs, journal). `run_dir`
+    is short and free of spaces: it holds the ssh wrapper (parallel starts the
+    ControlMaster only for an ssh command without spaces, F6), the ControlPath
+    sockets (unix socket paths are limited to ~100 bytes) and PARALLEL_HOME
+    (so a user's ~/.parallel/config cannot change pegpar's behaviour, F9).
+    """
+
+    state_dir: str
+    run_dir: str
+    ssh: str  # the wrapper script
+    ssh_config: Optional[str]
+    connect_timeout: int = 10
+
+    @property
+    def logs_dir(self) -> str:
+        return os.path.join(self.state_dir, "logs")
+
+    @property
+    def waves_dir(self) -> str:
+        return os.path.join(self.run_dir, "waves")
+
+    def job_id(self, seq: int) -> str:
+        """Unique on any node: this queue's key and the job's seq."""
+        return f"{os.path.basename(self.run_dir)}-{seq}"
+
+    def env(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        env["PARALLEL_HOME"] = os.path.join(self.run_dir, "parallel-home")
+        env["PARALLEL_SHELL"] = "/bin/sh"
+        env.pop("PARALLEL", None)  # options from the environment would change pegpar's runs
+        return env
+
+
+def _private_dir(path: str) -> str:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def runtime(state_dir: str, ssh_config: Optional[str], connect_timeout: int = 10) -> Runtime:
+    """Create the state and run directories and write the ssh wrapper."""
+    if ssh_config is not None:
+        if not os.path.isfile(ssh_config):
+            raise UserError("ssh config file does not exist", where=ssh_config)
+        ssh_config = os.path.abspath(ssh_config)
+    state_dir = os.path.abspath(state_dir)
+    _private_dir(state_dir)
+    _private_dir(os.path.join(state_dir, "logs"))
+    key = hashlib.sha1(state_dir.encode()).hexdigest()[:12]
+    base = _private_dir(os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}"))
+    run_dir = _private_dir(os.path.join(base, key))
+    for sub in ("parallel-home", "waves", "cm"):
+        _private_dir(os.path.join(run_dir, sub))
+    ssh = os.path.join(run_dir, "ssh")
+    argv = ["ssh"]
+    if ssh_config:
+        argv += ["-F", ssh_config]
+    argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={run_dir}/cm/%C",
+             "-o", "ControlPersist=600", "-o", f"ConnectTimeout={connect_timeout}",
+             "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "BatchMode=yes"]
+    script = "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in argv) + ' "$@"\n'
+    tmp = ssh + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(script)
+    os.chmod(tmp, 0o700)
+    os.replace(tmp, ssh)
+    return Runtime(state_dir, run_dir, ssh, ssh_config, connect_timeout)
+
+
+@dataclass
+class Running:
+    """A job handed to parallel: who runs it and where its output goes."""
+
+    seq: int
+    node: SubNode
+    command: str  # rendered
+    out_path: str
+    err_path: str
+    started: float = 0.0
+    job: Optional["Job"] = None  # what was taken from the queue
+
+
+def wave_record(rt: Runtime, seq: int) -> Optional[joblog.Record]:
+    """parallel's record of job `seq` in a wave left behind by a controller
+    that died: the waves' files stay until the wave has been read."""
+    wanted = rt.job_id(seq).encode()
+    for name in os.listdir(rt.waves_dir):
+        if not name.endswith(".ids"):
+            continue
+        try:
+            with open(os.path.join(rt.waves_dir, name), "rb") as f:
+                ids = f.read().split(b"\0")
+        except OSError:
+            continue
+        if wanted in ids:
+            index = ids.index(wanted) + 1
+            for rec in joblog.read(os.path.join(rt.waves_dir, name[:-4] + ".joblog")):
+                if rec.seq == index:
+                    return rec
+            return None
+    return None
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.=,-]+")
+
+
+def kill_jobs(rt: Runtime, node: SubNode, seqs: List[int]) -> subprocess.Popen:
+    """Start killing jobs on their node (all processes carrying their marks)."""
+    ids = [rt.job_id(s) for s in seqs]
+    if node.local:
+        argv = ["sh", "-c", KILL_SCRIPT, "pegpar-kill"] + ids
+    else:
+        argv = [rt.ssh, node.host, "sh -c " + shlex.quote(KILL_SCRIPT) + " pegpar-kill " +
+                " ".join(shlex.quote(i) for i in ids)]
+    return proc.spawn(argv, env=rt.env(), stderr=subprocess.DEVNULL)
+
+
+class Probe:
+    """An ssh check of one host, running in the background. A successful check
+    leaves a ControlMaster behind that later jobs share, so jobs starting
+    together never race to create one."""
+
+    def __init__(self, rt: Runtime, host: str, timeout: float):
+        self.host = host
+        self.deadline = time.time() + timeout
+        self.timeout = timeout
+        self._err = tempfile.TemporaryFile()
+        self.process = proc.spawn([rt.ssh, host, "true"], env=rt.env(), stderr=self._err)
+
+    def result(self) -> Optional[str]:
+        """None while running; "" when the host answered; else the reason it failed."""
+        code = self.process.poll()
+        if code is None:
+            if time.time() < self.deadline:
+                return None
+            self.process.kill()
+            self.process.wait()
+            return f"no answer within {self.timeout:g} s"
+        if code == 0:
+            return ""
+        self._err.seek(0)
+        lines = [x for x in self._err.read().decode("utf-8", "replace").splitlines() if x.strip()]
+        return lines[-1] if lines else f"ssh exited {code}"
+
+
+def probe(rt: Runtime, hosts: List[str], timeout: float) -> Dict[str, str]:
+    """Check hosts in parallel; {host: reason} for those that fail."""
+    probes = [Probe(rt, h, timeout) for h in hosts]
+    failed: Dict[str, str] = {}
+    while probes:
+        for p in list(probes):
+            r = p.result()
+            if r is not None:
+                probes.remove(p)
+                if r:
+                    failed[p.host] = r
+        time.sleep(0.02)
+    return failed
+
+
+def log_name(seq: int, node: SubNode) -> str:
+    """File name stem for a job's output: `SEQ.sub-node`, safe on any filesystem."""
+    return f"{seq}.{_SAFE.sub('_', node.name).strip('_')}"
+
+
+@dataclass
+class Wave:
+    """One parallel invocation: jobs for one host, all known at start."""
+
+    host: str
+    jobs: List[Running]
+    process: subprocess.Popen
+    follower: joblog.Follower
+    files: List[str]
+    finished: Dict[int, joblog.Record] = field(default_factory=dict)  # wave seq -> record
+    errors: List[str] = field(default_factory=list)
+
+    def new_records(self) -> List[tuple]:
+        """(Running, parallel's Record) for jobs that ended since the last call."""
+        out = []
+        for rec in self.follower.new_records():
+            if 1 <= rec.seq <= len(self.jobs) and rec.seq not in self.finished:
+                self.finished[rec.seq] = rec
+                out.append((self.jobs[rec.seq - 1], rec))
+        return out
+
+    def exited(self) -> bool:
+        return self.process.poll() is not None
+
+    def unfinished(self) -> List[Running]:
+        return [j for i, j in enumerate(self.jobs, 1) if i not in self.finished]
+
+    def terminate(self) -> None:
+        """Kill the wave's jobs: parallel applies its --term-seq to each job,
+        and remote jobs die with their ssh (F8)."""
+        if self.process.poll() is None:
+            try:
+                self.process.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def messages(self) -> List[str]:
+        """What parallel itself printed on stderr (warnings, errors)."""
+        try:
+            with open(self.files[-1], encoding="utf-8", errors="replace") as f:
+                return [line.rstrip("\n") for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def cleanup(self) -> None:
+        for path in self.files:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def start_wave(rt: Runtime, jobs: List[Running], *, timeout: Optional[float] = None) -> Wave:
+    """Hand `jobs` (all on one host) to one parallel invocation."""
+    node = jobs[0].node
+    assert all(j.node.host == node.host and j.node.local == node.local for j in jobs)
+    stem = os.path.join(rt.waves_dir, f"{jobs[0].seq}")
+    cmds, tags, ids, log = stem + ".cmds", stem + ".tags", stem + ".ids", stem + ".joblog"
+    for path, items in ((cmds, [j.command for j in jobs]),
+                        (tags, [os.path.basename(j.out_path) for j in jobs]),
+                        (ids, [rt.job_id(j.seq) for j in jobs])):
+        with open(path, "wb") as f:
+            f.write(b"".join(x.encode("utf-8", "surrogateescape") + b"\0" for x in items))
+    argv = ["perl", parallel_script(), "-0", "--link", "-a", cmds, "-a", tags, "-a", ids,
+            "--joblog", log, "-j", str(len(jobs)),
+            "--results", os.path.join(os.path.dirname(jobs[0].out_path), "{2}")]
+    if not node.local:
+        argv += ["--ssh", rt.ssh, "-S", f"{len(jobs)}/{node.host}"]
+    if timeout:
+        argv += ["--timeout", f"{timeout:g}"]
+    # The marker in the job's environment lets pegpar find every process of
+    # the job on its node, background children included, to kill them: with
+    # connection sharing, a killed ssh client does not end the remote job.
+    argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", "{1}"]
+    # parallel's own messages go to a file: a pipe nobody drains could block it
+    with open(stem + ".stderr", "wb") as err:
+        p = proc.spawn(argv, env=rt.env(), stderr=err)
+    return Wave(node.host, jobs, p, joblog.Follower(log), [cmds, tags, ids, log, stem + ".stderr"])

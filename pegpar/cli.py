@@ -1,0 +1,247 @@
+"""The command line: parse flags, call one function, map errors to exit codes.
+
+Heavy modules (pybars3, the controller) are imported inside the commands so
+that `pegpar --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import click
+
+from pegpar import __version__
+from pegpar.errors import UserError
+
+QUEUE_FILE = "queue.yaml"
+HOSTS_FILE = "hosts.yaml"
+
+
+def _fail(err: UserError) -> None:
+    click.echo(f"pegpar: {err}", err=True)
+    sys.exit(2)
+
+
+class _Group(click.Group):
+    """Turns UserError into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except UserError as err:
+            _fail(err)
+
+
+def _files(f):
+    f = click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")(f)
+    f = click.option("--hosts-file", default=HOSTS_FILE, show_default=True,
+                     help="The hosts; when missing, jobs run on the local machine.")(f)
+    return f
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pegpar")
+def main() -> None:
+    """Run queues of shell commands over a fleet of machines, on GNU parallel."""
+
+
+@main.command()
+@_files
+@click.option("-j", "--jobs", "local_slots", type=int, default=None,
+              help="Sub-nodes on the local machine when there is no hosts file (default: CPU cores).")
+@click.option("--all", "show_all", is_flag=True, help="List every job even for very large sweeps.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def expand(queue_file: str, hosts_file: str, local_slots: Optional[int], show_all: bool, as_json: bool) -> None:
+    """Show the sub-nodes and jobs the files expand to, without running anything."""
+    from pegpar import plan
+
+    click.echo(plan.show(queue_file, hosts_file, local_slots or os.cpu_count() or 1,
+                         show_all=show_all, as_json=as_json), nl=False)
+
+
+def _run_options(f):
+    f = _files(f)
+    f = click.option("-d", "--daemon", is_flag=True, help="Keep running and wait for new entries.")(f)
+    f = click.option("--ssh-config", type=click.Path(), default=None, help="ssh config file to use.")(f)
+    f = click.option("--joblog", "joblog_path", type=click.Path(), default=None,
+                     help="GNU parallel joblog to append to (default: .pegpar/joblog next to the queue).")(f)
+    f = click.option("-j", "--jobs", "local_slots", type=click.IntRange(min=1), default=None,
+                     help="Sub-nodes on the local machine when there is no hosts file (default: CPU cores).")(f)
+    f = click.option("--timeout", type=float, default=None, help="Kill a job after this many seconds.")(f)
+    f = click.option("--no-logs", is_flag=True, help="Do not keep each job's output under .pegpar/logs.")(f)
+    f = click.option("--dry-run", is_flag=True, help="Show what would run (like `pegpar expand`) and exit.")(f)
+    f = click.option("--retries", type=click.IntRange(min=0), default=0,
+                     help="Run a failed job again, up to this many times.")(f)
+    f = click.option("--no-requeue-interrupted", is_flag=True,
+                     help="Only report jobs a crashed pegpar left unfinished; do not queue them again.")(f)
+    f = click.option("--require-all-hosts", is_flag=True,
+                     help="Refuse to start when a host cannot be reached.")(f)
+    f = click.option("--allow-shared-queue", is_flag=True,
+                     help="Run from queue/hosts files that others may write (they could run commands on every node).")(f)
+    f = click.option("--connect-timeout", type=click.IntRange(min=1), default=5, show_default=True,
+                     help="Seconds before an ssh connection attempt counts as failed.")(f)
+    f = click.argument("command", nargs=-1, type=click.UNPROCESSED)(f)
+    return f
+
+
+def _stdin_has_input() -> bool:
+    """Commands come on stdin like xargs when stdin is a pipe or a file; a
+    terminal or /dev/null (CI, cron) means: use queue.yaml."""
+    import stat
+
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
+
+
+def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_path, local_slots,
+         timeout, no_logs, dry_run, retries, no_requeue_interrupted, require_all_hosts,
+         allow_shared_queue, connect_timeout, ignore_errors=False) -> None:
+    from pegpar import controller, sources
+    from pegpar.queue import check_queue_file
+
+    if joblog_path and not os.path.isdir(os.path.dirname(os.path.abspath(joblog_path))):
+        raise UserError("the joblog's directory does not exist", where=joblog_path)
+
+    if dry_run:
+        from pegpar import plan
+
+        click.echo(plan.show(queue_file, hosts_file, local_slots or os.cpu_count() or 1,
+                             show_all=False, as_json=False), nl=False)
+        return
+    opts = controller.Options(mode=mode, queue_file=queue_file, hosts_file=hosts_file,
+                              ssh_config=ssh_config, joblog=joblog_path, daemon=daemon,
+                              local_slots=local_slots or os.cpu_count() or 1,
+                              ignore_errors=ignore_errors, timeout=timeout, keep_logs=not no_logs,
+                              retries=retries, requeue_interrupted=not no_requeue_interrupted,
+                              require_all_hosts=require_all_hosts, connect_timeout=connect_timeout)
+    words = list(command)
+    if words or _stdin_has_input():
+        opts.daemon = False
+        opts.stdin = True
+        source = sources.MemoryQueue(sources.stdin_jobs(sys.stdin, None if words in ([], ["-"]) else words))
+    else:
+        from pegpar.queue import QueueFile
+
+        check_queue_file(queue_file, allow_shared_queue)
+        source = QueueFile(queue_file)
+    sys.exit(controller.run(opts, source))
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@_run_options
+def q(**kw) -> None:
+    """Queue mode: run each job once, on the next free sub-node."""
+    _run("q", **kw)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@_run_options
+@click.option("-e", "--error-aborts", is_flag=True,
+              help="Stop after a step that failed on any sub-node (the default).")
+@click.option("-i", "--ignore-errors", is_flag=True, help="Carry on with the next step after a failure.")
+def b(error_aborts: bool, ignore_errors: bool, **kw) -> None:
+    """Broadcast mode: run each command on every sub-node, all in step."""
+    if error_aborts and ignore_errors:
+        raise UserError("-e/--error-aborts and -i/--ignore-errors contradict each other")
+    _run("b", ignore_errors=ignore_errors, **kw)
+
+
+@main.command()
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--editor", default=None, help="Editor command (default: $VISUAL, $EDITOR, vi).")
+def l(queue_file: str, editor: Optional[str]) -> None:
+    """Lock mode: edit the queue safely while it runs."""
+    from pegpar import edit
+
+    sys.exit(edit.edit_queue(queue_file, editor))
+
+
+@main.command()
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--front", is_flag=True, help="Put the entries at the head of the queue.")
+@click.argument("commands", nargs=-1, required=True)
+def add(queue_file: str, front: bool, commands) -> None:
+    """Add commands to the queue safely (`-`: YAML entries from stdin)."""
+    from pegpar import edit
+
+    if list(commands) == ["-"]:
+        sys.exit(edit.add_yaml(queue_file, sys.stdin.read(), front))
+    sys.exit(edit.add_commands(queue_file, list(commands), front))
+
+
+@main.command()
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--watch", is_flag=True, help="Refresh in place every second.")
+def status(queue_file: str, as_json: bool, watch: bool) -> None:
+    """Show sub-nodes, running jobs and counts of the queue's controller."""
+    from pegpar import status as st
+
+    text = st.status(queue_file, as_json=as_json, watch=watch)
+    if text:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+@main.command()
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--kill", is_flag=True, help="Kill running jobs on their nodes too.")
+def stop(queue_file: str, kill: bool) -> None:
+    """Stop the running pegpar: no new jobs; running ones finish (or are killed)."""
+    from pegpar import control
+
+    click.echo(control.stop(queue_file, kill))
+
+
+@main.command()
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--job", "seq", type=int, default=None, help="Kill the job with this sequence number.")
+@click.argument("subnode", required=False)
+def kill(queue_file: str, seq: Optional[int], subnode: Optional[str]) -> None:
+    """Kill running jobs: all of them (and stop), one sub-node's, or one job."""
+    from pegpar import control
+
+    if seq is None and subnode is None:
+        click.echo(control.stop(queue_file, True))
+    else:
+        click.echo(control.kill_one(queue_file, seq, subnode))
+
+
+@main.command()
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--joblog", "joblog_path", default=None, help="Joblog to read (default: .pegpar/joblog).")
+@click.option("--failed", is_flag=True, help="Only failed jobs.")
+@click.option("--running", is_flag=True, help="Only jobs still running.")
+@click.option("--node", default=None, help="Only jobs of this sub-node.")
+@click.option("--summary", is_flag=True, help="Per sub-node: jobs, busy time, utilisation.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.option("--tsv", is_flag=True, help="Tab-separated output.")
+def log(**kw) -> None:
+    """The joblog as a table, with filters and a per-sub-node summary."""
+    from pegpar import logview
+
+    click.echo(logview.log(**kw), nl=False)
+
+
+@main.command()
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.argument("seq", type=int)
+def logs(queue_file: str, seq: int) -> None:
+    """Print one job's output (stdout, then stderr)."""
+    from pegpar import logview
+
+    click.echo(logview.logs(queue_file, seq), nl=False)
+
+
+@main.command()
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--failed", is_flag=True, required=True, help="Put the failed jobs of the last run back.")
+def retry(queue_file: str, failed: bool) -> None:
+    """Put the failed jobs of the last run back into the queue."""
+    from pegpar import retry as rt
+
+    click.echo(rt.retry_failed(queue_file))

@@ -1,0 +1,581 @@
+"""The reconcile loop: desired state (the queue, the hosts) against observed
+state (the joblogs of running waves), for queue mode and broadcast mode.
+
+Each turn of the loop: read what jobs printed, read which jobs ended (each
+wave's joblog), record them in the main joblog, and, when sub-nodes are free
+and dispatching is allowed, take jobs from the queue and hand them to GNU
+parallel. Signals only set flags; the loop acts on them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from pegpar import backend, expand, joblog, spec
+from pegpar.backend import Running, Wave
+from pegpar.errors import UserError
+from pegpar.expand import Job, SubNode
+from pegpar.output import Printer, Tail
+from pegpar.state import StateDir
+
+KILL_GRACE = 4.0  # seconds for jobs to die on their nodes before parallel is told to kill
+TICK = 0.05  # seconds between turns while jobs run
+PROBE_EVERY = 3.0  # seconds between checks of a down host
+SLOW_EVERY = 1.0  # status snapshot, hosts file and control requests
+IDLE_TICK = 0.2  # while nothing runs: a new entry still starts well within 1 s
+
+
+@dataclass
+class Options:
+    mode: str = "q"  # "q" queue mode, "b" broadcast mode
+    queue_file: str = "queue.yaml"
+    hosts_file: str = "hosts.yaml"
+    ssh_config: Optional[str] = None
+    joblog: Optional[str] = None  # default: STATE_DIR/joblog
+    daemon: bool = False
+    local_slots: int = 1
+    ignore_errors: bool = False  # broadcast: carry on after a failed step
+    timeout: Optional[float] = None
+    keep_logs: bool = True
+    quiet: bool = False
+    requeue_interrupted: bool = True
+    require_all_hosts: bool = False
+    connect_timeout: int = 5
+    retries: int = 0  # re-run a failed job up to this many times
+    stdin: bool = False  # jobs come from stdin: no queue file is read or written
+
+
+@dataclass
+class Failure:
+    seq: int
+    node: str
+    command: str
+    exitval: int
+    signal: int
+    reason: str = ""
+
+
+@dataclass
+class Summary:
+    started: float
+    done: int = 0
+    failed: List[Failure] = field(default_factory=list)
+    killed: int = 0
+    requeued: int = 0
+    unreachable: bool = False
+
+
+def state_dir_for(queue_file: str) -> str:
+    """The state directory sits next to the queue file: `.pegpar/`."""
+    return os.path.join(os.path.dirname(os.path.abspath(queue_file)), ".pegpar")
+
+
+class Controller:
+    def __init__(self, opts: Options, nodes: Sequence[SubNode], source, printer: Printer):
+        self.opts = opts
+        self.nodes = list(nodes)
+        self.source = source
+        self.printer = printer
+        self.rt = backend.runtime(state_dir_for(opts.queue_file), opts.ssh_config, opts.connect_timeout)
+        self.state = StateDir(self.rt.state_dir)
+        self.run_id = f"{int(time.time())}-{os.getpid()}"
+        self.down: Dict[str, str] = {}  # host -> why
+        self.probes: Dict[str, backend.Probe] = {}
+        self.next_probe: Dict[str, float] = {}
+        self.leaving: set = set()  # sub-node names removed from the hosts file
+        self.hosts_mtime = _mtime(opts.hosts_file)
+        self.hosts_error: Optional[str] = None
+        self.next_slow = 0.0
+        self.retry: List[Job] = []  # jobs to run again before taking from the queue
+        self.attempts: Dict[Tuple, int] = {}
+        self.joblog_path = opts.joblog or os.path.join(self.rt.state_dir, "joblog")
+        self.next_seq = joblog.last_seq(self.joblog_path) + 1
+        self.waves: List[Wave] = []
+        self.busy: Dict[str, Running] = {}  # sub-node name -> its job
+        self.tails: Dict[int, Tuple[Tail, Tail]] = {}
+        self.summary = Summary(started=time.time())
+        self.stopping = False  # no new jobs; running ones finish
+        self.killing = False  # kill running jobs, then exit
+        self.aborted = False  # broadcast: a step failed
+        self.dispatched = 0
+        self.queue_error: Optional[str] = None
+        self.queue_error_mtime = 0.0
+        self.step = 0  # broadcast step number
+        self.step_jobs: List[Running] = []
+        self.step_results: List[Tuple[int, Dict[str, Tuple[int, int]]]] = []
+        self.killers: list = []
+        self.kill_deadline = 0.0
+
+    # -- signals ---------------------------------------------------------
+    def install_signals(self) -> None:
+        def on_int(signum, frame):
+            if self.stopping:
+                self.kill()
+            else:
+                self.stop()
+
+        signal.signal(signal.SIGINT, on_int)
+        signal.signal(signal.SIGHUP, lambda s, f: self.stop())
+        signal.signal(signal.SIGUSR1, lambda s, f: self.stop())
+        signal.signal(signal.SIGTERM, lambda s, f: self.kill())
+        signal.signal(signal.SIGUSR2, lambda s, f: self.kill())
+
+    def stop(self) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.printer.say(f"stopping: no new jobs; waiting for {len(self.busy)} running "
+                             "(Ctrl-C again kills them)")
+
+    def kill(self) -> None:
+        self.stopping = True
+        if not self.killing:
+            self.killing = True
+            self.kill_deadline = time.time() + KILL_GRACE
+            self.printer.say(f"killing {len(self.busy)} running job(s)")
+            self.kill_jobs(list(self.busy.values()))
+
+    def kill_jobs(self, jobs: List[Running]) -> None:
+        """Kill jobs on their nodes, children included; parallel then records
+        each one as it would any job that died of a signal."""
+        by_node: Dict[str, List[Running]] = {}
+        for job in jobs:
+            by_node.setdefault(job.node.host, []).append(job)
+        for group in by_node.values():
+            self.killers.append(backend.kill_jobs(self.rt, group[0].node, [j.seq for j in group]))
+
+    # -- start ----------------------------------------------------------
+    def start(self) -> None:
+        """Claim the queue, recover from an earlier crash, check the hosts."""
+        self.state.claim({"pid": os.getpid(), "started": time.time(), "mode": self.opts.mode,
+                          "queue_file": os.path.abspath(self.opts.queue_file),
+                          "hosts_file": os.path.abspath(self.opts.hosts_file), "run": self.run_id})
+        self._recover()
+        self.state.journal_append([{"event": "run", "run": self.run_id, "pid": os.getpid(),
+                                    "started": time.time(), "mode": self.opts.mode,
+                                    "queue_file": os.path.abspath(self.opts.queue_file)}])
+        self.nodes = self._reachable(self.nodes, at_start=True)
+
+    def _reachable(self, nodes: List[SubNode], at_start: bool) -> List[SubNode]:
+        hosts = sorted({n.host for n in nodes if not n.local})
+        failed = backend.probe(self.rt, hosts, self.opts.connect_timeout + 1) if hosts else {}
+        for host, why in failed.items():
+            self.printer.say(f"host {host} left out: {why}")
+        if failed and self.opts.require_all_hosts and at_start:
+            raise UserError(f"{len(failed)} host(s) unreachable and --require-all-hosts is set",
+                            where=self.opts.hosts_file)
+        for host, why in failed.items():  # keep them, down: they are probed again later
+            self.down[host] = why
+            self.next_probe[host] = time.time() + PROBE_EVERY
+        return nodes
+
+    def _recover(self) -> None:
+        """Jobs dispatched by an earlier controller that never recorded their end."""
+        records = self.state.journal()
+        done = {r["seq"] for r in records if r.get("event") == "done"}
+        pending = [r for r in records if r.get("event") == "dispatch" and r["seq"] not in done]
+        requeue = []
+        for r in pending:
+            rec = backend.wave_record(self.rt, r["seq"])
+            if rec is not None:  # it ended while no controller was watching
+                joblog.append(self.joblog_path, [joblog.relabel(rec, r["seq"], r["node"], r["command"])])
+                self.printer.say(f"job #{r['seq']} on {r['node']} ended while pegpar was not running "
+                                 f"(exit {rec.exitval}); recorded")
+                continue
+            self.printer.say(f"job #{r['seq']} on {r['node']} was interrupted (pegpar stopped while it ran; "
+                             f"it may still be running there): {_one_line(r['command'])}")
+            if r.get("canonical") is not None:
+                requeue.append(r["canonical"])
+        if requeue and self.opts.requeue_interrupted and not self.opts.stdin:
+            self.source.add(requeue, front=True)
+            self.printer.say(f"{len(requeue)} interrupted job(s) put back at the top of {self.opts.queue_file}")
+        self.state.journal_reset([])
+
+    # -- the loop ----------------------------------------------------------
+    def run(self) -> int:
+        try:
+            self.start()
+            return self._loop()
+        finally:
+            self.state.release()
+
+    def _loop(self) -> int:
+        while True:
+            self._observe()
+            if time.time() >= self.next_slow:
+                self.next_slow = time.time() + SLOW_EVERY
+                self._slow_turn()
+            self._probe_down()
+            self.killers = [k for k in self.killers if k.poll() is None]
+            if self.killing:
+                if time.time() > self.kill_deadline:
+                    for wave in self.waves:  # a node that did not answer: cut its ssh
+                        wave.terminate()
+                if not self.waves:
+                    break
+            elif not self.stopping and not self.aborted:
+                self._dispatch()
+            if not self.busy and not self.waves:
+                if self.stopping or self.aborted:
+                    break
+                if not self.opts.daemon and self.source.is_empty():
+                    break
+                if self._stuck_at_start():
+                    raise UserError(self.queue_error_text)
+                if self.nodes and all(n.host in self.down for n in self.nodes) and not self.opts.daemon:
+                    self.printer.say("no host can be reached; giving up")
+                    self.summary.unreachable = True
+                    break
+            time.sleep(TICK if self.busy else IDLE_TICK)
+        return self._finish()
+
+    # -- once a second: status, control requests, hosts file --------------
+    def _slow_turn(self) -> None:
+        for req in self.state.take_requests():
+            target = req.get("kill") or {}
+            jobs = [j for j in self.busy.values()
+                    if j.seq == target.get("seq") or j.node.name == target.get("node")]
+            if jobs:
+                self.printer.say("killing " + ", ".join(f"#{j.seq} on {j.node.name}" for j in jobs))
+                self.kill_jobs(jobs)
+        self._reload_hosts()
+        self.state.write_status(self.snapshot())
+
+    def snapshot(self) -> dict:
+        now = time.time()
+        nodes = []
+        for n in self.nodes:
+            job = self.busy.get(n.name)
+            state = ("down" if n.host in self.down else "leaving" if n.name in self.leaving
+                     else "running" if job else "idle")
+            nodes.append({"name": n.name, "host": n.host, "state": state,
+                          "job": {"seq": job.seq, "command": job.command, "since": job.started}
+                          if job else None})
+        return {"pid": os.getpid(), "mode": self.opts.mode, "run": self.run_id,
+                "queue_file": os.path.abspath(self.opts.queue_file),
+                "hosts_file": os.path.abspath(self.opts.hosts_file),
+                "started": self.summary.started, "updated": now, "joblog": self.joblog_path,
+                "nodes": nodes, "running": len(self.busy), "done": self.summary.done,
+                "failed": len(self.summary.failed), "stopping": self.stopping}
+
+    def _reload_hosts(self) -> None:
+        mtime = _mtime(self.opts.hosts_file)
+        if mtime == self.hosts_mtime or self.opts.hosts_file is None:
+            return
+        self.hosts_mtime = mtime
+        try:
+            fresh = load_nodes(self.opts)
+        except UserError as err:
+            if str(err) != self.hosts_error:
+                self.printer.say(f"{err} (keeping the previous sub-nodes)")
+            self.hosts_error = str(err)
+            return
+        self.hosts_error = None
+        old = {n.name for n in self.nodes}
+        new = {n.name for n in fresh}
+        added = [n for n in fresh if n.name not in old]
+        removed = [n for n in self.nodes if n.name not in new]
+        if added:
+            self.printer.say("sub-nodes added: " + ", ".join(n.name for n in added))
+            self._reachable(added, at_start=False)
+        if removed:
+            self.printer.say("sub-nodes removed (running jobs finish): " + ", ".join(n.name for n in removed))
+        self.leaving = {n.name for n in removed}
+        self.nodes = fresh + [n for n in removed if n.name in self.busy]
+
+    def _probe_down(self) -> None:
+        now = time.time()
+        for host in list(self.down):
+            probe = self.probes.get(host)
+            if probe is None:
+                if now >= self.next_probe.get(host, 0):
+                    self.probes[host] = backend.Probe(self.rt, host, self.opts.connect_timeout + 1)
+                continue
+            result = probe.result()
+            if result is None:
+                continue
+            del self.probes[host]
+            if result == "":
+                del self.down[host]
+                self.printer.say(f"host {host} is back in service")
+            else:
+                self.down[host] = result
+                self.next_probe[host] = now + PROBE_EVERY
+
+    def _stuck_at_start(self) -> bool:
+        """An invalid head entry before anything ran: an input error (exit 2),
+        unless pegpar runs as a daemon and can wait for the fix."""
+        return self.queue_error is not None and self.dispatched == 0 and not self.opts.daemon
+
+    # -- observing -------------------------------------------------------
+    def _observe(self) -> None:
+        for seq, (out, err) in self.tails.items():
+            job = self._job_by_seq(seq)
+            if job is not None:
+                self.printer.job_lines(job.node.name, out.lines())
+                self.printer.job_lines(job.node.name, err.lines(), self.printer.err)
+        for wave in list(self.waves):
+            exited = wave.exited()  # before reading: a record written just before exit is not missed
+            for job, rec in wave.new_records():
+                self._finished(job, rec)
+            if exited:
+                for job in wave.unfinished():
+                    self._finished(job, None)
+                if not self.killing:
+                    for line in wave.messages():
+                        self.printer.say(f"parallel: {line}")
+                wave.cleanup()
+                self.waves.remove(wave)
+        if self.opts.mode == "b" and self.step_jobs and not any(
+                j.seq in self._running_seqs() for j in self.step_jobs):
+            self._step_done()
+
+    def _running_seqs(self):
+        return {j.seq for j in self.busy.values()}
+
+    def _job_by_seq(self, seq: int) -> Optional[Running]:
+        for job in self.busy.values():
+            if job.seq == seq:
+                return job
+        return None
+
+    def _finished(self, job: Running, rec: Optional[joblog.Record]) -> None:
+        out, err = self.tails.pop(job.seq)
+        self.printer.job_lines(job.node.name, out.lines(final=True))
+        err_lines = err.lines(final=True)
+        self.printer.job_lines(job.node.name, err_lines, self.printer.err)
+        if rec is None:  # parallel recorded nothing: killed (F8) or parallel itself failed
+            now = time.time()
+            rec = joblog.Record(0, job.node.host, job.started, now - job.started, 0, 0, -1,
+                                signal.SIGTERM if self.killing else 0, job.command)
+        if self.killing and not rec.ok:
+            self.summary.killed += 1
+        rec = joblog.relabel(rec, job.seq, job.node.name, job.command)
+        joblog.append(self.joblog_path, [rec])
+        self.state.journal_append([{"event": "done", "run": self.run_id, "seq": job.seq,
+                                    "exitval": rec.exitval, "signal": rec.signal}])
+        self.busy.pop(job.node.name, None)
+        if job.node.name in self.leaving and self.opts.mode == "q":
+            self.nodes = [n for n in self.nodes if n.name != job.node.name]
+        if rec.ok:
+            self.summary.done += 1
+            return
+        reason = err_lines[-1] if err_lines and rec.exitval == 255 else ""
+        if rec.exitval == 255 and self._node_died(job, reason):
+            return
+        self.summary.failed.append(Failure(job.seq, job.node.name, job.command,
+                                           rec.exitval, rec.signal, reason))
+        if self.opts.retries and not self.killing and job.job is not None and self.opts.mode == "q":
+            key = (job.job.command, job.job.params, str(job.job.source))
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            if self.attempts[key] <= self.opts.retries:
+                self.printer.say(f"job #{job.seq} failed on {job.node.name}; retrying "
+                                 f"({self.attempts[key]}/{self.opts.retries})")
+                self.summary.failed.pop()
+                self.retry.append(job.job)
+
+    def _node_died(self, job: Running, reason: str) -> bool:
+        """An exit 255 from a remote job is ssh's own failure when the host no
+        longer answers: the host goes down and the job is run again elsewhere."""
+        if job.node.local or self.killing or job.job is None or self.opts.mode != "q":
+            return False
+        if job.node.host not in self.down:
+            why = backend.probe(self.rt, [job.node.host], self.opts.connect_timeout + 1).get(job.node.host)
+            if not why:
+                return False
+            self.down[job.node.host] = why
+            self.next_probe[job.node.host] = time.time() + PROBE_EVERY
+        self.printer.say(f"host {job.node.host} is down ({reason or why}); job #{job.seq} "
+                         "goes back to the queue")
+        self._requeue(job.job)
+        self.summary.requeued += 1
+        return True
+
+    def _requeue(self, job: Job) -> None:
+        if self.opts.stdin or self.opts.mode != "q":
+            self.retry.append(job)
+            return
+        try:
+            self.source.add([job.canonical()], front=True, timeout=2)
+        except Exception:  # the lock is held too long: keep it in memory, it still runs
+            self.retry.append(job)
+        if self.opts.mode == "b":
+            self.step_results[-1][1][job.node.name] = (rec.exitval, rec.signal)
+        if not self.opts.keep_logs:
+            for path in (job.out_path, job.err_path):
+                _unlink(path)
+        _unlink(job.out_path + ".seq")
+
+    # -- dispatching -------------------------------------------------------
+    def _dispatch(self) -> None:
+        if self.queue_error is not None:
+            if self.source.mtime() == self.queue_error_mtime:
+                return  # wait until the user changes the file
+            self.queue_error = None
+        if self.opts.mode == "b":
+            if not self.busy and not self.step_jobs:
+                self._start_step()
+            return
+        free = [n for n in self.nodes if n.name not in self.busy and n.host not in self.down
+                and n.name not in self.leaving]
+        if not free:
+            return
+        placed: List[Running] = []
+
+        def accept(job: Job) -> None:
+            node = free[len(placed)]
+            _check_names(job, self.nodes)
+            placed.append(self._reserve(job, node, expand.render(job, node)))
+
+        while self.retry and len(placed) < len(free):
+            accept(self.retry.pop(0))
+        if len(placed) < len(free):
+            self._take(len(free) - len(placed), accept)
+        self._launch(placed)
+
+    def _take(self, n: int, accept) -> None:
+        mtime = self.source.mtime()
+        result = self.source.take(n, accept)
+        if result is None:
+            return  # the queue is locked (pegpar l, pegpar add): try again next turn
+        _, error = result
+        if error is not None:
+            self.queue_error = str(error)
+            self.queue_error_mtime = mtime
+            if self.dispatched or self.opts.daemon:
+                self.printer.say(f"{error} (waiting for the queue to be fixed)")
+
+    @property
+    def queue_error_text(self) -> str:
+        return self.queue_error or ""
+
+    def _reserve(self, job: Job, node: SubNode, command: str) -> Running:
+        """Give a job its seq and journal it BEFORE the queue file lets go of
+        it: a crash at any later point finds it in the journal."""
+        seq = self.next_seq
+        self.next_seq += 1
+        stem = os.path.join(self.rt.logs_dir, backend.log_name(seq, node))
+        running = Running(seq, node, command, stem, stem + ".err", time.time(), job)
+        self.state.journal_append([
+            {"event": "dispatch", "run": self.run_id, "seq": seq, "node": node.name, "host": node.host,
+             "command": command, "source": str(job.source),
+             "canonical": None if self.opts.stdin else job.canonical(), "start": running.started}])
+        return running
+
+    def _launch(self, placed: List[Running]) -> List[Running]:
+        by_host: Dict[Tuple[str, bool], List[Running]] = {}
+        for running in placed:
+            by_host.setdefault((running.node.host, running.node.local), []).append(running)
+            self.busy[running.node.name] = running
+            self.tails[running.seq] = (Tail(running.out_path), Tail(running.err_path))
+            self.dispatched += 1
+        for jobs in by_host.values():
+            self.waves.append(backend.start_wave(self.rt, jobs, timeout=self.opts.timeout))
+        return [r for jobs in by_host.values() for r in jobs]
+
+    # -- broadcast steps -------------------------------------------------
+    def _start_step(self) -> None:
+        placed: List[Running] = []
+
+        def accept(job: Job) -> None:
+            _check_names(job, self.nodes)
+            rendered = [(node, expand.render(job, node)) for node in self.nodes
+                        if node.name not in self.leaving]
+            placed.extend(self._reserve(job, node, command) for node, command in rendered)
+
+        self._take(1, accept)
+        if placed:
+            self.step += 1
+            self.step_results.append((self.step, {}))
+            self.step_jobs = self._launch(placed)
+
+    def _step_done(self) -> None:
+        number, results = self.step_results[-1]
+        failed = [(name, code) for name, (code, sig) in results.items() if code != 0 or sig != 0]
+        if failed:
+            what = ", ".join(f"{name} (exit {code})" for name, code in failed)
+            self.printer.say(f"step {number}: FAILED on {what}")
+            if not self.opts.ignore_errors:
+                self.aborted = True
+        else:
+            self.printer.say(f"step {number}: ok on {len(results)}/{len(results)}")
+        self.step_jobs = []
+
+    # -- the end -----------------------------------------------------------
+    def _finish(self) -> int:
+        s = self.summary
+        elapsed = time.time() - s.started
+        failed = len(s.failed)
+        self.printer.say(f"{s.done + failed} job(s) run, {failed} failed"
+                         + (f" ({s.killed} killed)" if s.killed else "")
+                         + (f", {s.requeued} re-queued from down hosts" if s.requeued else "")
+                         + f", {elapsed:.1f} s")
+        for f in s.failed:
+            how = f"signal {f.signal}" if f.signal else f"exit {f.exitval}"
+            self.printer.say(f"  FAILED #{f.seq} on {f.node} ({how}): {_one_line(f.command)}"
+                             + (f": {f.reason}" if f.reason else ""))
+        if self.opts.mode == "b" and failed:
+            self._print_step_table()
+        if self.aborted:
+            self.printer.say("stopped after the failed step; the rest of the queue is untouched")
+        return 1 if failed or s.unreachable else 0
+
+    def _print_step_table(self) -> None:
+        names = [n.name for n in self.nodes]
+        width = max(len(n) for n in names)
+        self.printer.say("step  " + "  ".join(n.ljust(width) for n in names))
+        for number, results in self.step_results:
+            cells = []
+            for name in names:
+                code, sig = results.get(name, (None, 0))
+                cell = "-" if code is None else ("ok" if code == 0 and sig == 0 else f"exit {code}")
+                cells.append(cell.ljust(width))
+            self.printer.say(f"{number:<4}  " + "  ".join(cells))
+
+
+def _check_names(job: Job, nodes: Sequence[SubNode]) -> None:
+    """A command parameter may not be named `hostname` nor shadow a host parameter."""
+    host_names = {"hostname"} | {k for n in nodes for k, _ in n.params}
+    for name, _ in job.params:
+        if name in host_names and job.source.path != "<stdin>":
+            what = "`hostname` is set by the sub-node" if name == "hostname" else \
+                "it is also a host parameter in the hosts file"
+            raise UserError(f"command parameter `{name}` collides: {what}; rename one of them",
+                            where=str(job.source))
+
+
+def _one_line(text: str) -> str:
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _mtime(path: Optional[str]) -> float:
+    try:
+        return os.stat(path).st_mtime if path else 0.0
+    except OSError:
+        return 0.0
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def load_nodes(opts: Options) -> List[SubNode]:
+    entries = spec.load_hosts(opts.hosts_file)
+    return list(expand.subnodes(entries, opts.local_slots))
+
+
+def run(opts: Options, source, printer: Optional[Printer] = None) -> int:
+    """Run queue or broadcast mode to the end; returns the exit code."""
+    printer = printer or Printer(quiet=opts.quiet)
+    nodes = load_nodes(opts)
+    controller = Controller(opts, nodes, source, printer)
+    controller.install_signals()
+    return controller.run()

@@ -1,0 +1,157 @@
+"""Changing the queue by hand or from scripts: `pegpar l` and `pegpar add`.
+
+Both take the queue's lock (waiting, and saying for whom), so a pop never
+interleaves with them. `pegpar l` edits a copy next to queue.yaml and installs
+it with one rename only once it is valid: the controller never sees a half-
+written or invalid queue. A rejected edit is kept as `<queue>.rejected`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from typing import List, Optional, Union
+
+import click
+
+from pegpar import expand, queue, spec
+from pegpar.errors import UserError
+
+FALLBACK_EDITORS = ("vi", "vim", "nano")
+
+
+def edit_queue(queue_path: str, editor: Optional[str]) -> int:
+    """`pegpar l`: edit the queue under its lock; the exit code.
+
+    0: saved (or unchanged); 1: the editor failed, queue unchanged;
+    2: the edited text was invalid, queue unchanged, text kept in the backup."""
+    argv = choose_editor(editor)
+    real = os.path.realpath(queue_path)
+    if os.path.isdir(real):
+        raise UserError("is a directory, not a queue file", where=queue_path)
+    try:
+        with queue.hold_lock(queue_path, "pegpar l", notify=_say):
+            return _edit_locked(queue_path, real, argv)
+    except KeyboardInterrupt:
+        _say(f"interrupted; {queue_path} left unchanged")
+        return 130
+
+
+def choose_editor(flag: Optional[str]) -> List[str]:
+    """The editor's argv: --editor, then $VISUAL, $EDITOR, then vi, vim or nano."""
+    for origin, value in (("--editor", flag), ("$VISUAL", os.environ.get("VISUAL")),
+                          ("$EDITOR", os.environ.get("EDITOR"))):
+        if value and value.strip():
+            try:
+                argv = shlex.split(value)
+            except ValueError as err:
+                raise UserError(f"cannot split the editor command {value!r} ({origin}): {err}") from None
+            if shutil.which(argv[0]) is None:
+                raise UserError(f"editor {argv[0]!r} not found ({origin})",
+                                hint="pass --editor, or set $VISUAL or $EDITOR to an installed editor")
+            return argv
+    for name in FALLBACK_EDITORS:
+        if shutil.which(name):
+            return [name]
+    raise UserError("no editor found", hint="pass --editor, or set $VISUAL or $EDITOR")
+
+
+def add_commands(queue_path: str, commands: List[str], front: bool) -> int:
+    """`pegpar add CMD...`: each argument is one entry (a bare command). Returns
+    how many were added."""
+    if not commands:
+        raise UserError("no command given", hint="pegpar add 'CMD' ..., or pegpar add - to read YAML entries")
+    queue.QueueFile(queue_path, notify=_say).add(list(commands), front=front)
+    return len(commands)
+
+
+def add_yaml(queue_path: str, text: str, front: bool) -> int:
+    """`pegpar add -`: a YAML list of entries (as in queue.yaml) read from
+    stdin; all are validated before any is added. Returns how many were added."""
+    entries = spec.parse_queue(text, "<stdin>")
+    objs: List[Union[str, dict]] = [expand.canonical_entry(entry.dims, entry.plain) for entry in entries]
+    queue.QueueFile(queue_path, notify=_say).add(objs, front=front)
+    return len(objs)
+
+
+def _edit_locked(queue_path: str, real: str, argv: List[str]) -> int:
+    try:
+        with open(real, "rb") as f:
+            original: Optional[bytes] = f.read()
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+    except FileNotFoundError:
+        original, mode = None, queue.new_file_mode()
+    folder, name = os.path.split(real)
+    fd, copy = tempfile.mkstemp(prefix=f".{name}.", suffix=".edit.yaml", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(original or b"")
+            os.fchmod(out.fileno(), mode)
+        while True:
+            status = _run_editor(argv, copy)
+            if status != 0:
+                _say(f"the editor exited with status {status}; {queue_path} left unchanged")
+                return 1
+            with open(copy, "rb") as f:
+                edited = f.read()
+            if edited == (original or b""):
+                return 0
+            try:
+                entries = queue.check_text(edited, queue_path)
+            except UserError as err:
+                _say(f"pegpar: {err}")
+                if _interactive() and _ask() == "e":
+                    continue
+                backup = real + queue.REJECTED_SUFFIX
+                os.replace(copy, backup)
+                _say(f"{queue_path} left as it was before the edit; the edited text is in {backup}")
+                return 2
+            with open(copy, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(copy, real)
+            _say(f"{queue_path}: saved, {len(entries)} entries")
+            return 0
+    finally:
+        if os.path.exists(copy):
+            os.unlink(copy)
+
+
+def _run_editor(argv: List[str], path: str) -> int:
+    try:
+        proc = subprocess.Popen(argv + [path])
+    except OSError as err:
+        raise UserError(f"cannot start the editor {argv[0]!r}: {err.strerror}",
+                        hint="pass --editor, or set $VISUAL or $EDITOR") from None
+    # Ctrl-C in the editor reaches this process too; it belongs to the editor.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def _ask() -> str:
+    """'e' (edit again) or 'r' (restore the version from before the edit)."""
+    while True:
+        try:
+            answer = click.prompt("[e]dit again or [r]estore the version from before the edit?",
+                                  default="e", err=True).strip().lower()
+        except (EOFError, click.Abort):
+            return "r"
+        if answer[:1] in ("e", "r"):
+            return answer[:1]
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+

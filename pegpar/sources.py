@@ -1,0 +1,63 @@
+"""Where jobs come from: queue.yaml (the file queue) or lines on stdin.
+
+Both answer the controller's one question, "give me up to n jobs", through
+the `take` of pegpar.queue.QueueFile; stdin input is a queue in memory.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Callable, Iterable, List, Optional, Tuple
+
+from pegpar.errors import UserError
+from pegpar.expand import Job
+from pegpar.spec import Source
+
+STDIN = "<stdin>"
+_USES_LINE = re.compile(r"\{\{[^}]*\bline\b")
+
+
+def stdin_jobs(lines: Iterable[str], command: Optional[List[str]] = None) -> List[Job]:
+    """Jobs from input lines, like xargs: each non-empty line is a command, or,
+    with `command` (the words after `--`), the shell-quoted argument `line` of
+    that command, appended as its last argument when it names no `{{ line }}`."""
+    template = None
+    if command:
+        template = " ".join(command)
+        if not _USES_LINE.search(template):
+            template += " {{ line }}"
+    jobs = []
+    for number, raw in enumerate(lines, 1):
+        line = raw.rstrip("\n").rstrip("\r")
+        if not line.strip():
+            continue
+        source = Source(STDIN, number)
+        if template is None:
+            jobs.append(Job(command=line, params=(), source=source, plain=True))
+        else:
+            jobs.append(Job(command=template, params=(("line", shlex.quote(line)),), source=source))
+    return jobs
+
+
+class MemoryQueue:
+    """A queue held in memory (stdin input): nothing is written anywhere."""
+
+    def __init__(self, jobs: List[Job]):
+        self._jobs = list(reversed(jobs))
+
+    def take(self, n: int, accept: Callable[[Job], None]) -> Optional[Tuple[List[Job], Optional[UserError]]]:
+        taken: List[Job] = []
+        while self._jobs and len(taken) < n:
+            try:
+                accept(self._jobs[-1])
+            except UserError as err:
+                return taken, err
+            taken.append(self._jobs.pop())
+        return taken, None
+
+    def is_empty(self) -> bool:
+        return not self._jobs
+
+    def mtime(self) -> float:
+        return 0.0

@@ -1,0 +1,294 @@
+"""The state directory (`.pegpar/` next to the queue file): who runs this queue,
+its live status, the journal of dispatched jobs, and control requests.
+
+The controller writes here; `pegpar status`, `log`, `retry`, `stop` and `kill`
+read it, so every file is replaced whole (write a temporary file, rename it
+over) or appended in whole lines: a reader never sees half a write.
+Directory 0700, files 0600: commands and their output may hold secrets.
+
+Layout:
+    controller.lock   OS lock held by the live controller (dies with it)
+    controller.json   who holds it: pid, start time, mode, files
+    status.json       the live snapshot, rewritten about once a second
+    journal           JSON lines: run, dispatch, done (reset at each start)
+    control/          one JSON file per pending request (kill a job)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import filelock
+
+from pegpar.errors import UserError
+
+CLAIM_WAIT = 0.5  # seconds: a reader probing the lock holds it for a moment only
+
+
+class StateDir:
+    def __init__(self, path: str):
+        # Nothing is created here: readers (`pegpar status`) must not litter a
+        # directory where pegpar never ran.
+        self.path = path
+        self._lock: Optional[filelock.FileLock] = None
+        self._counter = 0
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def _ensure(self, sub: str = "") -> str:
+        folder = os.path.join(self.path, sub) if sub else self.path
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        return folder
+
+    # -- the controller's claim ----------------------------------------------
+    def claim(self, info: Dict[str, Any]) -> None:
+        """Become THE controller of this queue for the life of this process:
+        an OS lock (filelock on `controller.lock`, held until release() or
+        process death, so a kill -9 leaves nothing stale) plus `controller.json`
+        = info (pid, started, mode, hosts_file, queue_file, ...). If another live
+        controller holds it: UserError naming it (pid, since when)."""
+        self._ensure()
+        lock = filelock.FileLock(self._file("controller.lock"))
+        try:
+            lock.acquire(timeout=CLAIM_WAIT)
+        except filelock.Timeout:
+            raise _busy(info, _read_json(self._file("controller.json"))) from None
+        self._lock = lock
+        info = dict(info)
+        info.setdefault("pid", os.getpid())
+        info.setdefault("hostname", socket.gethostname())
+        _write_atomic(self._file("controller.json"), _dumps(info))
+        # Requests left for an earlier controller (one that died before taking
+        # them) must not kill whatever this one starts on that sub-node.
+        for name in _listdir(self._file("control")):
+            _unlink(os.path.join(self._file("control"), name))
+
+    def release(self) -> None:
+        if self._lock is None:
+            return
+        _unlink(self._file("controller.json"))
+        self._lock.release()
+        self._lock = None
+
+    def controller(self) -> Optional[Dict[str, Any]]:
+        """controller.json of the LIVE controller, or None (none, or stale)."""
+        info = _read_json(self._file("controller.json"))
+        if not isinstance(info, dict):
+            return None
+        if self._lock is not None:
+            return info
+        probe = filelock.FileLock(self._file("controller.lock"))
+        try:
+            probe.acquire(timeout=0)
+        except filelock.Timeout:
+            pass  # held: someone is alive; check it is the one named in the file
+        except OSError:
+            pass  # cannot even open the lock (another user's dir): judge by the pid
+        else:
+            probe.release()
+            return None  # its holder died (kill -9, crash): controller.json is stale
+        if info.get("hostname", socket.gethostname()) != socket.gethostname():
+            return info  # a controller on another machine sharing this directory
+        return info if _pid_alive(info.get("pid")) else None
+
+    # -- the status snapshot ---------------------------------------------------
+    def write_status(self, snapshot: Dict[str, Any]) -> None:
+        """Atomically replace `status.json` (the controller calls this about once a second)."""
+        self._ensure()
+        # No fsync: the snapshot is rewritten every second and worthless after
+        # a crash (readers check the controller is alive), while an fsync each
+        # second on a busy or network disk would stall the controller's loop.
+        _write_atomic(self._file("status.json"), _dumps(snapshot), durable=False)
+
+    def read_status(self) -> Optional[Dict[str, Any]]:
+        data = _read_json(self._file("status.json"))
+        return data if isinstance(data, dict) else None
+
+    # -- the journal -----------------------------------------------------------
+    def journal_append(self, records: List[Dict[str, Any]]) -> None:
+        """Append JSON lines to `journal` and fsync (crash recovery reads it)."""
+        if not records:
+            return
+        self._ensure()
+        text = "".join(_dumps(r) + "\n" for r in records).encode("utf-8")
+        fd = os.open(self._file("journal"), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            # A crash mid-append leaves a torn line; starting on a fresh line
+            # keeps that one line the only loss.
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                text = b"\n" + text
+            _write_all(fd, text)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def journal(self) -> List[Dict[str, Any]]:
+        """Every journal record, in order (a torn last line is skipped)."""
+        try:
+            with open(self._file("journal"), encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        records = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+    def journal_reset(self, records: List[Dict[str, Any]]) -> None:
+        """Atomically replace the journal with `records` (compaction at start)."""
+        self._ensure()
+        _write_atomic(self._file("journal"), "".join(_dumps(r) + "\n" for r in records))
+
+    def joblog_path(self) -> str:
+        """The main joblog of this queue's runs: the one the latest status
+        snapshot names (a run given --joblog), else `joblog` here."""
+        status = self.read_status() or {}
+        path = status.get("joblog")
+        return path if isinstance(path, str) and path else self._file("joblog")
+
+    def last_run(self) -> Optional["Run"]:
+        """The journal's view of the most recent controller run (None: no run recorded)."""
+        return last_run(self.journal())
+
+    # -- control requests -------------------------------------------------------
+    def request(self, request: Dict[str, Any]) -> None:
+        """Leave a control request for the running controller (e.g.
+        {"kill": {"seq": 12}} or {"kill": {"node": "node-1 (gpu=0)"}}) as a new
+        file under `control/`; the controller picks it up within a second."""
+        folder = self._ensure("control")
+        self._counter += 1
+        name = f"{time.time_ns():020d}-{os.getpid()}-{self._counter}.json"
+        _write_atomic(os.path.join(folder, name), _dumps(request))
+
+    def take_requests(self) -> List[Dict[str, Any]]:
+        """Read and delete pending control requests (cheap when there are none)."""
+        folder = self._file("control")
+        requests = []
+        for name in sorted(_listdir(folder)):
+            path = os.path.join(folder, name)
+            data = _read_json(path)
+            _unlink(path)
+            if isinstance(data, dict):
+                requests.append(data)
+        return requests
+
+
+@dataclass(frozen=True)
+class Run:
+    """One controller run as its journal records tell it."""
+
+    info: Dict[str, Any]  # the "run" event
+    dispatched: Dict[int, Dict[str, Any]] = field(default_factory=dict)  # seq -> dispatch, in order
+    done: Dict[int, Dict[str, Any]] = field(default_factory=dict)  # seq -> done
+
+    @property
+    def id(self) -> Any:
+        return self.info.get("run")
+
+    def unfinished(self) -> List[Dict[str, Any]]:
+        """Dispatches without a done record: running, or lost with their controller."""
+        return [d for seq, d in self.dispatched.items() if seq not in self.done]
+
+
+def last_run(records: List[Dict[str, Any]]) -> Optional[Run]:
+    """The last "run" event and the dispatch/done records that belong to it."""
+    starts = [i for i, r in enumerate(records) if r.get("event") == "run"]
+    if not starts:
+        return None
+    info = records[starts[-1]]
+    dispatched: Dict[int, Dict[str, Any]] = {}
+    done: Dict[int, Dict[str, Any]] = {}
+    for r in records[starts[-1] + 1:]:
+        seq = r.get("seq")
+        if r.get("run") != info.get("run") or not isinstance(seq, int):
+            continue
+        if r.get("event") == "dispatch":
+            dispatched[seq] = r
+        elif r.get("event") == "done":
+            done[seq] = r
+    return Run(info, dispatched, done)
+
+
+def _busy(info: Dict[str, Any], holder: Any) -> UserError:
+    queue = info.get("queue_file")
+    if isinstance(holder, dict) and holder.get("pid"):
+        since = holder.get("started")
+        when = f", since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))}" \
+            if isinstance(since, (int, float)) else ""
+        where = f" on {holder['hostname']}" if holder.get("hostname", socket.gethostname()) \
+            != socket.gethostname() else ""
+        what = f"another pegpar is running on this queue (pid {holder['pid']}{where}{when})"
+    else:
+        what = "another pegpar is starting on this queue"
+    return UserError(what, where=queue, hint="`pegpar status` shows it; `pegpar stop` ends it")
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomic(path: str, text: str, durable: bool = True) -> None:
+    """Replace `path` whole: readers see the old content or the new, never a mix."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        _write_all(fd, text.encode("utf-8"))
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _listdir(folder: str) -> List[str]:
+    """Entries that are not temporary files (those start with a dot)."""
+    try:
+        return [n for n in os.listdir(folder) if not n.startswith(".")]
+    except FileNotFoundError:
+        return []
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

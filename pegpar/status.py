@@ -1,0 +1,194 @@
+"""`pegpar status`: what a queue's controller is doing, or what its last run did.
+
+While a controller runs, its status snapshot (rewritten every second) says
+which sub-node runs what; after it has ended, the joblog and the journal say
+how the last run went. Either way queue.yaml says how much is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any, Dict, List, Optional, TextIO, Tuple
+
+from pegpar import joblog
+from pegpar.errors import UserError
+from pegpar.logview import columns, duration, local_time, one_line
+from pegpar.state import StateDir
+
+STALE_AFTER = 5.0  # seconds without a new snapshot before saying so
+MODES = {"q": "queue mode", "b": "broadcast mode"}
+
+
+def queued(queue_file: str) -> Tuple[Optional[int], Optional[str]]:
+    """(jobs left in the queue file, None) or (None, why it cannot be read).
+    A missing file holds no jobs."""
+    from pegpar import expand, spec
+
+    if not os.path.exists(queue_file):
+        return 0, None
+    try:
+        return sum(expand.count(e.dims) for e in spec.load_queue(queue_file)), None
+    except UserError as err:
+        return None, str(err)
+
+
+def consumed(queue_file: str) -> int:
+    """Entries in consumed.yaml, counted by their `- ` lines: pegpar writes one
+    job per entry there, and a line scan stays cheap however long it grows."""
+    from pegpar.queue import CONSUMED_FILE
+
+    path = os.path.join(os.path.dirname(os.path.abspath(queue_file)), CONSUMED_FILE)
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.startswith(b"- ") or line.rstrip(b"\r\n") == b"-")
+    except FileNotFoundError:
+        return 0
+
+
+def snapshot(queue_file: str, now: Optional[float] = None) -> Dict[str, Any]:
+    """Everything `pegpar status` shows, as the JSON of `--json`."""
+    from pegpar.controller import state_dir_for
+
+    now = time.time() if now is None else now
+    state = StateDir(state_dir_for(queue_file))
+    ctl = state.controller()
+    count, queue_error = queued(queue_file)
+    data: Dict[str, Any] = {"queue_file": queue_file, "controller": ctl, "nodes": [],
+                            "queued": count, "queue_error": queue_error, "running": 0, "done": 0,
+                            "failed": 0, "elapsed": None, "jobs_running": [], "last_run": None}
+    if ctl is not None:
+        _live(data, state, ctl, now)
+    else:
+        _ended(data, state, queue_file)
+    return data
+
+
+def _live(data: Dict[str, Any], state: StateDir, ctl: Dict[str, Any], now: float) -> None:
+    snap = state.read_status() or {}
+    if snap.get("pid") != ctl.get("pid"):
+        snap = {}  # the snapshot of an earlier run: this one has not written its first yet
+    data["nodes"] = snap.get("nodes", [])
+    for key in ("running", "done", "failed"):
+        data[key] = snap.get(key, 0)
+    if isinstance(snap.get("queued"), int):  # jobs from stdin: the controller knows how many
+        data["queued"], data["queue_error"] = snap["queued"], None
+    started = ctl.get("started") or snap.get("started")
+    data["elapsed"] = now - started if isinstance(started, (int, float)) else None
+    data["stopping"] = bool(snap.get("stopping"))
+    data["updated"] = snap.get("updated")
+    data["jobs_running"] = [{"seq": n["job"].get("seq"), "node": n.get("name"),
+                             "command": n["job"].get("command"), "since": n["job"].get("since")}
+                            for n in data["nodes"] if isinstance(n.get("job"), dict)]
+
+
+def _ended(data: Dict[str, Any], state: StateDir, queue_file: str) -> None:
+    records = joblog.read(state.joblog_path())
+    run = state.last_run()
+    if run is not None:
+        records = [r for r in records if r.seq in run.dispatched]
+        recorded = {r.seq for r in records}
+        data["last_run"] = run.info
+        data["interrupted"] = sum(1 for seq in run.dispatched if seq not in recorded)
+        started = run.info.get("started")
+        if isinstance(started, (int, float)) and records:
+            data["elapsed"] = max(r.start + r.runtime for r in records) - started
+    data["done"] = sum(1 for r in records if r.ok)
+    data["failed"] = sum(1 for r in records if not r.ok)
+    data["consumed"] = consumed(queue_file)
+
+
+def render(data: Dict[str, Any], now: Optional[float] = None, width: int = 100) -> str:
+    """One frame of `pegpar status` as text (`width`: the terminal's)."""
+    now = time.time() if now is None else now
+    ctl = data["controller"]
+    lines: List[str] = []
+    queued_text = "?" if data["queued"] is None else str(data["queued"])
+    if ctl is not None:
+        mode = MODES.get(ctl.get("mode"), "")
+        since = f", since {local_time(ctl['started'])}" if isinstance(ctl.get("started"), (int, float)) else ""
+        elapsed = f", {duration(data['elapsed'])}" if data["elapsed"] is not None else ""
+        doing = "stopping: no new jobs" if data.get("stopping") else "running"
+        lines.append(f"{data['queue_file']}: pegpar {doing} (pid {ctl.get('pid')}, {mode}{since}{elapsed})")
+        lines.append(f"  queued {queued_text}   running {data['running']}   done {data['done']}   "
+                     f"failed {data['failed']}")
+    else:
+        run = data["last_run"]
+        if run is None:
+            lines.append(f"{data['queue_file']}: no pegpar running")
+        else:
+            mode = MODES.get(run.get("mode"), "")
+            when = local_time(run["started"]) if isinstance(run.get("started"), (int, float)) else "?"
+            lasted = f", lasted {duration(data['elapsed'])}" if data["elapsed"] is not None else ""
+            lines.append(f"{data['queue_file']}: no pegpar running; last run started {when} "
+                         f"(pid {run.get('pid')}, {mode}{lasted})")
+        lines.append(f"  queued {queued_text}   done {data['done']}   failed {data['failed']}   "
+                     f"consumed {data.get('consumed', 0)}")
+        if data.get("interrupted"):
+            lines.append(f"  {data['interrupted']} job(s) of the last run have no result: its "
+                         "controller stopped while they ran (the next run reports them)")
+    if data["queue_error"]:
+        lines.append(f"  the queue cannot be read: {data['queue_error']}")
+    updated = data.get("updated")
+    if ctl is not None and isinstance(updated, (int, float)) and now - updated > STALE_AFTER:
+        lines.append(f"  (the controller last reported {duration(now - updated)} ago: it may be stuck)")
+    text = "\n".join(lines) + "\n"
+    if data["nodes"]:
+        text += "\n" + _nodes_table(data["nodes"], now, width)
+    return text
+
+
+def _nodes_table(nodes: List[Dict[str, Any]], now: float, width: int) -> str:
+    cells = [("SUB-NODE", "STATE", "JOB")]
+    for n in nodes:
+        job = n.get("job") if isinstance(n.get("job"), dict) else None
+        what = ""
+        if job is not None:
+            since = job.get("since")
+            took = f" for {duration(now - since)}" if isinstance(since, (int, float)) else ""
+            what = f"#{job.get('seq')}{took}: {job.get('command', '')}"
+        cells.append((str(n.get("name", "")), str(n.get("state", "")), what))
+    name_width = max(len(c[0]) for c in cells)
+    room = max(20, width - name_width - len("running") - 4)
+    return columns([(a, b, one_line(c, room)) for a, b, c in cells])
+
+
+def status(queue_file: str, as_json: bool, watch: bool) -> Optional[str]:
+    """`pegpar status`: the text to print, or None after --watch (which prints
+    itself until Ctrl-C)."""
+    if watch:
+        try:
+            watch_frames(queue_file, as_json)
+        except KeyboardInterrupt:
+            pass
+        return None
+    return frame(queue_file, as_json)
+
+
+def frame(queue_file: str, as_json: bool, width: Optional[int] = None) -> str:
+    data = snapshot(queue_file)
+    if as_json:
+        return json.dumps(data, indent=2) + "\n"
+    return render(data, width=width or shutil.get_terminal_size((100, 24)).columns)
+
+
+def watch_frames(queue_file: str, as_json: bool, out: TextIO = sys.stdout, interval: float = 1.0,
+                 frames: Optional[int] = None) -> None:
+    """Redraw in place every `interval` seconds (`frames`: how many, None: until
+    interrupted). With JSON, one compact object per line instead."""
+    shown = 0
+    while frames is None or shown < frames:
+        if shown:
+            time.sleep(interval)
+        if as_json:
+            out.write(json.dumps(snapshot(queue_file)) + "\n")
+        else:
+            text = frame(queue_file, False)
+            # Home, each line cleared to its end, the rest of the screen cleared:
+            # no flicker from clearing the whole screen first.
+            out.write("\033[H" + text.replace("\n", "\033[K\n") + "\033[J")
+        out.flush()
+        shown += 1

@@ -1,0 +1,63 @@
+"""Running pegpar as a child process in end-to-end tests, and reading what it left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pegpar import joblog  # noqa: E402
+
+HANG_GUARD = 120  # seconds: a hung pegpar fails the test instead of the suite
+
+
+def pegpar(args: List[str], cwd, env: Dict[str, str], input: Optional[str] = None,
+           timeout: float = HANG_GUARD) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pegpar"] + args, cwd=str(cwd), env=env,
+                          input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start(args: List[str], cwd, env: Dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pegpar"] + args, cwd=str(cwd), env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def records(cwd) -> List[joblog.Record]:
+    return joblog.read(os.path.join(str(cwd), ".pegpar", "joblog"))
+
+
+def wait_for(predicate, timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def cluster_hosts(tmp_path, hosts_yaml: str) -> None:
+    path = tmp_path / "hosts.yaml"
+    path.write_text(hosts_yaml)
+    path.chmod(0o600)
+
+
+def write_queue(tmp_path, text: str) -> None:
+    path = tmp_path / "queue.yaml"
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def load_yaml(path) -> object:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def overlapping(a: joblog.Record, b: joblog.Record) -> bool:
+    return a.start < b.start + b.runtime and b.start < a.start + a.runtime

@@ -1,0 +1,186 @@
+"""Queue mode end to end: `pegpar q` on real sshd nodes through the vendored GNU parallel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from runner import (cluster_hosts, load_yaml, overlapping, pegpar, records, start, wait_for,
+                    write_queue)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
+
+
+def q(tmp_path, cluster, env, *extra, input=None):
+    return pegpar(["q", "--ssh-config", cluster.ssh_config, *extra], tmp_path, env, input=input)
+
+
+def test_seed_example_places_each_job_on_its_own_sub_node(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- hostname: [node-1, node-2]\n  container: [gpu0, gpu1]\n")
+    write_queue(tmp_path, "- command:\n    - echo $NODE {{ container }} {{ bs }}; sleep 1\n"
+                          "  bs: [8, 16, 32, 64]\n")
+    r = q(tmp_path, cluster, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    recs = records(tmp_path)
+    assert len(recs) == 4
+    assert len({rec.host for rec in recs}) == 4  # four distinct sub-nodes
+    assert all(overlapping(a, b) for a in recs for b in recs)  # all four at once
+    for line in r.stdout.splitlines():
+        # "[node-1 (container=gpu0)] node-1 gpu0 8"
+        prefix, _, text = line.partition("] ")
+        host, _, params = prefix[1:].partition(" (container=")
+        node, container, bs = text.split()
+        assert node == host and container == params.rstrip(")")
+    assert sorted(int(line.split()[-1]) for line in r.stdout.splitlines()) == [8, 16, 32, 64]
+    consumed = load_yaml(tmp_path / "consumed.yaml")
+    assert consumed == [{"command": ["echo $NODE {{ container }} {{ bs }}; sleep 1"], "bs": [b]}
+                        for b in (8, 16, 32, 64)]
+    assert load_yaml(tmp_path / "queue.yaml") in (None, [])
+    # pasted back, the consumed entries run the same jobs again
+    shutil.copy(tmp_path / "consumed.yaml", tmp_path / "queue.yaml")
+    os.unlink(tmp_path / "consumed.yaml")
+    r2 = q(tmp_path, cluster, pegpar_env)
+    assert r2.returncode == 0, r2.stderr
+    assert sorted(int(x.split()[-1]) for x in r2.stdout.splitlines()) == [8, 16, 32, 64]
+
+
+def test_one_job_per_sub_node_and_all_run_once(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n- node-3\n")
+    write_queue(tmp_path, "".join(f"- sleep 1; echo job-{i}\n" for i in range(12)))
+    r = q(tmp_path, cluster, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    recs = records(tmp_path)
+    assert sorted(rec.command for rec in recs) == sorted(f"sleep 1; echo job-{i}" for i in range(12))
+    for a in recs:
+        for b in recs:
+            if a is not b and a.host == b.host:
+                assert not overlapping(a, b), (a, b)
+    # at some moment three jobs ran together
+    assert any(sum(overlapping(a, b) for b in recs) == 3 for a in recs)
+    assert sorted(line.split()[-1] for line in r.stdout.splitlines()) == sorted(f"job-{i}" for i in range(12))
+
+
+def test_entries_added_while_running_are_run_and_deleted_ones_are_not(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n")
+    write_queue(tmp_path, "- sleep 2; echo first\n- echo doomed\n")
+    p = start(["q", "--ssh-config", cluster.ssh_config], tmp_path, pegpar_env)
+    try:
+        wait_for(lambda: "doomed" in (tmp_path / "queue.yaml").read_text()
+                 and "first" not in (tmp_path / "queue.yaml").read_text(), what="first job taken")
+        subprocess.run([os.sys.executable, "-m", "pegpar", "l", "--editor",
+                        "sh -c 'printf \"- echo added\\n\" > \"$0\"'"], cwd=tmp_path, env=pegpar_env,
+                       stdin=subprocess.DEVNULL, check=True, timeout=30)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert "added" in out and "doomed" not in out
+    assert [rec.command for rec in records(tmp_path)] == ["sleep 2; echo first", "echo added"]
+
+
+EXACT = "printf '%s|' \"it's\" '\"q\"' \"$HOME\" `echo bt` 'back\\slash' '100%' a@b '{}' 'é ü 日本'\necho line2"
+
+
+def test_commands_reach_the_node_exactly(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-2\n")
+    write_queue(tmp_path, "- |\n" + "".join(f"  {line}\n" for line in EXACT.splitlines()))
+    r = q(tmp_path, cluster, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    code, expected = cluster.ssh("node-2", "sh -c " + _sq(EXACT))
+    assert code == 0
+    assert r.stdout == "".join(f"[node-2] {line}\n" for line in expected.splitlines())
+    assert "$HOME" not in r.stdout and "/" in r.stdout  # expanded on the node
+
+
+def _sq(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def test_a_failing_job_makes_exit_code_1_and_is_in_the_summary(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n")
+    write_queue(tmp_path, "- echo fine\n- exit 7\n- echo also fine\n")
+    r = q(tmp_path, cluster, pegpar_env)
+    assert r.returncode == 1
+    assert "3 job(s) run, 1 failed" in r.stderr
+    failed = [line for line in r.stderr.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "exit 7" in failed[0] and "exit 7" in failed[0].split(": ", 1)[1]
+    assert sorted(rec.exitval for rec in records(tmp_path)) == [0, 0, 7]
+
+
+def test_stdin_commands_write_no_queue_file(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n")
+    cmds = "".join(f"echo {i}\n" for i in range(1, 21))
+    r = q(tmp_path, cluster, pegpar_env, input=cmds)
+    assert r.returncode == 0, r.stderr
+    assert sorted(int(x.split()[-1]) for x in r.stdout.splitlines()) == list(range(1, 21))
+    assert not (tmp_path / "queue.yaml").exists() and not (tmp_path / "consumed.yaml").exists()
+
+
+def test_stdin_lines_as_arguments_like_xargs(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n")
+    r = q(tmp_path, cluster, pegpar_env, "--", "echo", "X", input="a b\nc\n")
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.splitlines()) == ["[node-1] X a b", "[node-1] X c"]
+    r = q(tmp_path, cluster, pegpar_env, "--", "echo", "{{", "line", "}}", "Y", input="it's\n")
+    assert r.stdout == "[node-1] it's Y\n"
+
+
+def _job_processes(cluster, marker: str) -> str:
+    found = ""
+    for node in ("node-1", "node-2", "node-3"):
+        code, out = cluster.ssh(node, f"ps -eo args | grep -v grep | grep {marker} || true")
+        found += out
+    return found
+
+
+def test_first_ctrl_c_finishes_running_jobs_and_keeps_the_queue(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n")
+    queue = "- sleep 2; echo done-a\n- sleep 2; echo done-b\n- echo never-1\n- echo never-2\n"
+    write_queue(tmp_path, queue)
+    p = start(["q", "--ssh-config", cluster.ssh_config], tmp_path, pegpar_env)
+    wait_for(lambda: (tmp_path / "queue.yaml").read_text() == "- echo never-1\n- echo never-2\n",
+             what="two jobs taken")
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert sorted(out.split()[1::2]) == ["done-a", "done-b"]
+    assert (tmp_path / "queue.yaml").read_text() == "- echo never-1\n- echo never-2\n"
+    assert sorted(rec.command for rec in records(tmp_path)) == ["sleep 2; echo done-a", "sleep 2; echo done-b"]
+
+
+def test_second_ctrl_c_kills_jobs_on_the_nodes(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n- node-3\n")
+    write_queue(tmp_path, "".join(f"- sleep 300{i} & sleep 400{i}; echo never\n" for i in range(3)))
+    p = start(["q", "--ssh-config", cluster.ssh_config], tmp_path, pegpar_env)
+    wait_for(lambda: all(f"sleep 400{i}" in _job_processes(cluster, f"400{i}") for i in range(3)),
+             what="jobs running on the nodes")
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    killed_at = time.time()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1
+    wait_for(lambda: _job_processes(cluster, "[34]00[0-2]") == "", timeout=5 - (time.time() - killed_at) + 1,
+             what="no job process left on any node")
+    recs = records(tmp_path)
+    assert len(recs) == 3 and all(not rec.ok for rec in recs)
+    assert "never" not in out
+
+
+def test_no_hosts_file_runs_the_bundled_example_locally(tmp_path, pegpar_env):
+    shutil.copytree(os.path.join(EXAMPLES, "local"), tmp_path / "ex")
+    (tmp_path / "ex" / "queue.yaml").chmod(0o600)
+    expected = load_yaml(tmp_path / "ex" / "queue.yaml")
+    r = pegpar(["q"], tmp_path / "ex", pegpar_env)
+    assert r.returncode == 0, r.stderr
+    recs = records(tmp_path / "ex")
+    assert recs and all(rec.host.startswith("localhost/") for rec in recs)
+    assert all(line.startswith("[localhost/") for line in r.stdout.splitlines())
+    assert expected and load_yaml(tmp_path / "ex" / "queue.yaml") in (None, [])

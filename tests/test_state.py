@@ -1,0 +1,181 @@
+"""The state directory: the controller's claim and its stale detection, the
+status snapshot, the journal, control requests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pegpar.errors import UserError
+from pegpar.state import StateDir, last_run
+
+HANG_GUARD = 30  # seconds; only a guard against a hung child, never a timing assertion
+
+
+def claim_in_subprocess(state_dir: str, info: dict, on_usr1: str = "") -> subprocess.Popen:
+    """A child process that claims `state_dir` and waits; returns once the claim
+    is made. `on_usr1`: what the child prints on stdout when sent SIGUSR1."""
+    code = textwrap.dedent(f"""
+        import json, signal, sys, time
+        from pegpar.state import StateDir
+        if {on_usr1!r}:
+            def said(*_):
+                print({on_usr1!r}, flush=True)
+                sys.exit(0)
+            signal.signal(signal.SIGUSR1, said)
+        state = StateDir({state_dir!r})
+        state.claim(json.loads({json.dumps(info)!r}))
+        print("claimed", flush=True)
+        time.sleep({HANG_GUARD})
+    """)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "claimed"
+    return child
+
+
+def mode_of(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_claim_writes_private_files_and_release_removes_the_claim(tmp_path):
+    state = StateDir(str(tmp_path / ".pegpar"))
+    state.claim({"pid": os.getpid(), "started": 1700000000.0, "mode": "q"})
+    assert mode_of(tmp_path / ".pegpar") == 0o700
+    assert mode_of(tmp_path / ".pegpar" / "controller.json") == 0o600
+    assert state.controller()["mode"] == "q"
+    assert StateDir(state.path).controller()["pid"] == os.getpid()
+    state.release()
+    assert state.controller() is None
+    assert not (tmp_path / ".pegpar" / "controller.json").exists()
+    state.release()  # twice is harmless
+
+
+def test_readers_create_nothing(tmp_path):
+    state = StateDir(str(tmp_path / ".pegpar"))
+    assert state.controller() is None
+    assert state.read_status() is None
+    assert state.journal() == []
+    assert state.take_requests() == []
+    assert state.last_run() is None
+    assert not (tmp_path / ".pegpar").exists()
+
+
+def test_a_live_controller_in_another_process_is_refused_with_pid_and_since(tmp_path):
+    folder = str(tmp_path / ".pegpar")
+    child = claim_in_subprocess(folder, {"started": 1700000000.0, "queue_file": "queue.yaml"})
+    try:
+        ctl = StateDir(folder).controller()
+        assert ctl is not None and ctl["pid"] == child.pid
+        with pytest.raises(UserError) as err:
+            StateDir(folder).claim({"pid": os.getpid(), "queue_file": "queue.yaml"})
+        message = str(err.value)
+        assert f"pid {child.pid}" in message
+        assert "since 2023-11-" in message  # 1700000000 is 2023-11-14/15 in every time zone
+        assert err.value.where == "queue.yaml"
+    finally:
+        child.kill()
+        child.wait(HANG_GUARD)
+
+
+def test_a_claim_whose_process_was_killed_is_stale(tmp_path):
+    folder = str(tmp_path / ".pegpar")
+    child = claim_in_subprocess(folder, {"started": 1.0})
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(HANG_GUARD)
+    assert (tmp_path / ".pegpar" / "controller.json").exists()  # left behind by kill -9
+    assert StateDir(folder).controller() is None
+    mine = StateDir(folder)
+    mine.claim({"pid": os.getpid(), "started": 2.0})  # and it does not stand in the way
+    assert StateDir(folder).controller()["started"] == 2.0
+    mine.release()
+
+
+def test_a_claim_file_naming_a_dead_pid_is_stale_even_if_the_lock_is_held(tmp_path):
+    # e.g. the pid was written by a crashed controller and another process
+    # happens to hold the lock for a moment
+    folder = tmp_path / ".pegpar"
+    child = claim_in_subprocess(str(folder), {"started": 1.0})
+    try:
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait(HANG_GUARD)
+        (folder / "controller.json").write_text(json.dumps({"pid": dead.pid}))
+        assert StateDir(str(folder)).controller() is None
+    finally:
+        child.kill()
+        child.wait(HANG_GUARD)
+
+
+def test_status_snapshot_round_trip_and_garbage(tmp_path):
+    state = StateDir(str(tmp_path / ".pegpar"))
+    state.write_status({"pid": 1, "nodes": [{"name": "n", "state": "idle", "job": None}]})
+    assert state.read_status()["nodes"][0]["name"] == "n"
+    assert mode_of(tmp_path / ".pegpar" / "status.json") == 0o600
+    (tmp_path / ".pegpar" / "status.json").write_text('{"pid": ')
+    assert state.read_status() is None
+    assert [p.name for p in (tmp_path / ".pegpar").iterdir() if p.name.startswith(".")] == []
+
+
+def test_journal_appends_skips_a_torn_line_and_resets(tmp_path):
+    state = StateDir(str(tmp_path / ".pegpar"))
+    state.journal_append([{"event": "run", "run": "r1"}, {"event": "dispatch", "run": "r1", "seq": 1}])
+    with open(tmp_path / ".pegpar" / "journal", "a") as f:
+        f.write('{"event": "done", "ru')  # a crash in the middle of a write
+    assert [r["event"] for r in state.journal()] == ["run", "dispatch"]
+    state.journal_append([{"event": "done", "run": "r1", "seq": 1, "exitval": 0, "signal": 0}])
+    assert [r["event"] for r in state.journal()] == ["run", "dispatch", "done"]
+    assert mode_of(tmp_path / ".pegpar" / "journal") == 0o600
+    state.journal_reset([{"event": "run", "run": "r2"}])
+    assert state.journal() == [{"event": "run", "run": "r2"}]
+
+
+def test_last_run_keeps_only_the_last_runs_records():
+    records = [
+        {"event": "run", "run": "a", "mode": "q"},
+        {"event": "dispatch", "run": "a", "seq": 1},
+        {"event": "run", "run": "b", "mode": "b"},
+        {"event": "dispatch", "run": "b", "seq": 2},
+        {"event": "dispatch", "run": "b", "seq": 3},
+        {"event": "done", "run": "a", "seq": 1, "exitval": 0},
+        {"event": "done", "run": "b", "seq": 2, "exitval": 1},
+    ]
+    run = last_run(records)
+    assert run.id == "b" and run.info["mode"] == "b"
+    assert sorted(run.dispatched) == [2, 3]
+    assert sorted(run.done) == [2]
+    assert [d["seq"] for d in run.unfinished()] == [3]
+    assert last_run([{"event": "dispatch", "run": "a", "seq": 1}]) is None
+
+
+def test_requests_are_taken_once_in_order(tmp_path):
+    state = StateDir(str(tmp_path / ".pegpar"))
+    state.request({"kill": {"seq": 12}})
+    state.request({"kill": {"node": "node-1 (gpu=0)"}})
+    (tmp_path / ".pegpar" / "control" / "zz-garbage.json").write_text("{")
+    assert mode_of(tmp_path / ".pegpar" / "control") == 0o700
+    assert state.take_requests() == [{"kill": {"seq": 12}}, {"kill": {"node": "node-1 (gpu=0)"}}]
+    assert state.take_requests() == []
+    assert os.listdir(tmp_path / ".pegpar" / "control") == []
+
+
+def test_a_new_claim_drops_requests_left_for_an_earlier_controller(tmp_path):
+    state = StateDir(str(tmp_path / ".pegpar"))
+    state.request({"kill": {"node": "node-1"}})
+    state.claim({"pid": os.getpid()})
+    try:
+        assert state.take_requests() == []
+    finally:
+        state.release()
+
+
+def test_joblog_path_follows_the_status_snapshot(tmp_path):
+    state = StateDir(str(tmp_path / ".pegpar"))
+    assert state.joblog_path() == str(tmp_path / ".pegpar" / "joblog")
+    state.write_status({"joblog": str(tmp_path / "elsewhere.log")})
+    assert state.joblog_path() == str(tmp_path / "elsewhere.log")

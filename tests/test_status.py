@@ -1,0 +1,138 @@
+"""`pegpar status` from hand-made state directories: a live controller (its
+status snapshot), an ended run (joblog + journal), and a queue never run."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import pytest
+
+from pegpar import joblog
+from pegpar.joblog import Record
+from pegpar.state import StateDir
+from pegpar.status import render, snapshot, status, watch_frames
+
+T0 = 1700000000.0
+
+QUEUE = """\
+- echo plain
+- command: ["train {{ lr }} {{ seed }}"]
+  lr: [0.1, 0.01]
+  seed: [1, 2, 3]
+"""  # 1 + 2*3 = 7 jobs
+
+
+@pytest.fixture
+def here(tmp_path):
+    (tmp_path / "queue.yaml").write_text(QUEUE)
+    (tmp_path / "consumed.yaml").write_text("- echo a\n- command: [x]\n  p: [1]\n# note\n- |\n  two\n  - lines\n")
+    os.makedirs(tmp_path / ".pegpar")
+    return tmp_path
+
+
+@pytest.fixture
+def live(here):
+    """This process plays the controller: claimed, with a snapshot of three sub-nodes."""
+    state = StateDir(str(here / ".pegpar"))
+    state.claim({"pid": os.getpid(), "started": T0, "mode": "q", "run": "r"})
+    state.write_status({
+        "pid": os.getpid(), "mode": "q", "run": "r", "started": T0, "updated": T0 + 60,
+        "joblog": state.joblog_path(), "running": 1, "done": 4, "failed": 1, "stopping": False,
+        "nodes": [
+            {"name": "node-1 (gpu=0)", "host": "node-1", "state": "running",
+             "job": {"seq": 41, "command": "train 0.1 1\n--fast", "since": T0 + 30}},
+            {"name": "node-1 (gpu=1)", "host": "node-1", "state": "idle", "job": None},
+            {"name": "node-2", "host": "node-2", "state": "down", "job": None},
+        ]})
+    yield here
+    state.release()
+
+
+def test_live_controller_json(live):
+    data = json.loads(status(str(live / "queue.yaml"), as_json=True, watch=False))
+    assert data["controller"]["pid"] == os.getpid()
+    assert (data["queued"], data["running"], data["done"], data["failed"]) == (7, 1, 4, 1)
+    assert [n["state"] for n in data["nodes"]] == ["running", "idle", "down"]
+    assert data["jobs_running"] == [{"seq": 41, "node": "node-1 (gpu=0)",
+                                     "command": "train 0.1 1\n--fast", "since": T0 + 30}]
+    assert data["elapsed"] > 0
+
+
+def test_live_controller_text(live):
+    text = render(snapshot(str(live / "queue.yaml"), now=T0 + 90), now=T0 + 90, width=100)
+    lines = text.splitlines()
+    assert f"pegpar running (pid {os.getpid()}, queue mode" in lines[0] and lines[0].endswith("1m30s)")
+    assert lines[1].split() == ["queued", "7", "running", "1", "done", "4", "failed", "1"]
+    assert "controller last reported 30.0s ago" in lines[2]
+    table = text[text.index("SUB-NODE"):].splitlines()
+    assert table[1].split()[:4] == ["node-1", "(gpu=0)", "running", "#41"]
+    assert table[1].endswith("for 1m00s: train 0.1 1\\n--fast")
+    assert table[2].split() == ["node-1", "(gpu=1)", "idle"]
+    assert table[3].split() == ["node-2", "down"]
+
+
+def test_long_commands_are_cut_to_the_width(live):
+    data = snapshot(str(live / "queue.yaml"), now=T0 + 60)
+    data["nodes"][0]["job"]["command"] = "x" * 500
+    assert all(len(line) <= 80 for line in render(data, now=T0 + 60, width=80).splitlines()[3:])
+
+
+def test_an_ended_run_counts_its_own_jobs_from_the_joblog(here):
+    state = StateDir(str(here / ".pegpar"))
+    joblog.append(state.joblog_path(), [
+        Record(1, "n", T0 - 500, 1.0, 0, 0, 1, 0, "earlier run, failed"),
+        Record(2, "n", T0 + 5, 10.0, 0, 0, 0, 0, "a"),
+        Record(3, "n", T0 + 5, 95.0, 0, 0, 0, 9, "b"),
+        Record(4, "n", T0 + 20, 1.0, 0, 0, 0, 0, "c"),
+    ])
+    state.journal_append([{"event": "run", "run": "r", "pid": 4242, "started": T0, "mode": "b"}] +
+                         [{"event": "dispatch", "run": "r", "seq": s, "node": "n", "command": "x", "start": T0}
+                          for s in (2, 3, 4, 5)])
+    data = snapshot(str(here / "queue.yaml"))
+    assert data["controller"] is None
+    assert (data["queued"], data["done"], data["failed"], data["running"]) == (7, 2, 1, 0)
+    assert data["elapsed"] == 100.0
+    assert data["interrupted"] == 1  # #5 was dispatched and never recorded
+    assert data["consumed"] == 3
+    text = render(data)
+    assert "no pegpar running; last run started" in text and "pid 4242, broadcast mode, lasted 1m40s" in text
+    assert text.splitlines()[1].split() == ["queued", "7", "done", "2", "failed", "1", "consumed", "3"]
+    assert "1 job(s) of the last run have no result" in text
+
+
+def test_without_a_journal_the_whole_joblog_counts(here):
+    joblog.append(StateDir(str(here / ".pegpar")).joblog_path(), [
+        Record(1, "n", T0, 1.0, 0, 0, 1, 0, "x"), Record(2, "n", T0, 1.0, 0, 0, 0, 0, "y")])
+    data = snapshot(str(here / "queue.yaml"))
+    assert (data["done"], data["failed"], data["last_run"]) == (1, 1, None)
+
+
+def test_a_stale_claim_reads_as_not_running(here):
+    (here / ".pegpar" / "controller.json").write_text(json.dumps({"pid": os.getpid(), "started": T0}))
+    assert snapshot(str(here / "queue.yaml"))["controller"] is None  # nobody holds the lock
+
+
+def test_never_ran_and_no_queue(tmp_path):
+    data = snapshot(str(tmp_path / "queue.yaml"))
+    assert (data["controller"], data["queued"], data["done"], data["consumed"]) == (None, 0, 0, 0)
+    assert render(data).startswith(f"{tmp_path / 'queue.yaml'}: no pegpar running\n")
+    assert not (tmp_path / ".pegpar").exists()
+
+
+def test_a_broken_queue_is_reported_not_raised(here):
+    (here / "queue.yaml").write_text("- command: [a\n")
+    data = snapshot(str(here / "queue.yaml"))
+    assert data["queued"] is None and "queue.yaml" in data["queue_error"]
+    assert "queued ?" in render(data) and "the queue cannot be read" in render(data)
+
+
+def test_watch_redraws_in_place(live):
+    out = io.StringIO()
+    watch_frames(str(live / "queue.yaml"), as_json=False, out=out, interval=0, frames=2)
+    frames = out.getvalue().split("\033[H")[1:]
+    assert len(frames) == 2 and all(f.endswith("\033[J") and "node-2" in f for f in frames)
+    out = io.StringIO()
+    watch_frames(str(live / "queue.yaml"), as_json=True, out=out, interval=0, frames=2)
+    assert [json.loads(line)["done"] for line in out.getvalue().splitlines()] == [4, 4]
