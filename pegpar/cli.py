@@ -184,7 +184,7 @@ def status(queue_file: str, as_json: bool, watch: bool) -> None:
 
     text = st.status(queue_file, as_json=as_json, watch=watch)
     if text:
-        click.echo(text, nl=not text.endswith("\n"))
+        click.echo(text, nl=False)
 
 
 @main.command()
@@ -194,21 +194,27 @@ def stop(queue_file: str, kill: bool) -> None:
     """Stop the running pegpar: no new jobs; running ones finish (or are killed)."""
     from pegpar import control
 
-    click.echo(control.stop(queue_file, kill))
+    click.echo(control.stop(queue_file, kill), nl=False)
 
 
 @main.command()
 @click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
 @click.option("--job", "seq", type=int, default=None, help="Kill the job with this sequence number.")
-@click.argument("subnode", required=False)
-def kill(queue_file: str, seq: Optional[int], subnode: Optional[str]) -> None:
-    """Kill running jobs: all of them (and stop), one sub-node's, or one job."""
+@click.option("--node", default=None, help="Kill the job running on this sub-node.")
+@click.argument("target", required=False)
+def kill(queue_file: str, seq: Optional[int], node: Optional[str], target: Optional[str]) -> None:
+    """Kill jobs: all (and stop), one sub-node's, or one by number."""
     from pegpar import control
 
-    if seq is None and subnode is None:
-        click.echo(control.stop(queue_file, True))
+    if target is not None:  # `pegpar kill 12` or `pegpar kill node-1`
+        if target.isdigit() and seq is None:
+            seq = int(target)
+        elif node is None:
+            node = target
+    if seq is None and node is None:
+        click.echo(control.stop(queue_file, True), nl=False)
     else:
-        click.echo(control.kill_one(queue_file, seq, subnode))
+        click.echo(control.kill_one(queue_file, seq, node), nl=False)
 
 
 @main.command()
@@ -217,6 +223,7 @@ def kill(queue_file: str, seq: Optional[int], subnode: Optional[str]) -> None:
 @click.option("--failed", is_flag=True, help="Only failed jobs.")
 @click.option("--running", is_flag=True, help="Only jobs still running.")
 @click.option("--node", default=None, help="Only jobs of this sub-node.")
+@click.option("--last", is_flag=True, help="Only the last run.")
 @click.option("--summary", is_flag=True, help="Per sub-node: jobs, busy time, utilisation.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("--tsv", is_flag=True, help="Tab-separated output.")
@@ -229,12 +236,14 @@ def log(**kw) -> None:
 
 @main.command()
 @click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--stdout", "which", flag_value="out", help="Only stdout.")
+@click.option("--stderr", "which", flag_value="err", help="Only stderr.")
 @click.argument("seq", type=int)
-def logs(queue_file: str, seq: int) -> None:
+def logs(queue_file: str, seq: int, which: Optional[str]) -> None:
     """Print one job's output (stdout, then stderr)."""
     from pegpar import logview
 
-    click.echo(logview.logs(queue_file, seq), nl=False)
+    click.echo(logview.logs(queue_file, seq, which or "both"), nl=False)
 
 
 @main.command()
@@ -244,4 +253,4 @@ def retry(queue_file: str, failed: bool) -> None:
     """Put the failed jobs of the last run back into the queue."""
     from pegpar import retry as rt
 
-    click.echo(rt.retry_failed(queue_file))
+    click.echo(rt.retry_failed(queue_file), nl=False)

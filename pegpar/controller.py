@@ -258,9 +258,10 @@ class Controller:
         return {"pid": os.getpid(), "mode": self.opts.mode, "run": self.run_id,
                 "queue_file": os.path.abspath(self.opts.queue_file),
                 "hosts_file": os.path.abspath(self.opts.hosts_file),
-                "started": self.summary.started, "updated": now, "joblog": self.joblog_path,
+                "started": self.summary.started, "updated": now, "joblog": os.path.abspath(self.joblog_path),
                 "nodes": nodes, "running": len(self.busy), "done": self.summary.done,
-                "failed": len(self.summary.failed), "stopping": self.stopping}
+                "failed": len(self.summary.failed), "stopping": self.stopping,
+                **({"queued": self.source.pending()} if self.opts.stdin else {})}
 
     def _reload_hosts(self) -> None:
         mtime = _mtime(self.opts.hosts_file)

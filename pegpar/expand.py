@@ -7,10 +7,15 @@ order written. Nothing here materializes a whole product.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
-from pegpar.spec import HostEntry, Params, QueueEntry, Scalar, Source
+from pegpar.errors import UserError
+from pegpar.spec import HostEntry, Params, QueueEntry, Scalar, Source, scalar_text
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 Combination = Tuple[Tuple[str, Scalar], ...]  # ((name, value), ...) in dims order
@@ -26,7 +31,7 @@ class SubNode:
 
     def variables(self) -> Dict[str, Scalar]:
         """Template variables this sub-node contributes: its params and `hostname`."""
-        raise NotImplementedError
+        return {**dict(self.params), "hostname": self.host}
 
 
 @dataclass(frozen=True)
@@ -39,62 +44,180 @@ class Job:
     plain: bool = False  # came from a bare string entry
 
     def variables(self) -> Dict[str, Scalar]:
-        raise NotImplementedError
+        return dict(self.params)
 
     def canonical(self) -> Union[str, Dict[str, Any]]:
         """The YAML object that, pasted into queue.yaml, runs this job again:
         the bare string for a plain job, else {"command": [cmd], name: [value], ...}
         with keys in the entry's order."""
-        raise NotImplementedError
+        if self.plain:
+            return self.command
+        return {"command": [self.command], **{name: [value] for name, value in self.params}}
+
+
+MAX_SUBNODES = 100_000  # beyond this a hosts.yaml is a mistake, and GNU parallel could not hold the slots
+# what pegpar passes to ssh as a destination: never a space, quote or shell character
+_SAFE_HOST = re.compile(r"[A-Za-z0-9_.@:/\[\]-]+")
 
 
 def subnodes(entries: Optional[Tuple[HostEntry, ...]], local_slots: int) -> Tuple[SubNode, ...]:
     """hosts.yaml entries -> sub-nodes in file order. entries=None means no
     hosts.yaml: `local_slots` sub-nodes "localhost/1".."localhost/N" on the local
     machine. Rejects duplicate sub-nodes and hostnames with spaces or shell
-    metacharacters (UserError naming FILE:LINE)."""
-    raise NotImplementedError
+    metacharacters (UserError naming FILE:LINE).
+
+    Within an entry the hostname varies slowest (a host's sub-nodes are
+    listed together), then the parameters in file order."""
+    if entries is None:
+        if local_slots < 1:
+            raise UserError(f"{local_slots} local sub-nodes requested", hint="ask for at least one, e.g. -j 4")
+        return tuple(SubNode(f"localhost/{i}", "localhost", (), True) for i in range(1, local_slots + 1))
+    nodes: List[SubNode] = []
+    first: Dict[Any, SubNode] = {}
+    for entry in entries:
+        if len(nodes) + len(entry.hostnames) * count(entry.params) > MAX_SUBNODES:
+            raise UserError(f"more than {MAX_SUBNODES} sub-nodes", where=str(entry.source))
+        names = tuple(name for name, _ in entry.params)
+        for hostname in entry.hostnames:
+            for values in itertools.product(*(values for _, values in entry.params)):
+                params = tuple(zip(names, values))
+                host = _host(hostname, params, entry.source)
+                node = SubNode(_name(host, params), host, params, host in LOCAL_NAMES, entry.source)
+                for key in (node.name, (host, frozenset(params))):
+                    if key in first:
+                        raise UserError(f"duplicate sub-node `{node.name}` (also at {first[key].source})",
+                                        where=str(entry.source), hint="list each host and parameter set once")
+                    first[key] = node
+                nodes.append(node)
+    return tuple(nodes)
+
+
+def _host(hostname: str, params: Combination, source: Source) -> str:
+    from pegpar import template
+
+    host = template.render(hostname, dict(params), source)
+    if not _SAFE_HOST.fullmatch(host) or host.startswith("-"):
+        raise UserError(f"invalid hostname {host!r}", where=str(source),
+                        hint="a hostname, user@host, ssh://user@host:port or an ssh_config alias: "
+                             "letters, digits and _ . @ : / [ ] -, not starting with -")
+    return host
+
+
+def _name(host: str, params: Combination) -> str:
+    if not params:
+        return host
+    return f"{host} ({','.join(f'{name}={scalar_text(value)}' for name, value in params)})"
 
 
 def count(dims: Params) -> int:
     """Number of combinations, computed, never enumerated."""
-    raise NotImplementedError
+    return math.prod(len(values) for _, values in dims)
 
 
 def jobs(entry: QueueEntry) -> Iterator[Job]:
     """All jobs of an entry, lazily, in file order."""
-    raise NotImplementedError
+    names = tuple(name for name, _ in entry.dims)
+    at = names.index("command")
+    for values in itertools.product(*(values for _, values in entry.dims)):
+        params = tuple((name, value) for i, (name, value) in enumerate(zip(names, values)) if i != at)
+        yield Job(str(values[at]), params, entry.source, entry.plain)
 
 
 def first_job(entry: QueueEntry) -> Job:
-    raise NotImplementedError
+    return next(jobs(entry))
 
 
 def remainder(dims: Params) -> List[Params]:
     """The product minus its first combination, as at most len(dims) products
     whose concatenation lists the remaining combinations in the same order."""
-    raise NotImplementedError
+    rest: List[Params] = []
+    for i in range(len(dims) - 1, -1, -1):
+        name, values = dims[i]
+        if len(values) > 1:
+            fixed = tuple((n, v[:1]) for n, v in dims[:i])
+            rest.append(fixed + ((name, values[1:]),) + dims[i + 1:])
+    return rest
 
 
 def canonical_entry(entry_dims: Params, plain: bool) -> Union[str, Dict[str, Any]]:
     """YAML object for an entry (a remainder product, or a whole entry)."""
-    raise NotImplementedError
+    if plain and len(entry_dims) == 1 and len(entry_dims[0][1]) == 1:
+        return str(entry_dims[0][1][0])
+    return {name: list(values) for name, values in entry_dims}
 
 
 def dump_yaml_items(objs: List[Union[str, Dict[str, Any]]]) -> str:
     """Block-style YAML list items ("- ...\\n") for canonical objects, readable
     (flow lists for values, block scalars for multi-line commands), that
     parse back to the same objects."""
-    raise NotImplementedError
+    import yaml
+
+    if not objs:
+        return ""
+    return yaml.dump(_Items(objs), Dumper=_dumper(), default_flow_style=False, sort_keys=False,
+                     allow_unicode=True, width=2 ** 31)
+
+
+class _Items(list):
+    """The top-level list: block style, one `- ` item per object."""
+
+
+@functools.lru_cache(maxsize=None)
+def _dumper() -> Any:
+    import yaml
+
+    from pegpar.spec import read_plain
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: Any, data: str) -> Any:
+        if "\n" in data:
+            style = "|"
+        elif read_plain(data) != data or not isinstance(read_plain(data), str):
+            style = "'"  # unquoted, pegpar would read a number, true/false or null
+        else:
+            style = None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    def number(dumper: Any, data: float) -> Any:
+        text = repr(data)
+        if type(read_plain(text)) is float and read_plain(text) == data:
+            # plain, as written: PyYAML would turn 1e-05 into 1.0e-05, which pegpar reads as text
+            return dumper.represent_scalar(dumper.resolve(yaml.ScalarNode, text, (True, False)), text)
+        return yaml.SafeDumper.represent_float(dumper, data)
+
+    def values(dumper: Any, data: list) -> Any:
+        multiline = any(isinstance(v, str) and "\n" in v for v in data)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=not multiline)
+
+    Dumper.add_representer(str, text)
+    Dumper.add_representer(float, number)
+    Dumper.add_representer(list, values)
+    Dumper.add_representer(tuple, values)
+    Dumper.add_representer(_Items, lambda d, data: d.represent_sequence("tag:yaml.org,2002:seq", data,
+                                                                         flow_style=False))
+    return Dumper
 
 
 def check_collisions(entry: QueueEntry, nodes: Tuple[SubNode, ...]) -> None:
     """UserError when a command parameter is named `hostname` or is also a host
     parameter of any sub-node."""
-    raise NotImplementedError
+    names = {name for name, _ in entry.params}
+    if "hostname" in names:
+        raise UserError("`hostname` is the sub-node's host and cannot be a queue parameter",
+                        where=str(entry.source), hint="rename the parameter")
+    for node in nodes:
+        for name, _ in node.params:
+            if name in names:
+                raise UserError(f"`{name}` is both a parameter of this entry and a host parameter of "
+                                f"`{node.name}` ({node.source})", where=str(entry.source),
+                                hint="rename one of them")
 
 
 def render(job: Job, node: SubNode) -> str:
     """The job's command rendered with the job's and the sub-node's variables
     (via pegpar.template; strict, no HTML escaping)."""
-    raise NotImplementedError
+    from pegpar import template
+
+    return template.render(job.command, {**node.variables(), **job.variables()}, job.source)

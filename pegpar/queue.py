@@ -202,7 +202,7 @@ class QueueFile:
         objs = [expand.canonical_entry(entry.dims, entry.plain) for entry in entries]
         if not objs:
             return
-        text = expand.dump_yaml_items(objs).encode()
+        text = _items_text(objs)
         with hold_lock(self.path, "pegpar add", timeout, self.notify):
             self._add_locked(text, front)
 
@@ -234,7 +234,7 @@ class QueueFile:
                 error = err
             if not taken:
                 return [], error
-            consumed = expand.dump_yaml_items([job.canonical() for job in taken]).encode()
+            consumed = _items_text([job.canonical() for job in taken])
 
             def commit() -> bool:
                 if _changed(before, real):
@@ -427,13 +427,24 @@ def _cut_for(item: _Item, rest: Sequence[Params], plain: bool) -> _Cut:
     text replaced by the remaining products (the blank lines stay)."""
     if not rest:
         return _Cut(item.start, item.blank_end, b"")
-    text = expand.dump_yaml_items([expand.canonical_entry(p, plain) for p in rest]).encode()
+    text = _items_text([expand.canonical_entry(p, plain) for p in rest])
     if item.text.split(b"\n", 1)[0].endswith(b"\r"):
         text = text.replace(b"\n", b"\r\n")
     blanks = item.text[item.end - item.start:]
     if blanks and yaml.load(text + blanks, Loader=_Loader) != yaml.load(text, Loader=_Loader):
         return _Cut(item.start, item.blank_end, text)  # a `|+` scalar would swallow the blank lines
     return _Cut(item.start, item.end, text)
+
+
+def _items_text(objs: List[Union[str, dict]]) -> bytes:
+    """Canonical list items to splice into a file. PyYAML ends a stream whose
+    last scalar keeps its trailing newlines (`|+`) with a `...` document end,
+    which in the middle of a file would start a second document: drop it (the
+    next item, at column 0, ends the scalar just as well)."""
+    text = expand.dump_yaml_items(objs)
+    if text.endswith("\n...\n"):
+        text = text[:-len("...\n")]
+    return text.encode()
 
 
 def _ends_line(f: IO[bytes], offset: int) -> bool:

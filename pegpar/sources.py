@@ -59,5 +59,11 @@ class MemoryQueue:
     def is_empty(self) -> bool:
         return not self._jobs
 
+    def pending(self) -> int:
+        return len(self._jobs)
+
+    def add(self, items, front: bool = False, timeout: float = -1) -> None:
+        raise NotImplementedError("stdin jobs go back through the controller's retry list")
+
     def mtime(self) -> float:
         return 0.0

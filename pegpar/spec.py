@@ -1,16 +1,31 @@
 """hosts.yaml and queue.yaml -> validated entries that remember FILE:LINE.
 
-INTERFACE (implemented by the foundation work; other modules rely on exactly this):
-
 Parameter values are YAML scalars kept as loaded (str, int, float, bool); a
 scalar given where a list is expected is a one-value list. `Params` keeps the
 file's key order and value order.
+
+How the YAML is read, and why:
+- Scalars follow the YAML 1.2 core schema, as Pegasus' parser did, so `yes`,
+  `on`, `1:30` and dates stay text (YAML 1.1, PyYAML's default, would turn them
+  into true, 90 and a date). On top of that, a value becomes a number or a
+  boolean only when it prints back exactly as written: `8`, `0.5` and `true`
+  are typed, while `08`, `3.10`, `1e-5`, `0x1F` and `True` stay the text the
+  user wrote. A template therefore always renders a value as written.
+- The file is read as a stream of parser events (libyaml when available) and
+  composed here, at most four levels deep: nothing deeper is valid in either
+  file, and a deeply nested file cannot exhaust the stack.
+- Aliases (`*name`) are refused at the first one, before anything is expanded,
+  so an alias bomb ("billion laughs") costs nothing. Anchors alone are harmless
+  and ignored.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+from pegpar.errors import UserError
 
 Scalar = Union[str, int, float, bool]
 # ((name, (value, value, ...)), ...) in file order
@@ -59,26 +74,309 @@ class QueueEntry:
         return tuple(str(v) for v in dict(self.dims)["command"])
 
 
+def scalar_text(value: Scalar) -> str:
+    """A value as a template prints it: as written in the file (booleans as
+    `true` / `false`)."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def read_plain(text: str) -> Optional[Scalar]:
+    """The value an unquoted YAML scalar `text` loads as in pegpar files (None
+    for null); the writer of canonical entries quotes text that would not read
+    back as itself."""
+    return _as(text, _resolve(text))
+
+
 def load_hosts(path: str) -> Optional[Tuple[HostEntry, ...]]:
     """Read hosts.yaml. A missing file returns None (run on the local machine)."""
-    raise NotImplementedError
+    text = _read(path, missing_ok=True)
+    return None if text is None else parse_hosts(text, path)
 
 
 def parse_hosts(text: str, path: str) -> Tuple[HostEntry, ...]:
-    raise NotImplementedError
+    items = _items(text, path, 1)
+    if not items:
+        raise UserError("no hosts in the file", where=path,
+                        hint=f"list hostnames as `- node-1`, or delete {path} to run on this machine")
+    return tuple(_host_entry(node, Source(path, node.line)) for node in items)
 
 
 def load_queue(path: str) -> Tuple[QueueEntry, ...]:
     """Read the whole queue.yaml (validation, expand). Missing file -> UserError with a hint."""
-    raise NotImplementedError
+    text = _read(path, missing_ok=False)
+    assert text is not None
+    return parse_queue(text, path)
 
 
 def parse_queue(text: str, path: str, first_line: int = 1) -> Tuple[QueueEntry, ...]:
     """Parse queue text. `first_line` is the file line of text's first line, so
     that a slice of a file (one entry cut out by pegpar.queue) reports true lines."""
-    raise NotImplementedError
+    return tuple(_queue_entry(node, Source(path, node.line)) for node in _items(text, path, first_line))
 
 
 def queue_entry_from_object(obj: Any, source: Source) -> QueueEntry:
     """Validate one already-loaded YAML item (str or mapping) as a queue entry."""
-    raise NotImplementedError
+    return _queue_entry(_Node.of(obj, source.line), source)
+
+
+# --- reading files -----------------------------------------------------------
+
+def _read(path: str, missing_ok: bool) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise UserError("file not found", where=path,
+                        hint=f"create one, e.g. echo '- echo hello' > {path}") from None
+    except IsADirectoryError:
+        raise UserError("is a directory, not a file", where=path) from None
+    except OSError as err:
+        raise UserError(f"cannot read: {err.strerror}", where=path) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise UserError(f"not UTF-8 text (byte 0x{data[err.start]:02x})", where=f"{path}:{line}",
+                        hint="save the file as UTF-8") from None
+
+
+# --- YAML -> a small tree of nodes that know their line -----------------------
+
+_STR, _INT, _FLOAT, _BOOL, _NULL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null"))
+_MAX_DEPTH = 4  # list of entries > entry map > value list > value
+_INT_RE = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
+_FLOAT_RE = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
+_NULL_RE = re.compile(r"~|null|Null|NULL|")
+_BOOL_RE = re.compile(r"true|True|TRUE|false|False|FALSE")
+
+
+@dataclass(frozen=True)
+class _Node:
+    kind: str  # "scalar" | "seq" | "map"
+    line: int
+    # scalar: the value (None for YAML null); seq: tuple of _Node;
+    # map: tuple of (key _Node, value _Node) in file order
+    value: Any
+
+    @staticmethod
+    def of(obj: Any, line: int) -> "_Node":
+        """Wraps an object loaded elsewhere (pasted back from the journal, added by code)."""
+        if isinstance(obj, Mapping):
+            return _Node("map", line, tuple((_Node("scalar", line, k), _Node.of(v, line)) for k, v in obj.items()))
+        if isinstance(obj, (list, tuple)):
+            return _Node("seq", line, tuple(_Node.of(v, line) for v in obj))
+        return _Node("scalar", line, obj)
+
+
+def _loader_class():
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _items(text: str, path: str, first_line: int) -> Tuple[_Node, ...]:
+    """The items of the top-level list (empty for an empty or comments-only text)."""
+    top = _compose(text, path, first_line)
+    if top is None or (top.kind == "scalar" and top.value is None):
+        return ()
+    if top.kind != "seq":
+        raise UserError("the file must be a YAML list: one entry per line starting with `- `",
+                        where=f"{path}:{top.line}")
+    return top.value
+
+
+def _compose(text: str, path: str, first_line: int) -> Optional[_Node]:
+    import yaml
+
+    loader = _loader_class()(text)
+    try:
+        loader.get_event()  # StreamStart
+        if loader.check_event(yaml.StreamEndEvent):
+            return None
+        loader.get_event()  # DocumentStart
+        top = _compose_node(loader, path, first_line, 1)
+        loader.get_event()  # DocumentEnd
+        if not loader.check_event(yaml.StreamEndEvent):
+            raise UserError("more than one YAML document (a second `---`)",
+                            where=f"{path}:{loader.peek_event().start_mark.line + first_line}")
+        return top
+    except yaml.MarkedYAMLError as err:
+        raise _yaml_error(err, path, first_line) from None
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, err.position) + first_line
+        raise UserError(f"invalid YAML: character {text[err.position]!r} is not allowed",
+                        where=f"{path}:{line}") from None
+    except yaml.YAMLError as err:  # not expected from PyYAML, but never a traceback
+        raise UserError(f"invalid YAML: {_one_line(str(err))}", where=path) from None
+    finally:
+        loader.dispose()
+
+
+def _compose_node(loader: Any, path: str, first_line: int, depth: int) -> _Node:
+    import yaml
+
+    event = loader.get_event()
+    line = event.start_mark.line + first_line
+    if isinstance(event, yaml.AliasEvent):
+        raise UserError(f"YAML aliases (*{event.anchor}) are not supported in pegpar files",
+                        where=f"{path}:{line}", hint="write the values out")
+    if isinstance(event, yaml.ScalarEvent):
+        return _Node("scalar", line, _scalar(event, path, line))
+    if depth >= _MAX_DEPTH:
+        raise UserError("a value must be a plain value (text, number, true/false), not a list or map",
+                        where=f"{path}:{line}")
+    _check_collection_tag(event, path, line)
+    if isinstance(event, yaml.SequenceStartEvent):
+        items = []
+        while not loader.check_event(yaml.SequenceEndEvent):
+            items.append(_compose_node(loader, path, first_line, depth + 1))
+        loader.get_event()
+        return _Node("seq", line, tuple(items))
+    pairs = []
+    while not loader.check_event(yaml.MappingEndEvent):
+        key = _compose_node(loader, path, first_line, _MAX_DEPTH)  # a key is never a collection
+        pairs.append((key, _compose_node(loader, path, first_line, depth + 1)))
+    loader.get_event()
+    return _Node("map", line, tuple(pairs))
+
+
+def _check_collection_tag(event: Any, path: str, line: int) -> None:
+    import yaml
+
+    expected = "tag:yaml.org,2002:" + ("seq" if isinstance(event, yaml.SequenceStartEvent) else "map")
+    if event.tag not in (None, "!", expected):
+        raise UserError(f"unsupported YAML tag {event.tag}", where=f"{path}:{line}")
+
+
+def _scalar(event: Any, path: str, line: int) -> Optional[Scalar]:
+    """A scalar event -> str, int, float, bool or None, by the rules in the module docstring."""
+    text, tag = event.value, event.tag
+    if tag is None and event.implicit[0]:
+        return read_plain(text)
+    if tag in (None, "!"):
+        return text
+    if tag not in (_STR, _NULL, _INT, _FLOAT, _BOOL):
+        raise UserError(f"unsupported YAML tag {tag}", where=f"{path}:{line}")
+    return _as(text, tag)
+
+
+def _as(text: str, tag: str) -> Optional[Scalar]:
+    if tag == _STR:
+        return text
+    if tag == _NULL:
+        return None
+    try:
+        typed: Scalar = {_INT: int, _FLOAT: float, _BOOL: lambda t: {"true": True, "false": False}[t]}[tag](text)
+    except (ValueError, KeyError):
+        return text
+    return typed if scalar_text(typed) == text else text
+
+
+def _resolve(text: str) -> str:
+    for tag, pattern in ((_NULL, _NULL_RE), (_BOOL, _BOOL_RE), (_INT, _INT_RE), (_FLOAT, _FLOAT_RE)):
+        if pattern.fullmatch(text):
+            return tag
+    return _STR
+
+
+def _yaml_error(err: Any, path: str, first_line: int) -> UserError:
+    mark = err.problem_mark or err.context_mark
+    where = f"{path}:{mark.line + first_line}" if mark else path
+    problem = _one_line(err.problem or err.context or "unreadable")
+    if err.problem and err.context and err.context_mark and err.context_mark.line != mark.line:
+        problem += f", {_one_line(err.context)} that starts at line {err.context_mark.line + first_line}"
+    hint = None
+    if "mapping values are not allowed" in problem:
+        hint = "quote a command that contains ': ', e.g. - 'echo a: b'"
+    elif "'\\t'" in problem:
+        hint = "indent with spaces, not tabs"
+    return UserError(f"invalid YAML: {problem}", where=where, hint=hint)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- entries -----------------------------------------------------------------
+
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_RESERVED = ("this", "else", "true", "false", "null", "undefined")
+
+
+def _host_entry(node: _Node, source: Source) -> HostEntry:
+    if node.kind == "scalar":
+        return HostEntry((_required_text(node, source, "host"),), (), source)
+    dims = _dims(node, "hostname", source, "a hostname, or a map with a `hostname` list")
+    return HostEntry(tuple(str(v) for v in dict(dims)["hostname"]),
+                     tuple(d for d in dims if d[0] != "hostname"), source)
+
+
+def _queue_entry(node: _Node, source: Source) -> QueueEntry:
+    if node.kind == "scalar":
+        return QueueEntry((("command", (_required_text(node, source, "command"),)),), source, plain=True)
+    dims = _dims(node, "command", source, "a command, or a map with a `command` list")
+    for command in dict(dims)["command"]:
+        if not str(command).strip():
+            raise UserError("empty command", where=str(source))
+    return QueueEntry(dims, source)
+
+
+def _required_text(node: _Node, source: Source, what: str) -> str:
+    if node.value is None:
+        raise UserError(f"empty entry: expected a {what}", where=str(source))
+    if not isinstance(node.value, (str, int, float, bool)):
+        raise UserError(f"expected a {what}, got {type(node.value).__name__}", where=str(source))
+    text = scalar_text(node.value)
+    if not text.strip():
+        raise UserError(f"empty {what}", where=str(source))
+    return text
+
+
+def _dims(node: _Node, required: str, source: Source, expected: str) -> Params:
+    if node.kind != "map":
+        raise UserError(f"an entry must be {expected}, not a list", where=str(source))
+    dims: List[Tuple[str, Tuple[Scalar, ...]]] = []
+    seen: Dict[str, int] = {}
+    for key, value in node.value:
+        where = f"{source.path}:{key.line}"
+        name = key.value
+        if not isinstance(name, str):
+            name = "null" if name is None else scalar_text(name)
+        if name in seen:
+            raise UserError(f"`{name}` appears twice in this entry", where=where)
+        seen[name] = key.line
+        if name != required and (not _NAME_RE.fullmatch(name) or name in _RESERVED):
+            hint = "use letters, digits, _ and -, starting with a letter or _"
+            if " " in name:  # `- echo a: b` is a map to YAML
+                hint = "quote a command that contains ': ', e.g. - 'echo a: b'"
+            raise UserError(f"invalid parameter name {name!r}", where=where, hint=hint)
+        values = value.value if value.kind == "seq" else (value,)
+        if value.kind == "map":
+            raise UserError(f"`{name}` must be a list of values, not a map", where=where)
+        if not values:
+            raise UserError(f"`{name}` is an empty list", where=where, hint="give it at least one value")
+        dims.append((name, tuple(_value(v, name, required, source.path) for v in values)))
+    if required not in seen:
+        keys = ", ".join(f"`{k}`" for k in seen) or "no keys"
+        raise UserError(f"entry has no `{required}` list (it has {keys})", where=str(source),
+                        hint=f"an entry is {expected}")
+    return tuple(dims)
+
+
+def _value(node: _Node, name: str, required: str, path: str) -> Scalar:
+    where = f"{path}:{node.line}"
+    if node.kind != "scalar" or isinstance(node.value, (list, tuple, Mapping)):
+        raise UserError(f"`{name}` values must be plain values (text, numbers, true/false), "
+                        "not nested lists or maps", where=where)
+    value = node.value
+    if value is None:
+        raise UserError(f"`{name}` has an empty (null) value", where=where, hint="quote '' for an empty text")
+    if not isinstance(value, (str, int, float, bool)):
+        raise UserError(f"`{name}` has a value of unsupported type {type(value).__name__}", where=where)
+    return scalar_text(value) if name == required else value

@@ -54,11 +54,14 @@ class StateDir:
         = info (pid, started, mode, hosts_file, queue_file, ...). If another live
         controller holds it: UserError naming it (pid, since when)."""
         self._ensure()
-        lock = filelock.FileLock(self._file("controller.lock"))
+        lock = filelock.FileLock(self._file("controller.lock"), mode=0o600)
         try:
             lock.acquire(timeout=CLAIM_WAIT)
         except filelock.Timeout:
             raise _busy(info, _read_json(self._file("controller.json"))) from None
+        except OSError as err:
+            raise UserError(f"cannot lock the state directory: {err.strerror}",
+                            where=self._file("controller.lock")) from None
         self._lock = lock
         info = dict(info)
         info.setdefault("pid", os.getpid())
@@ -83,7 +86,7 @@ class StateDir:
             return None
         if self._lock is not None:
             return info
-        probe = filelock.FileLock(self._file("controller.lock"))
+        probe = filelock.FileLock(self._file("controller.lock"), mode=0o600)
         try:
             probe.acquire(timeout=0)
         except filelock.Timeout:

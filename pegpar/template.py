@@ -1,14 +1,37 @@
 """Handlebars templates (pybars3): compiled once, rendered verbatim, strict names, helpers.
 
-INTERFACE (implemented by the foundation work). pybars3 is imported lazily: it
-takes about half a second to import and `pegpar --help` must stay fast.
+pybars3 parses the text with its Handlebars grammar; pegpar evaluates the
+parse tree itself instead of running the Python code pybars3 generates,
+because that code HTML-escapes every `{{ x }}`, prints '' for a misspelled
+name and drops text it cannot parse (`{{#if x}}` without `{{/if}}` renders
+nothing). Evaluating the tree here gives:
+
+- no escaping: values are pasted verbatim into the shell command;
+- strict names: a variable, helper or block that is not defined is an error
+  naming it and FILE:LINE, found by `check` before anything runs;
+- a syntax error for any text the grammar does not consume entirely;
+- `\\{{` for a literal `{{` (Handlebars' escape, which pybars3 lacks), next to
+  raw blocks `{{{{raw}}}}...{{{{/raw}}}}`.
+
+Names always mean the variables (the entry's and sub-node's parameters and
+`hostname`), inside blocks too; `this` is the value of the enclosing
+`{{#with}}` / `{{#each}}`, or the mapping of all variables at the top.
+
+pybars3 is imported lazily: it takes about half a second to import and
+`pegpar --help` must stay fast. Each distinct text is parsed once (cache).
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+import functools
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple
 
-from pegpar.spec import Scalar, Source
+from pegpar.errors import UserError
+from pegpar.spec import Scalar, Source, scalar_text
 
 
 def render(text: str, variables: Mapping[str, Scalar], source: Source) -> str:
@@ -16,16 +39,464 @@ def render(text: str, variables: Mapping[str, Scalar], source: Source) -> str:
     uses that is missing, an unknown helper, or a syntax error -> UserError
     naming the variable/helper, at `source` (FILE:LINE). Compiles each distinct
     text once (cache)."""
-    raise NotImplementedError
+    if not is_template(text):
+        return text
+    tree = _checked(text, frozenset(variables), source)
+    try:
+        out = _Evaluation(variables).nodes(tree, _Frame(variables, None))
+    except _Problem as problem:
+        raise UserError(f"template: {problem.message}", where=str(source), hint=problem.hint) from None
+    return out.replace(_LITERAL_OPEN, "{{")
 
 
 def check(text: str, names: Iterable[str], source: Source) -> None:
     """Validate without real values: syntax, helpers, and that every variable
     used is one of `names`. Raises UserError like render."""
-    raise NotImplementedError
+    if is_template(text):
+        _checked(text, frozenset(names), source)
 
 
 def is_template(text: str) -> bool:
     """True when `text` contains Handlebars syntax at all (fast path: plain
     commands skip pybars entirely)."""
     return "{{" in text
+
+
+# --- parsing -----------------------------------------------------------------
+# The tree, built from pybars3's: a template is a tuple of nodes
+#   ("text", str) | ("mustache", path, args) | ("block", name, args, body, inverse)
+# an argument is ("path", path) | ("literal", value) | ("sub", name, args)
+# and a path is a tuple of segments: ("x",), ("this",), ("this", "x"), ("@index",)
+
+_LITERAL_OPEN = "\ufdd0"  # a Unicode noncharacter standing for an escaped "{{" while pybars3 parses
+
+
+class _Problem(Exception):
+    def __init__(self, message: str, hint: Optional[str] = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+def _checked(text: str, names: FrozenSet[str], source: Source) -> tuple:
+    tree, problem = _parse(text)
+    problem = problem or _static_problem(text, names)
+    if problem:
+        raise UserError(f"template: {problem.message}", where=str(source), hint=problem.hint)
+    return tree
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> Tuple[tuple, Optional[_Problem]]:
+    from pybars import Compiler
+
+    # \\{{ is a backslash then a live {{; \{{ is a literal {{
+    src = re.sub(r"\\(\\?)\{\{", lambda m: "\\{{" if m.group(1) else _LITERAL_OPEN, text)
+    src = Compiler().whitespace_control(src)
+    try:
+        grammar = Compiler._handlebars(src)
+        tree, error = grammar.apply("template")
+        stop = grammar.input.position
+    except Exception:  # pymeta raises its own errors on some inputs; all are syntax errors
+        return (), _Problem("cannot parse the template", _SYNTAX_HINT)
+    if stop < len(src):
+        return (), _syntax_problem(src, stop, getattr(error, "position", stop))
+    try:
+        return _nodes(tree[1:]), None
+    except _Problem as problem:
+        return (), problem
+
+
+_SYNTAX_HINT = "write \\{{ for a literal {{"
+
+
+def _syntax_problem(src: str, stop: int, farthest: int) -> _Problem:
+    rest = src[stop:]
+    tag = re.match(r"\{\{~?\s*([#^/]?)\s*([^\s}]*)", rest)
+    kind, name = (tag.group(1), tag.group(2)) if tag else ("", "")
+    if kind in ("#", "^") and name and "{{/" + name not in rest.replace(" ", ""):
+        return _Problem(f"`{{{{{kind}{name}}}}}` is not closed by `{{{{/{name}}}}}`")
+    if kind == "/":
+        return _Problem(f"`{{{{/{name}}}}}` closes a block that is not open")
+    if kind == "" and name in ("else", "^"):
+        return _Problem("`{{else}}` outside a block")
+    start = src.rfind("{{", 0, max(farthest, stop + 1))
+    end = src.find("}}", max(start, farthest))
+    near = src[start:len(src) if end < 0 else end + 2]
+    near = near if len(near) <= 40 else near[:37] + "..."
+    return _Problem(f"syntax error near `{near.replace(_LITERAL_OPEN, '{{')}`", _SYNTAX_HINT)
+
+
+def _nodes(items: Sequence[Any]) -> tuple:
+    out = []
+    for item in items:
+        kind = item[0]
+        if kind in ("literal", "newline", "whitespace"):
+            out.append(("text", item[1]))
+        elif kind in ("expand", "escapedexpand"):
+            out.append(("mustache", _path(item[1][1]), _args(item[2])))
+        elif kind in ("block", "invertedblock"):
+            body, inverse = _nodes(item[3][1:]), _nodes(item[4][1:]) if item[4] else None
+            if kind == "invertedblock":  # {{^name x}}: the branches swapped
+                body, inverse = inverse or (), body
+            out.append(("block", item[1], _args(item[2]), body, inverse))
+        elif kind == "rawblock":
+            out.append(("text", item[3]))
+        elif kind == "partial":
+            raise _Problem("partials (`{{> name}}`) are not supported")
+        # comments render nothing
+    return tuple(out)
+
+
+def _path(segments: Sequence[str]) -> Tuple[str, ...]:
+    # "x.y" arrives as ("x", "", "y") and "../x" as ("@_parent", "x"); names
+    # mean the variables at any depth, so ../ changes nothing
+    return tuple(s for s in segments if s not in ("", "@_parent"))
+
+
+def _args(items: Sequence[Any]) -> tuple:
+    out = []
+    for item in items:
+        kind = item[0]
+        if kind == "path":
+            out.append(("path", _path(item[1])))
+        elif kind == "literalparam":
+            value = item[1]
+            if isinstance(value, str):  # pybars3 keeps string literals as Python source
+                import ast
+
+                value = ast.literal_eval(value)
+            out.append(("literal", value))
+        elif kind == "subexpr":
+            out.append(("sub", "".join(item[1][1]), _args(item[2])))
+        else:
+            raise _Problem(f"named arguments (`{item[1]}=...`) are not supported")
+    return tuple(out)
+
+
+# --- static check --------------------------------------------------------------
+
+@functools.lru_cache(maxsize=4096)
+def _static_problem(text: str, names: FrozenSet[str]) -> Optional[_Problem]:
+    try:
+        _check_nodes(_parse(text)[0], names, in_each=False, scoped=False)
+    except _Problem as problem:
+        return problem.with_traceback(None)  # cached: keep no frames alive
+    return None
+
+
+def _check_nodes(nodes: tuple, names: FrozenSet[str], in_each: bool, scoped: bool) -> None:
+    for node in nodes:
+        if node[0] == "mustache":
+            _check_call(node[1], node[2], names, in_each, scoped)
+        elif node[0] == "block":
+            _, name, args, body, inverse = node
+            _block_helper(name)
+            _check_arity(name, len(args), 1, 1)
+            for arg in args:
+                _check_arg(arg, names, in_each, scoped)
+            inner_each = in_each or name == "each"
+            inner_scoped = scoped or name in ("each", "with")
+            _check_nodes(body, names, inner_each, inner_scoped)
+            _check_nodes(inverse or (), names, in_each, scoped)
+
+
+def _check_call(path: Tuple[str, ...], args: tuple, names: FrozenSet[str], in_each: bool, scoped: bool) -> None:
+    helper = _helper_for(path, args, names)
+    if helper is None:
+        _check_path(path, names, in_each, scoped)
+        return
+    _, low, high = _helper(helper)
+    _check_arity(helper, len(args), low, high)
+    for arg in args:
+        _check_arg(arg, names, in_each, scoped)
+
+
+def _check_arg(arg: tuple, names: FrozenSet[str], in_each: bool, scoped: bool) -> None:
+    if arg[0] == "path":
+        _check_path(arg[1], names, in_each, scoped)
+    elif arg[0] == "sub":
+        _, low, high = _helper(arg[1])
+        _check_arity(arg[1], len(arg[2]), low, high)
+        for inner in arg[2]:
+            _check_arg(inner, names, in_each, scoped)
+
+
+def _check_path(path: Tuple[str, ...], names: FrozenSet[str], in_each: bool, scoped: bool) -> None:
+    head = path[0] if path else "this"
+    if head.startswith("@"):
+        if head == "@root":
+            _check_path(path[1:] or ("this",), names, in_each, False)
+        elif head not in _DATA_NAMES:
+            raise _Problem(f"unknown data variable `{head}`")
+        elif not in_each:
+            raise _Problem(f"`{head}` is only defined inside {{{{#each}}}}")
+    elif head == "this":
+        if len(path) > 1 and not scoped:
+            _check_path(path[1:], names, in_each, scoped)
+    elif head not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise _Problem(f"unknown variable `{head}` (defined here: {known})")
+    elif len(path) > 1:
+        raise _Problem(f"`{'.'.join(path)}`: `{head}` is a plain value, it has no fields")
+
+
+def _check_arity(name: str, count: int, low: int, high: Optional[int]) -> None:
+    if count < low or (high is not None and count > high):
+        want = f"{low}" if low == high else f"at least {low}" if high is None else f"{low} to {high}"
+        raise _Problem(f"`{name}` takes {want} argument{'s' if want != '1' else ''}, got {count}")
+
+
+def _helper_for(path: Tuple[str, ...], args: tuple, names: FrozenSet[str]) -> Optional[str]:
+    """The helper a mustache calls, or None when it prints a variable. A
+    variable wins over a helper of the same name when there are no arguments."""
+    name = path[0] if len(path) == 1 else None
+    if name in _BLOCK_HELPERS:
+        raise _Problem(f"`{name}` is a block helper: write {{{{#{name} x}}}}...{{{{/{name}}}}}")
+    if not args and (name is None or name in names or name not in _HELPERS):
+        return None
+    if name is None:
+        raise _Problem(f"`{'.'.join(path)}` is not a helper")
+    _helper(name)
+    return name
+
+
+def _helper(name: str) -> Tuple[Callable[..., Any], int, Optional[int]]:
+    if name not in _HELPERS:
+        if name in _BLOCK_HELPERS:
+            raise _Problem(f"`{name}` is a block helper and cannot be used inside ( )")
+        raise _Problem(f"unknown helper `{name}`")
+    return _HELPERS[name]
+
+
+def _block_helper(name: str) -> None:
+    if name in _BLOCK_HELPERS:
+        return
+    if name in _HELPERS:
+        raise _Problem(f"`{name}` is not a block helper: write {{{{#if ({name} ...)}}}}")
+    raise _Problem(f"unknown block helper `{name}` (blocks are {', '.join(_BLOCK_HELPERS)})")
+
+
+# --- evaluation --------------------------------------------------------------
+
+_DATA_NAMES = ("@index", "@key", "@first", "@last")
+_BLOCK_HELPERS = ("if", "unless", "each", "with")
+
+
+@dataclass(frozen=True)
+class _Frame:
+    this: Any
+    data: Optional[Dict[str, Any]]  # @index... of the innermost each
+
+
+class _Evaluation:
+    """One rendering; the tree has passed the static check for these variables."""
+
+    def __init__(self, variables: Mapping[str, Scalar]):
+        self.variables = variables
+        self.names = frozenset(variables)
+
+    def nodes(self, nodes: tuple, frame: _Frame) -> str:
+        out = []
+        for node in nodes:
+            if node[0] == "text":
+                out.append(node[1])
+            elif node[0] == "mustache":
+                out.append(_text(self.call(node[1], node[2], frame)))
+            else:
+                out.append(self.block(node, frame))
+        return "".join(out)
+
+    def call(self, path: Tuple[str, ...], args: tuple, frame: _Frame) -> Any:
+        helper = _helper_for(path, args, self.names)
+        if helper is None:
+            return self.lookup(path, frame)
+        return _HELPERS[helper][0](*(self.arg(a, frame) for a in args))
+
+    def arg(self, arg: tuple, frame: _Frame) -> Any:
+        if arg[0] == "literal":
+            return arg[1]
+        if arg[0] == "path":
+            return self.lookup(arg[1], frame)
+        return _HELPERS[arg[1]][0](*(self.arg(a, frame) for a in arg[2]))
+
+    def lookup(self, path: Tuple[str, ...], frame: _Frame) -> Any:
+        head, rest = (path[0], path[1:]) if path else ("this", ())
+        if head == "@root":
+            value: Any = self.variables
+        elif head.startswith("@"):
+            value = (frame.data or {})[head]
+        elif head == "this":
+            value = frame.this
+        else:
+            value = self.variables[head]
+        for segment in rest:
+            value = _lookup(value, segment)
+        return value
+
+    def block(self, node: tuple, frame: _Frame) -> str:
+        _, name, args, body, inverse = node
+        value = self.arg(args[0], frame)
+        otherwise = "" if inverse is None else self.nodes(inverse, frame)
+        if name == "if":
+            return self.nodes(body, frame) if _truthy(value) else otherwise
+        if name == "unless":
+            return otherwise if _truthy(value) else self.nodes(body, frame)
+        if name == "with":
+            return self.nodes(body, _Frame(value, frame.data)) if _truthy(value) else otherwise
+        if isinstance(value, Mapping):
+            items = [(key, value[key]) for key in value]
+        elif isinstance(value, (list, tuple)):
+            items = list(enumerate(value))
+        else:  # a plain value is not a collection: the else branch, as in handlebars-rust
+            items = []
+        if not items:
+            return otherwise
+        last = len(items) - 1
+        return "".join(
+            self.nodes(body, _Frame(item, {"@index": i, "@key": key, "@first": i == 0, "@last": i == last}))
+            for i, (key, item) in enumerate(items))
+
+
+def _truthy(value: Any) -> bool:
+    return bool(value)  # as Handlebars: false, null, 0, "" and empty lists are false
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (str, int, float, bool)):
+        return scalar_text(value)
+    raise _Problem("cannot print a list or map; print one of its values")
+
+
+def _lookup(container: Any, key: Any) -> Any:
+    try:
+        if isinstance(container, Mapping):
+            return container[_text(key)]
+        if isinstance(container, (str, list, tuple)) and not isinstance(key, bool):
+            return container[int(key)]
+    except (KeyError, IndexError, ValueError):
+        pass
+    raise _Problem(f"lookup: `{_text(key)}` not found")
+
+
+# --- helpers -----------------------------------------------------------------
+
+def _words(value: Any) -> Sequence[str]:
+    """Words for the case helpers: split at anything not a letter or digit, at a
+    lower-to-upper change, and before the last capital of an acronym (HTTPServer)."""
+    words = []
+    for chunk in re.findall(r"[^\W_]+", _text(value)):
+        start = 0
+        for i in range(1, len(chunk)):
+            prev, cur, nxt = chunk[i - 1], chunk[i], chunk[i + 1: i + 2]
+            if cur.isupper() and (not prev.isupper() or nxt.islower()):
+                words.append(chunk[start:i])
+                start = i
+        words.append(chunk[start:])
+    return words
+
+
+def _capitalized(word: str) -> str:
+    return word[:1].upper() + word[1:].lower()
+
+
+def _quote(*args: Any) -> str:
+    """{{quote x}}: shell-quoted like shlex.quote. {{quote "'" x}} / {{quote '"' x}}
+    (the Pegasus form, quote symbol first): always quoted with that symbol,
+    escaped the way sh reads it back."""
+    if len(args) == 1:
+        return shlex.quote(_text(args[0]))
+    symbol, text = _text(args[0]) or '"', _text(args[1])
+    if symbol == "'":
+        return "'" + text.replace("'", "'\"'\"'") + "'"
+    if symbol == '"':
+        return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
+    raise _Problem(f"quote: the quote symbol must be ' or \", not {symbol!r}")
+
+
+def _unquote(value: Any) -> str:
+    """Undo `quote`: a text wrapped in matching quotes loses them and the
+    escaping inside, as sh reads it; anything else is returned unchanged."""
+    text = _text(value)
+    if len(text) < 2 or text[0] != text[-1] or text[0] not in "'\"":
+        return text
+    if text[0] == '"':
+        return re.sub(r'\\([\\"$`])', r"\1", text[1:-1])
+    try:
+        words = shlex.split(text)  # also joins the 'it'"'"'s' pieces quote writes
+    except ValueError:
+        words = []
+    return words[0] if len(words) == 1 else text[1:-1]
+
+
+def _number(value: Any, helper: str) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", value):
+        return float(value) if re.search(r"[.eE]", value) else int(value)
+    raise _Problem(f"`{helper}` compares numbers; {_text(value)!r} is not a number")
+
+
+def _equal(a: Any, b: Any) -> bool:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return a == b if numbers else _text(a) == _text(b)
+
+
+def _compare(name: str, test: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    return lambda a, b: test(_number(a, name), _number(b, name))
+
+
+def _length(value: Any) -> int:
+    if isinstance(value, (str, list, tuple, Mapping)):
+        return len(value)
+    raise _Problem(f"`len` needs a text, got {_text(value)!r}")
+
+
+def _parent(value: Any) -> str:
+    text = _text(value)
+    path = PurePosixPath(text)
+    if not path.name:
+        return ""
+    parent = str(path.parent)
+    return "" if parent == "." and not text.startswith("./") else parent
+
+
+def _str1(f: Callable[[str], Any]) -> Tuple[Callable[..., Any], int, int]:
+    return (lambda v: f(_text(v))), 1, 1
+
+
+_HELPERS: Dict[str, Tuple[Callable[..., Any], int, Optional[int]]] = {
+    "replace": (lambda v, old, new: _text(v).replace(_text(old), _text(new)), 3, 3),
+    "to_lower_case": _str1(str.lower),
+    "to_upper_case": _str1(str.upper),
+    "trim": _str1(str.strip),
+    "trim_start": _str1(str.lstrip),
+    "trim_end": _str1(str.rstrip),
+    "to_snake_case": _str1(lambda s: "_".join(w.lower() for w in _words(s))),
+    "to_kebab_case": _str1(lambda s: "-".join(w.lower() for w in _words(s))),
+    "to_screaming_snake_case": _str1(lambda s: "_".join(w.upper() for w in _words(s))),
+    "to_camel_case": _str1(lambda s: "".join(w.lower() if i == 0 else _capitalized(w)
+                                             for i, w in enumerate(_words(s)))),
+    "to_pascal_case": _str1(lambda s: "".join(_capitalized(w) for w in _words(s))),
+    "to_title_case": _str1(lambda s: " ".join(_capitalized(w) for w in _words(s))),
+    "to_train_case": _str1(lambda s: "-".join(_capitalized(w) for w in _words(s))),
+    "quote": (_quote, 1, 2),
+    "unquote": (_unquote, 1, 1),
+    "first_non_empty": (lambda *vs: next((v for v in vs if _text(v) != ""), ""), 1, None),
+    "file_name": _str1(lambda s: PurePosixPath(s).name),
+    "parent": (_parent, 1, 1),
+    "extension": _str1(lambda s: PurePosixPath(s).suffix[1:]),
+    "lookup": (_lookup, 2, 2),
+    "eq": (_equal, 2, 2),
+    "ne": (lambda a, b: not _equal(a, b), 2, 2),
+    "gt": (_compare("gt", lambda a, b: a > b), 2, 2),
+    "gte": (_compare("gte", lambda a, b: a >= b), 2, 2),
+    "lt": (_compare("lt", lambda a, b: a < b), 2, 2),
+    "lte": (_compare("lte", lambda a, b: a <= b), 2, 2),
+    "and": (lambda *vs: all(_truthy(v) for v in vs), 2, None),
+    "or": (lambda *vs: any(_truthy(v) for v in vs), 2, None),
+    "not": (lambda v: not _truthy(v), 1, 1),
+    "len": (_length, 1, 1),
+}

@@ -190,7 +190,11 @@ class Cluster:
     # -- files ---------------------------------------------------------------------------
 
     def _k(self, node: Node) -> int:
-        k = int(node.rsplit("-", 1)[1]) if isinstance(node, str) else node
+        if isinstance(node, str):
+            prefix, _, number = node.rpartition("-")
+            k = int(number) if prefix == "node" and number.isdigit() else 0
+        else:
+            k = node
         if not 1 <= k <= self.n:
             raise ValueError(f"no node {node!r} in a cluster of {self.n}")
         return k
@@ -322,6 +326,9 @@ class Cluster:
         listener = self._listener(k)
         if listener is not None:
             pids.add(listener)
+        p = self._procs.get(k)
+        if p is not None and p.poll() is None:  # still starting: no pid file yet
+            pids.add(p.pid)
         marks = {f"PEGPAR_TEST_CLUSTER={self.dir}".encode(), f"PEGPAR_TEST_NODE={node_name(k)}".encode()}
         pids |= {pid for pid in table if pid != os.getpid() and marks <= _environ(pid)}
         return pids | _descendants(pids, table)
@@ -416,14 +423,14 @@ def reap_stale(root: str) -> List[str]:
     reaped = []
     for name in sorted(os.listdir(root)):
         path = os.path.join(root, name)
-        if not os.path.exists(os.path.join(path, STATE)):
-            # crashed before its first write, or a half-removed dir; leave young ones alone
-            if name.startswith("run-") and time.time() - os.lstat(path).st_mtime > 3600:
-                shutil.rmtree(path, ignore_errors=True)
-            continue
         try:
+            if not os.path.exists(os.path.join(path, STATE)):
+                # crashed before its first write, or half removed; young ones may be starting
+                if name.startswith("run-") and time.time() - os.lstat(path).st_mtime > 3600:
+                    shutil.rmtree(path, ignore_errors=True)
+                continue
             c = Cluster.load(path)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError):  # another start is reaping it right now
             continue
         if c.owner is not None and not _owner_alive(c.owner):
             c.stop()

@@ -63,7 +63,7 @@ if [ "$venv" = yes ]; then
     PYTHON=.venv/bin/python
 fi
 
-export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 "$PYTHON" -m pip install -q -e '.[test]'
 
 # a missing sshd fails the end-to-end tests here instead of skipping them

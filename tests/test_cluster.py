@@ -166,6 +166,17 @@ def test_two_clusters_side_by_side_do_not_collide(cluster):
     assert not os.path.exists(other_dir)
 
 
+def test_a_port_taken_after_the_check_is_retried(cluster, monkeypatch):
+    # the first pick is the running cluster's port, as if another session bound it first
+    picks = iter([cluster.port])
+    real = cluster_lib._free_port
+    monkeypatch.setattr(cluster_lib, "_free_port", lambda addresses: next(picks, None) or real(addresses))
+    with cluster_lib.start(2) as other:
+        assert other.port != cluster.port
+        assert other.ssh("node-2", "echo $NODE") == (0, "node-2\n")
+    assert cluster.ssh("node-2", "echo $NODE") == (0, "node-2\n")
+
+
 def test_a_cluster_whose_owner_died_is_reaped(cluster, tmp_path):
     # the owner gets SIGKILL, as a test run killed mid-way: no teardown runs
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import cluster as c; "

@@ -109,7 +109,7 @@ def test_consumed_yaml_reruns_the_same_jobs(tmp_path, qpath):
 
 def test_sweep_of_four_billion_combinations_pops_in_place(qpath):
     values = list(range(40))
-    entry = {"command": ["run {{a}} {{b}} {{c}} {{d}} {{e}} {{f}}"], **{k: values for k in "abcdef"}}
+    entry = {"command": ["run {{a}} {{b}} {{c}} {{d}} {{e}} {{f}}"], **{k: list(values) for k in "abcdef"}}  # distinct lists: no YAML aliases
     write(qpath, "# big sweep\n" + yaml.safe_dump([entry], default_flow_style=None, sort_keys=False)
           + "- after\n")
     q = QueueFile(str(qpath))
@@ -212,6 +212,8 @@ def test_flow_style_queue_is_refused_clearly(qpath):
     with pytest.raises(UserError, match="block-style"):
         q.add(["x"])
     assert read(qpath) == original
+    write(qpath, "[]\n- a\n")
+    assert "block-style" in q.take(1, accept_all)[1].message
 
 
 def test_missing_and_empty_queues(tmp_path, qpath):
@@ -334,6 +336,17 @@ def test_keep_chomped_block_scalar_keeps_its_blank_lines(qpath):
     [job] = take_all(QueueFile(str(qpath)), 1)
     assert job.command == "tail\n\n\n"
     assert read(qpath) == "- b\n"
+
+
+def test_rewritten_keep_chomped_command_stays_one_document(tmp_path, qpath):
+    write(qpath, "- x: [1, 2]\n  command:\n    - |+\n      tail\n\n\n- b\n")
+    q = QueueFile(str(qpath))
+    [job] = take_all(q, 1)
+    assert job.command == "tail\n\n\n"
+    assert yaml.safe_load(read(qpath)) == [{"x": [2], "command": ["tail\n\n\n"]}, "b"]
+    assert [j.command for j in take_all(q)] == ["tail\n\n\n", "b"]
+    assert [j.command for j in take_all(QueueFile(str(tmp_path / "consumed.yaml"), str(tmp_path / "c2.yaml")))] \
+        == ["tail\n\n\n", "tail\n\n\n", "b"]
 
 
 def test_oversized_head_entry_is_refused(monkeypatch, qpath):

@@ -73,9 +73,11 @@ def test_entries_added_while_running_are_run_and_deleted_ones_are_not(tmp_path, 
     try:
         wait_for(lambda: "doomed" in (tmp_path / "queue.yaml").read_text()
                  and "first" not in (tmp_path / "queue.yaml").read_text(), what="first job taken")
-        subprocess.run([os.sys.executable, "-m", "pegpar", "l", "--editor",
-                        "sh -c 'printf \"- echo added\\n\" > \"$0\"'"], cwd=tmp_path, env=pegpar_env,
-                       stdin=subprocess.DEVNULL, check=True, timeout=30)
+        editor = tmp_path / "editor.sh"
+        editor.write_text("#!/bin/sh\necho '- echo added' > \"$1\"\n")
+        editor.chmod(0o700)
+        subprocess.run([os.sys.executable, "-m", "pegpar", "l", "--editor", str(editor)], cwd=tmp_path,
+                       env=pegpar_env, stdin=subprocess.DEVNULL, check=True, timeout=30)
         out, err = p.communicate(timeout=60)
     finally:
         p.kill()

@@ -49,6 +49,7 @@ def test_claim_writes_private_files_and_release_removes_the_claim(tmp_path):
     state.claim({"pid": os.getpid(), "started": 1700000000.0, "mode": "q"})
     assert mode_of(tmp_path / ".pegpar") == 0o700
     assert mode_of(tmp_path / ".pegpar" / "controller.json") == 0o600
+    assert mode_of(tmp_path / ".pegpar" / "controller.lock") == 0o600
     assert state.controller()["mode"] == "q"
     assert StateDir(state.path).controller()["pid"] == os.getpid()
     state.release()
@@ -179,3 +180,11 @@ def test_joblog_path_follows_the_status_snapshot(tmp_path):
     assert state.joblog_path() == str(tmp_path / ".pegpar" / "joblog")
     state.write_status({"joblog": str(tmp_path / "elsewhere.log")})
     assert state.joblog_path() == str(tmp_path / "elsewhere.log")
+
+
+def test_a_claim_file_naming_a_live_process_that_holds_no_lock_is_stale(tmp_path):
+    # the pid of a dead controller, reused by some unrelated process
+    folder = tmp_path / ".pegpar"
+    folder.mkdir()
+    (folder / "controller.json").write_text(json.dumps({"pid": os.getpid(), "started": 1.0}))
+    assert StateDir(str(folder)).controller() is None

@@ -1,0 +1,202 @@
+"""pegpar.template: verbatim rendering, strict names, syntax errors, every helper."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pegpar import template
+from pegpar.errors import UserError
+from pegpar.spec import Source
+
+SRC = Source("queue.yaml", 7)
+VARS = {"x": "a&b<c>\"'=`", "n": 3, "f": 0.5, "yes": True, "no": False, "empty": "",
+        "name": "Hello foo-bars", "path": "/data/run/model.tar.gz", "hostname": "node-1"}
+
+
+def render(text: str, **extra) -> str:
+    return template.render(text, {**VARS, **extra}, SRC)
+
+
+def failure(text: str, **extra) -> UserError:
+    with pytest.raises(UserError) as info:
+        render(text, **extra)
+    assert info.value.where == "queue.yaml:7"
+    assert "\n" not in str(info.value)
+    return info.value
+
+
+# --- rendering ---------------------------------------------------------------
+
+def test_no_html_escaping_in_any_form():
+    assert render("{{ x }}|{{{x}}}|{{&x}}") == "|".join([VARS["x"]] * 3)
+
+
+def test_values_render_as_written():
+    assert render("{{n}} {{f}} {{yes}} {{no}} [{{empty}}] {{hostname}}") == "3 0.5 true false [] node-1"
+
+
+def test_text_without_braces_is_returned_untouched():
+    assert render("echo '}}' \\ done") == "echo '}}' \\ done"
+
+
+def test_plain_commands_do_not_import_pybars():
+    code = ("import sys; from pegpar import template; from pegpar.spec import Source;"
+            "assert template.render('echo hi', {}, Source('q', 1)) == 'echo hi';"
+            "template.check('echo hi', [], Source('q', 1));"
+            "assert 'pybars' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_each_distinct_text_is_parsed_once():
+    template._parse.cache_clear()
+    for n in range(5):
+        render("echo {{ n }} once", n=n)
+    assert template._parse.cache_info().misses == 1
+
+
+def test_literal_braces_by_backslash_and_raw_block():
+    assert render("docker ps --format '\\{{.Names}}' {{n}}") == "docker ps --format '{{.Names}}' 3"
+    assert render("{{{{raw}}}}docker ps --format '{{.Names}}'{{{{/raw}}}}") == "docker ps --format '{{.Names}}'"
+    assert render("\\\\{{n}}") == "\\3"  # an escaped backslash, then a live variable
+
+
+def test_comments_and_whitespace_control():
+    assert render("a{{! a comment }}b {{n ~}}   c") == "ab 3c"
+
+
+def test_standalone_block_lines_leave_no_blank_lines():
+    assert render("{{#if yes}}\necho a\n{{/if}}\necho b\n") == "echo a\necho b\n"
+
+
+def test_names_mean_the_variables_inside_blocks_too():
+    assert render("{{#with name}}{{this}}/{{n}}/{{../n}}{{/with}}") == "Hello foo-bars/3/3"
+    assert render("{{this.n}} {{@root.n}}") == "3 3"
+
+
+def test_a_variable_wins_over_a_helper_of_the_same_name_without_arguments():
+    assert render("{{parent}} {{parent path}}", parent="mine") == "mine /data/run"
+
+
+# --- strict names and syntax --------------------------------------------------
+
+def test_unknown_variable_is_an_error_naming_it():
+    err = failure("python train.py --lr {{ lrr }}")
+    assert "`lrr`" in err.message and "hostname" in err.message
+
+
+def test_unknown_variable_in_a_branch_not_taken_is_still_an_error():
+    assert "`typo`" in failure("{{#if no}}{{typo}}{{/if}}").message
+    assert "`typo`" in failure("{{#if (eq typo 1)}}x{{/if}}").message
+
+
+def test_unknown_helper_is_an_error_naming_it():
+    assert "unknown helper `frobnicate`" in failure("{{frobnicate x}}").message
+    assert "unknown helper `frobnicate`" in failure("{{#if (frobnicate x)}}y{{/if}}").message
+    assert "unknown block helper `loop`" in failure("{{#loop x}}y{{/loop}}").message
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{{#if}}", "not closed"),
+    ("{{#if yes}}a", "not closed"),
+    ("{{#if yes}}a{{/unless}}", "not closed"),
+    ("a{{/if}}", "not open"),
+    ("{{else}}", "outside a block"),
+    ("{{ x", "syntax error"),
+    ("echo {{x}} {{", "syntax error"),
+    ("{{#if yes}}{{x}{{/if}}", "syntax error"),
+    ("{{#if}}a{{/if}}", "takes 1 argument"),
+    ("{{replace x}}", "takes 3 arguments"),
+    ("{{and yes}}", "at least 2"),
+    ("{{> partial}}", "partials"),
+    ("{{replace x from=1}}", "named arguments"),
+    ("{{if yes}}", "block helper"),
+    ("{{#eq n 3}}a{{/eq}}", "not a block helper"),
+    ("{{@index}}", "only defined inside"),
+    ("{{n.size}}", "no fields"),
+])
+def test_syntax_and_usage_errors(text, message):
+    assert message in failure(text).message
+
+
+def test_value_dependent_errors_at_render():
+    assert "not a number" in failure("{{#if (gt x 1)}}a{{/if}}").message
+    assert "not found" in failure("{{lookup this 'nope'}}").message
+
+
+def test_check_validates_without_values():
+    template.check("{{ a }} {{to_upper_case b}}", ["a", "b"], SRC)
+    with pytest.raises(UserError, match="`c`"):
+        template.check("{{ a }} {{ c }}", ["a"], SRC)
+    with pytest.raises(UserError, match="not closed"):
+        template.check("{{#if a}}", ["a"], SRC)
+
+
+def test_is_template():
+    assert template.is_template("a {{b}}") and not template.is_template("a { b }")
+
+
+# --- helpers: one test each -----------------------------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("{{replace path '.tar.gz' ''}}", "/data/run/model"),
+    ("{{to_lower_case name}}", "hello foo-bars"),
+    ("{{to_upper_case name}}", "HELLO FOO-BARS"),
+    ("[{{trim ' a b  '}}]", "[a b]"),
+    ("[{{trim_start ' a '}}]", "[a ]"),
+    ("[{{trim_end ' a '}}]", "[ a]"),
+    ("{{to_snake_case name}}", "hello_foo_bars"),
+    ("{{to_kebab_case name}}", "hello-foo-bars"),
+    ("{{to_camel_case name}}", "helloFooBars"),
+    ("{{to_pascal_case name}}", "HelloFooBars"),
+    ("{{to_screaming_snake_case name}}", "HELLO_FOO_BARS"),
+    ("{{to_title_case name}}", "Hello Foo Bars"),
+    ("{{to_train_case name}}", "Hello-Foo-Bars"),
+    ("{{to_snake_case 'HTTPServer2Go'}} {{to_camel_case 'learning_rate'}}", "http_server2_go learningRate"),
+    ("{{quote 'a b'}} {{quote 'plain'}} {{quote ''}}", "'a b' plain ''"),
+    ("{{quote \"'\" \"it's\"}}", "'it'\"'\"'s'"),
+    ("{{quote '\"' 'say \"$HOME\"'}}", '"say \\"\\$HOME\\""'),
+    ("{{unquote \"'a b'\"}}|{{unquote '\"x\"'}}|{{unquote \"it's\"}}|{{unquote \"'a'b\"}}", "a b|x|it's|'a'b"),
+    ("{{first_non_empty empty '' 'fallback' 'later'}}", "fallback"),
+    ("[{{first_non_empty empty ''}}]", "[]"),
+    ("{{first_non_empty empty n}}", "3"),
+    ("{{file_name path}}", "model.tar.gz"),
+    ("{{parent path}} [{{parent 'model'}}] {{parent './model'}} [{{parent '/'}}]", "/data/run [] . []"),
+    ("{{extension path}} [{{extension '.bashrc'}}] [{{extension 'Makefile'}}]", "gz [] []"),
+    ("{{#if yes}}Y{{else}}N{{/if}}{{#if empty}}Y{{else}}N{{/if}}{{#if 0}}Y{{/if}}", "YN"),
+    ("{{#unless no}}U{{/unless}}{{#unless yes}}U{{else}}E{{/unless}}", "UE"),
+    ("{{#each this}}{{#if @first}}{{@key}}{{/if}}{{#if @last}}..{{@index}}{{/if}}{{/each}}", "x..8"),
+    ("{{#each name}}x{{else}}not a list{{/each}}", "not a list"),
+    ("{{#with name}}<{{this}}>{{/with}}{{#with empty}}?{{else}}none{{/with}}", "<Hello foo-bars>none"),
+    ("{{lookup this 'n'}} {{lookup name 0}}", "3 H"),
+    ("{{eq n 3}} {{eq n '3'}} {{eq f '0.5'}} {{eq 'a' 'b'}} {{eq yes 'true'}}", "true true true false true"),
+    ("{{ne n 4}} {{ne x x}}", "true false"),
+    ("{{gt n 2}} {{gt n '3.5'}} {{gt f '0.25'}}", "true false true"),
+    ("{{gte n 3}} {{gte n 4}}", "true false"),
+    ("{{lt n 4}} {{lt n -1}}", "true false"),
+    ("{{lte n 3}} {{lte f 0}}", "true false"),
+    ("{{and yes n}} {{and yes empty}} {{and yes n f}}", "true false true"),
+    ("{{or no empty}} {{or no 0 n}}", "false true"),
+    ("{{not yes}} {{not empty}}", "false true"),
+    ("{{len name}} {{len empty}}", "14 0"),
+    ("{{#if (and (gt n 1) (not (eq x '')))}}deep{{/if}}", "deep"),
+    ("{{#if (eq (to_upper_case hostname) 'NODE-1')}}match{{/if}}", "match"),
+    ("{{^if no}}inverted{{/if}}", "inverted"),
+])
+def test_helpers(text, expected):
+    assert render(text) == expected
+
+
+def test_quote_output_reads_back_in_sh_and_unquote_inverts_it():
+    for value in ["a b", "it's", 'say "hi"', "$HOME `x` \\ ;|&", "", "plain"]:
+        for call in ("quote v", "quote \"'\" v", "quote '\"' v"):
+            quoted = render("{{" + call + "}}", v=value)
+            out = subprocess.run(["sh", "-c", f"printf %s {quoted}"], capture_output=True, text=True, timeout=30)
+            assert out.stdout == value
+            assert render("{{unquote (" + call + ")}}", v=value) == value
+
+
+def test_quote_rejects_an_unknown_quote_symbol():
+    assert "quote symbol" in failure("{{quote '`' x}}").message
