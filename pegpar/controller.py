@@ -362,6 +362,12 @@ class Controller:
         self.busy.pop(job.node.name, None)
         if job.node.name in self.leaving and self.opts.mode == "q":
             self.nodes = [n for n in self.nodes if n.name != job.node.name]
+        if self.opts.mode == "b":
+            self.step_results[-1][1][job.node.name] = (rec.exitval, rec.signal)
+        if not self.opts.keep_logs:
+            for path in (job.out_path, job.err_path):
+                _unlink(path)
+        _unlink(job.out_path + ".seq")
         if rec.ok:
             self.summary.done += 1
             return
@@ -390,7 +396,7 @@ class Controller:
                 return False
             self.down[job.node.host] = why
             self.next_probe[job.node.host] = time.time() + PROBE_EVERY
-        self.printer.say(f"host {job.node.host} is down ({reason or why}); job #{job.seq} "
+        self.printer.say(f"host {job.node.host} is down ({reason or self.down[job.node.host]}); job #{job.seq} "
                          "goes back to the queue")
         self._requeue(job.job)
         self.summary.requeued += 1
@@ -404,12 +410,6 @@ class Controller:
             self.source.add([job.canonical()], front=True, timeout=2)
         except Exception:  # the lock is held too long: keep it in memory, it still runs
             self.retry.append(job)
-        if self.opts.mode == "b":
-            self.step_results[-1][1][job.node.name] = (rec.exitval, rec.signal)
-        if not self.opts.keep_logs:
-            for path in (job.out_path, job.err_path):
-                _unlink(path)
-        _unlink(job.out_path + ".seq")
 
     # -- dispatching -------------------------------------------------------
     def _dispatch(self) -> None:
@@ -476,6 +476,7 @@ class Controller:
             self.dispatched += 1
         for jobs in by_host.values():
             self.waves.append(backend.start_wave(self.rt, jobs, timeout=self.opts.timeout))
+        return placed
         return [r for jobs in by_host.values() for r in jobs]
 
     # -- broadcast steps -------------------------------------------------

@@ -98,8 +98,12 @@ def _edit_locked(queue_path: str, real: str, argv: List[str]) -> int:
             if status != 0:
                 _say(f"the editor exited with status {status}; {queue_path} left unchanged")
                 return 1
-            with open(copy, "rb") as f:
-                edited = f.read()
+            try:
+                with open(copy, "rb") as f:
+                    edited = f.read()
+            except FileNotFoundError:
+                _say(f"the edited copy {copy} is gone; {queue_path} left unchanged")
+                return 1
             if edited == (original or b""):
                 return 0
             try:
@@ -113,6 +117,7 @@ def _edit_locked(queue_path: str, real: str, argv: List[str]) -> int:
                 _say(f"{queue_path} left as it was before the edit; the edited text is in {backup}")
                 return 2
             with open(copy, "rb+") as f:
+                os.fchmod(f.fileno(), mode)  # an editor that saves by renaming may have changed it
                 os.fsync(f.fileno())
             os.replace(copy, real)
             _say(f"{queue_path}: saved, {len(entries)} entries")

@@ -172,7 +172,9 @@ def _dumper() -> Any:
         pass
 
     def text(dumper: Any, data: str) -> Any:
-        if "\n" in data:
+        if any(c in data for c in "\x85\u2028\u2029"):
+            style = '"'  # YAML line breaks that PyYAML would write raw and then read back as a break
+        elif "\n" in data:
             style = "|"
         elif read_plain(data) != data or not isinstance(read_plain(data), str):
             style = "'"  # unquoted, pegpar would read a number, true/false or null

@@ -161,7 +161,12 @@ class QueueFile:
         with the taken entries' text removed (a parametrized entry's remaining
         combinations written back in its place as compact products); every
         other byte of the file is unchanged. Reads only as much YAML as the
-        head entries need."""
+        head entries need.
+
+        Only the returned jobs are taken. A job accept()ed but not returned
+        stays in the queue: that happens when the transaction fails (an I/O
+        error, returned as UserError) or when the file was rewritten behind the
+        lock's back while it ran (returns None, as for a held lock)."""
         try:
             self._lock.acquire(timeout=0)
         except filelock.Timeout:
@@ -206,7 +211,8 @@ class QueueFile:
         with hold_lock(self.path, "pegpar add", timeout, self.notify):
             self._add_locked(text, front)
 
-    def _take_locked(self, n: int, accept: Callable[[Job], None]) -> Tuple[List[Job], Optional[UserError]]:
+    def _take_locked(self, n: int, accept: Callable[[Job], None]
+                     ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         real = os.path.realpath(self.path)
         try:
             src = open(real, "rb")
@@ -243,7 +249,7 @@ class QueueFile:
                 return True
 
             if not _replace(real, src, cuts, commit):
-                return [], None
+                return None
         return taken, error
 
     def _add_locked(self, text: bytes, front: bool) -> None:

@@ -62,8 +62,5 @@ class MemoryQueue:
     def pending(self) -> int:
         return len(self._jobs)
 
-    def add(self, items, front: bool = False, timeout: float = -1) -> None:
-        raise NotImplementedError("stdin jobs go back through the controller's retry list")
-
     def mtime(self) -> float:
         return 0.0

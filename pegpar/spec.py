@@ -207,7 +207,7 @@ def _compose(text: str, path: str, first_line: int) -> Optional[_Node]:
                             where=f"{path}:{loader.peek_event().start_mark.line + first_line}")
         return top
     except yaml.MarkedYAMLError as err:
-        raise _yaml_error(err, path, first_line) from None
+        raise _yaml_error(err, text, path, first_line) from None
     except yaml.reader.ReaderError as err:
         line = text.count("\n", 0, err.position) + first_line
         raise UserError(f"invalid YAML: character {text[err.position]!r} is not allowed",
@@ -229,8 +229,11 @@ def _compose_node(loader: Any, path: str, first_line: int, depth: int) -> _Node:
     if isinstance(event, yaml.ScalarEvent):
         return _Node("scalar", line, _scalar(event, path, line))
     if depth >= _MAX_DEPTH:
+        flow_map = isinstance(event, yaml.MappingStartEvent) and event.flow_style
         raise UserError("a value must be a plain value (text, number, true/false), not a list or map",
-                        where=f"{path}:{line}")
+                        where=f"{path}:{line}",
+                        hint="`{` starts a YAML map: quote text that contains {{ }}, e.g. 'echo {{ x }}'"
+                        if flow_map else None)
     _check_collection_tag(event, path, line)
     if isinstance(event, yaml.SequenceStartEvent):
         items = []
@@ -285,14 +288,18 @@ def _resolve(text: str) -> str:
     return _STR
 
 
-def _yaml_error(err: Any, path: str, first_line: int) -> UserError:
+def _yaml_error(err: Any, text: str, path: str, first_line: int) -> UserError:
     mark = err.problem_mark or err.context_mark
     where = f"{path}:{mark.line + first_line}" if mark else path
     problem = _one_line(err.problem or err.context or "unreadable")
     if err.problem and err.context and err.context_mark and err.context_mark.line != mark.line:
         problem += f", {_one_line(err.context)} that starts at line {err.context_mark.line + first_line}"
+    lines = text.splitlines()[min(m.line for m in (err.problem_mark, err.context_mark) if m):mark.line + 1] \
+        if mark else []
     hint = None
-    if "mapping values are not allowed" in problem:
+    if any("{{" in line for line in lines):  # YAML reads `[echo {{ x }}]` and `- {{ x }}` as maps
+        hint = "quote a command or value that contains {{ }}, e.g. ['echo {{ x }}']"
+    elif "mapping values are not allowed" in problem:
         hint = "quote a command that contains ': ', e.g. - 'echo a: b'"
     elif "'\\t'" in problem:
         hint = "indent with spaces, not tabs"

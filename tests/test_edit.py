@@ -64,7 +64,9 @@ def test_invalid_edit_is_kept_aside_and_the_queue_restored(tmp_path, qpath, caps
 
 
 def test_valid_edit_replaces_the_queue_keeping_its_mode(tmp_path, qpath):
-    editor = script(tmp_path, "ed.sh", "printf -- '- echo new\\n' >> \"$1\"\n")
+    # saves by renaming a new file over the copy, as some editors do
+    editor = script(tmp_path, "ed.sh", "{ cat \"$1\"; printf -- '- echo new\\n'; } > \"$1.new\"\n"
+                    "chmod 666 \"$1.new\"\nmv \"$1.new\" \"$1\"\n")
     assert edit.edit_queue(str(qpath), editor) == 0
     assert qpath.read_text() == ORIGINAL + "- echo new\n"
     assert stat.S_IMODE(os.stat(qpath).st_mode) == 0o640

@@ -182,6 +182,18 @@ def test_rejected_combination_rewrites_only_what_was_taken(qpath):
     assert read(qpath).endswith("\n- b\n")
 
 
+def test_file_rewritten_behind_the_lock_is_not_clobbered(tmp_path, qpath):
+    write(qpath, "- a\n")
+
+    def accept(job):  # someone appends without the lock while the pop runs
+        with open(qpath, "a") as f:
+            f.write("- b\n")
+
+    assert QueueFile(str(qpath)).take(1, accept) is None
+    assert read(qpath) == "- a\n- b\n"
+    assert not (tmp_path / "consumed.yaml").exists()
+
+
 def test_broken_head_is_reported_with_its_line_and_left_alone(tmp_path, qpath):
     original = "# c\n\n- command: [a]\n  x: [1, 2\n- b\n"
     write(qpath, original)
