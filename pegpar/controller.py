@@ -176,7 +176,7 @@ class Controller:
     def _recover(self) -> None:
         """Jobs dispatched by an earlier controller that never recorded their end."""
         records = self.state.journal()
-        done = {r["seq"] for r in records if r.get("event") == "done"}
+        done = {r["seq"] for r in records if r.get("event") in ("done", "cancel")}
         pending = [r for r in records if r.get("event") == "dispatch" and r["seq"] not in done]
         requeue = []
         for r in pending:
@@ -434,21 +434,32 @@ class Controller:
 
         while self.retry and len(placed) < len(free):
             accept(self.retry.pop(0))
-        if len(placed) < len(free):
-            self._take(len(free) - len(placed), accept)
-        self._launch(placed)
+        ready = len(placed)
+        if ready < len(free):
+            ready += self._take(len(free) - ready, accept)
+        self._launch(self._only_taken(placed, ready))
 
-    def _take(self, n: int, accept) -> None:
+    def _only_taken(self, placed: List[Running], ready: int) -> List[Running]:
+        """Reservations whose job the queue did not let go of (an I/O error,
+        the file changed under the pop) are cancelled: the job stays queued."""
+        if len(placed) > ready:
+            self.state.journal_append([{"event": "cancel", "run": self.run_id, "seq": r.seq}
+                                       for r in placed[ready:]])
+        return placed[:ready]
+
+    def _take(self, n: int, accept) -> int:
+        """Take up to n jobs through `accept`; returns how many were taken."""
         mtime = self.source.mtime()
         result = self.source.take(n, accept)
         if result is None:
-            return  # the queue is locked (pegpar l, pegpar add): try again next turn
-        _, error = result
+            return 0  # the queue is locked (pegpar l, pegpar add): try again next turn
+        taken, error = result
         if error is not None:
             self.queue_error = str(error)
             self.queue_error_mtime = mtime
             if self.dispatched or self.opts.daemon:
                 self.printer.say(f"{error} (waiting for the queue to be fixed)")
+        return len(taken)
 
     @property
     def queue_error_text(self) -> str:
@@ -489,7 +500,8 @@ class Controller:
                         if node.name not in self.leaving]
             placed.extend(self._reserve(job, node, command) for node, command in rendered)
 
-        self._take(1, accept)
+        taken = self._take(1, accept)
+        placed = self._only_taken(placed, len(placed) if taken else 0)
         if placed:
             self.step += 1
             self.step_results.append((self.step, {}))

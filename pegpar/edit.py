@@ -62,22 +62,19 @@ def choose_editor(flag: Optional[str]) -> List[str]:
     raise UserError("no editor found", hint="pass --editor, or set $VISUAL or $EDITOR")
 
 
-def add_commands(queue_path: str, commands: List[str], front: bool) -> int:
-    """`pegpar add CMD...`: each argument is one entry (a bare command). Returns
-    how many were added."""
+def add_commands(queue_path: str, commands: List[str], front: bool) -> None:
+    """`pegpar add CMD...`: each argument is one entry (a bare command)."""
     if not commands:
         raise UserError("no command given", hint="pegpar add 'CMD' ..., or pegpar add - to read YAML entries")
     queue.QueueFile(queue_path, notify=_say).add(list(commands), front=front)
-    return len(commands)
 
 
-def add_yaml(queue_path: str, text: str, front: bool) -> int:
+def add_yaml(queue_path: str, text: str, front: bool) -> None:
     """`pegpar add -`: a YAML list of entries (as in queue.yaml) read from
-    stdin; all are validated before any is added. Returns how many were added."""
+    stdin; all are validated before any is added."""
     entries = spec.parse_queue(text, "<stdin>")
     objs: List[Union[str, dict]] = [expand.canonical_entry(entry.dims, entry.plain) for entry in entries]
     queue.QueueFile(queue_path, notify=_say).add(objs, front=front)
-    return len(objs)
 
 
 def _edit_locked(queue_path: str, real: str, argv: List[str]) -> int:
@@ -114,7 +111,9 @@ def _edit_locked(queue_path: str, real: str, argv: List[str]) -> int:
                     continue
                 backup = real + queue.REJECTED_SUFFIX
                 os.replace(copy, backup)
-                _say(f"{queue_path} left as it was before the edit; the edited text is in {backup}")
+                shown = queue_path + queue.REJECTED_SUFFIX
+                _say(f"{queue_path} left as it was before the edit; the edited text is in "
+                     f"{shown if os.path.realpath(shown) == backup else backup}")
                 return 2
             with open(copy, "rb+") as f:
                 os.fchmod(f.fileno(), mode)  # an editor that saves by renaming may have changed it

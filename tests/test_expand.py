@@ -153,6 +153,7 @@ small_dims = st.lists(st.integers(1, 3), min_size=1, max_size=4).map(
     tuple((f"p{k}", tuple(range(n))) for k, n in enumerate(sizes[1:])))
 
 
+@settings(deadline=None)
 @given(small_dims)
 def test_remainder_lists_the_rest_of_the_product_in_order(dims):
     whole = list(expand.jobs(QueueEntry(dims, SRC)))
@@ -161,6 +162,7 @@ def test_remainder_lists_the_rest_of_the_product_in_order(dims):
     assert len(expand.remainder(dims)) <= len(dims)
 
 
+@settings(deadline=None)
 @given(small_dims)
 def test_taking_first_jobs_repeatedly_walks_the_whole_product(dims):
     products, taken = [dims], []
@@ -223,7 +225,7 @@ names = st.from_regex(r"[a-z_][a-z0-9_]{0,5}", fullmatch=True).filter(
     lambda n: n not in ("command", "this", "else", "true", "false", "null", "undefined"))
 
 
-@settings(max_examples=300)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.text(min_size=1).filter(lambda s: s.strip() and "\x00" not in s), min_size=1, max_size=2),
        st.dictionaries(names, st.lists(scalars, min_size=1, max_size=3), max_size=3))
 def test_dump_round_trips(commands, params):

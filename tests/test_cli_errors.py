@@ -1,0 +1,105 @@
+"""Every bad input to `pegpar expand`: exit code 2, one line `pegpar: FILE:LINE: ...`
+on stderr, no traceback, and the files left byte for byte as they were."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+import pytest
+
+BOMB = "- command: [x]\n" + '  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"  {c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+QUIZ_HOSTS = "- hostname: [node-1, node-2]\n  laziness: [1]\n"
+
+# name: (files, the FILE[:LINE] the message must start with, a word it must contain)
+CASES = {
+    "invalid YAML syntax": ({"queue.yaml": "- ok\n- a: b: c\n"}, "queue.yaml:2", "invalid YAML"),
+    "unquoted colon in a command": ({"queue.yaml": "- echo a: b\n"}, "queue.yaml:1", "quote"),
+    "top level not a list": ({"queue.yaml": "command: [echo hi]\n"}, "queue.yaml:1", "list"),
+    "entry neither string nor map": ({"queue.yaml": "- ok\n- [a, b]\n"}, "queue.yaml:2", "entry"),
+    "map without command": ({"queue.yaml": "- ok\n- lr: [1]\n"}, "queue.yaml:2", "command"),
+    "map without hostname": ({"queue.yaml": "- ok\n", "hosts.yaml": "- node-1\n- gpu: [0]\n"},
+                             "hosts.yaml:2", "hostname"),
+    "command as empty list": ({"queue.yaml": "- command: []\n"}, "queue.yaml:1", "empty list"),
+    "param as empty list": ({"queue.yaml": "- command: [x]\n  lr: []\n"}, "queue.yaml:2", "empty list"),
+    "nested values": ({"queue.yaml": "- command: [x]\n  lr: [[1, 2]]\n"}, "queue.yaml:2", "plain value"),
+    "nested map value": ({"queue.yaml": "- command: [x]\n  lr: {a: 1}\n"}, "queue.yaml:2", "map"),
+    "template syntax error": ({"queue.yaml": "- ok\n- echo {{#if hostname}}yes\n"}, "queue.yaml:2", "not closed"),
+    "unbalanced block": ({"queue.yaml": "- echo {{#if hostname}}a{{/unless}}\n"}, "queue.yaml:1", "not closed"),
+    "unknown variable": ({"queue.yaml": "- command: ['run --lr {{ lrr }}']\n  lr: [1]\n"}, "queue.yaml:1", "`lrr`"),
+    "unknown helper": ({"queue.yaml": "- echo {{ shout hostname }}\n"}, "queue.yaml:1", "`shout`"),
+    "unknown variable in a hostname": ({"queue.yaml": "- ok\n", "hosts.yaml": "- hostname: ['{{ nme }}-1']\n"
+                                        "  name: [a]\n"}, "hosts.yaml:1", "`nme`"),
+    "variable collision": ({"queue.yaml": "- command: [x]\n  laziness: [3]\n", "hosts.yaml": QUIZ_HOSTS},
+                           "queue.yaml:1", "`laziness`"),
+    "hostname as a queue parameter": ({"queue.yaml": "- command: [x]\n  hostname: [a]\n"}, "queue.yaml:1",
+                                      "`hostname`"),
+    "non-UTF-8 file": ({"queue.yaml": b"- echo ok\n- echo caf\xe9\n"}, "queue.yaml:2", "UTF-8"),
+    "non-UTF-8 hosts file": ({"queue.yaml": "- ok\n", "hosts.yaml": b"- n\xff\n"}, "hosts.yaml:1", "UTF-8"),
+    "missing queue file": ({}, "queue.yaml", "echo '- echo hello' > queue.yaml"),
+    "truncated YAML": ({"queue.yaml": "- ok\n- command:\n    - echo a\n    - 'echo b"}, "queue.yaml:4", "YAML"),
+    "truncated flow list": ({"queue.yaml": "- command: [a, b\n"}, "queue.yaml:2", "YAML"),
+    "YAML bomb": ({"queue.yaml": BOMB}, "queue.yaml:3", "aliases"),
+    "hostname with spaces": ({"queue.yaml": "- ok\n", "hosts.yaml": "- node-1\n- 'node 2'\n"},
+                             "hosts.yaml:2", "hostname"),
+    "hostname with shell metacharacters": ({"queue.yaml": "- ok\n", "hosts.yaml": "- 'n1;reboot'\n"},
+                                           "hosts.yaml:1", "hostname"),
+    "hostname as an ssh option": ({"queue.yaml": "- ok\n", "hosts.yaml": "- -oProxyCommand=x\n"},
+                                  "hosts.yaml:1", "hostname"),
+    "rendered hostname with command substitution": (
+        {"queue.yaml": "- ok\n", "hosts.yaml": "- hostname: ['{{ p }}']\n  p: ['$(reboot)']\n"},
+        "hosts.yaml:1", "hostname"),
+    "duplicate sub-nodes": ({"queue.yaml": "- ok\n", "hosts.yaml": "- node-1\n- node-2\n- node-1\n"},
+                            "hosts.yaml:3", "duplicate"),
+    "duplicate parametrized sub-nodes": ({"queue.yaml": "- ok\n", "hosts.yaml": "- hostname: [a]\n  gpu: [0, 0]\n"},
+                                         "hosts.yaml:1", "duplicate"),
+    "zero hosts": ({"queue.yaml": "- ok\n", "hosts.yaml": "[]\n"}, "hosts.yaml", "no hosts"),
+    "comments-only hosts file": ({"queue.yaml": "- ok\n", "hosts.yaml": "# nobody yet\n"}, "hosts.yaml", "no hosts"),
+    "binary garbage": ({"queue.yaml": bytes(range(256)) * 4}, "queue.yaml:2", "UTF-8"),
+    "binary garbage that is UTF-8": ({"queue.yaml": b"\x00\x01\x02\x03garbage\n"}, "queue.yaml:1", "YAML"),
+    "two YAML documents": ({"queue.yaml": "- a\n---\n- b\n"}, "queue.yaml:2", "document"),
+    "deep nesting": ({"queue.yaml": "[" * 50_000 + "]" * 50_000}, "queue.yaml:1", "plain value"),
+    "unsupported tag": ({"queue.yaml": "- !!binary aGk=\n"}, "queue.yaml:1", "tag"),
+    "queue file is a directory": ({"queue.yaml/keep": "x"}, "queue.yaml", "directory"),
+}
+
+
+def snapshot(folder: Path) -> Dict[str, Optional[bytes]]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(name, tmp_path, pegpar_env):
+    files, where, word = CASES[name]
+    work = tmp_path / "work"
+    work.mkdir()
+    for rel, content in files.items():
+        path = work / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = snapshot(work)
+    proc = subprocess.run([sys.executable, "-m", "pegpar", "expand"], cwd=work, env=pegpar_env,
+                          capture_output=True, text=True, errors="replace", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.endswith("\n") and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"pegpar: {where}: "), proc.stderr
+    assert word in proc.stderr
+    assert proc.stdout == ""
+    assert snapshot(work) == before
+
+
+def test_the_same_files_when_valid_exit_0(tmp_path, pegpar_env):
+    """The harness above would pass a pegpar that always fails: check it can succeed."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "queue.yaml").write_text("- echo {{ laziness }}\n")
+    (work / "hosts.yaml").write_text(QUIZ_HOSTS)
+    proc = subprocess.run([sys.executable, "-m", "pegpar", "expand"], cwd=work, env=pegpar_env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert "2 sub-nodes" in proc.stdout and "1 job from queue.yaml" in proc.stdout
