@@ -82,6 +82,9 @@ class Runtime:
     def waves_dir(self) -> str:
         return os.path.join(self.run_dir, "waves")
 
+    def ssh_for(self, group: int) -> str:
+        return self.ssh if group == 0 else f"{self.ssh}-{group}"
+
     def job_id(self, seq: int) -> str:
         """Unique on any node: this queue's key and the job's seq."""
         return f"{os.path.basename(self.run_dir)}-{seq}"
@@ -114,20 +117,46 @@ def runtime(state_dir: str, ssh_config: Optional[str], connect_timeout: int = 10
     run_dir = _private_dir(os.path.join(base, key))
     for sub in ("parallel-home", "waves", "cm"):
         _private_dir(os.path.join(run_dir, sub))
-    ssh = os.path.join(run_dir, "ssh")
+    rt = Runtime(state_dir, run_dir, os.path.join(run_dir, "ssh"), ssh_config, connect_timeout)
+    _write_wrapper(rt, 0)
+    return rt
+
+
+def _write_wrapper(rt: Runtime, group: int) -> str:
+    """The ssh command parallel runs for one session group (see session_groups):
+    connection sharing through its own ControlMaster; host-key checking is left
+    as the user's ssh config has it."""
+    path = rt.ssh_for(group)
     argv = ["ssh"]
-    if ssh_config:
-        argv += ["-F", ssh_config]
-    argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={run_dir}/cm/%C",
-             "-o", "ControlPersist=600", "-o", f"ConnectTimeout={connect_timeout}",
+    if rt.ssh_config:
+        argv += ["-F", rt.ssh_config]
+    suffix = f".{group}" if group else ""
+    argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={rt.run_dir}/cm/%C{suffix}",
+             "-o", "ControlPersist=600", "-o", f"ConnectTimeout={rt.connect_timeout}",
              "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "BatchMode=yes"]
     script = "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in argv) + ' "$@"\n'
-    tmp = ssh + ".tmp"
+    tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(script)
     os.chmod(tmp, 0o700)
-    os.replace(tmp, ssh)
-    return Runtime(state_dir, run_dir, ssh, ssh_config, connect_timeout)
+    os.replace(tmp, path)
+    return path
+
+
+SESSIONS_PER_MASTER = 8  # sshd's default MaxSessions is 10 per connection
+
+
+def session_groups(nodes: List[SubNode]) -> Dict[str, int]:
+    """Sub-node name -> which shared connection its jobs use: the 1st to 8th
+    sub-node of a host share one master, the 9th to 16th a second one, so a
+    host with many sub-nodes never exceeds sshd's MaxSessions."""
+    seen: Dict[str, int] = {}
+    groups = {}
+    for node in nodes:
+        k = seen.get(node.host, 0)
+        seen[node.host] = k + 1
+        groups[node.name] = k // SESSIONS_PER_MASTER
+    return groups
 
 
 @dataclass
@@ -278,8 +307,9 @@ class Wave:
                 pass
 
 
-def start_wave(rt: Runtime, jobs: List[Running], *, timeout: Optional[float] = None) -> Wave:
-    """Hand `jobs` (all on one host) to one parallel invocation."""
+def start_wave(rt: Runtime, jobs: List[Running], *, timeout: Optional[float] = None,
+               group: int = 0) -> Wave:
+    """Hand `jobs` (all on one host, one session group) to one parallel invocation."""
     node = jobs[0].node
     assert all(j.node.host == node.host and j.node.local == node.local for j in jobs)
     stem = os.path.join(rt.waves_dir, f"{jobs[0].seq}")
@@ -293,7 +323,10 @@ def start_wave(rt: Runtime, jobs: List[Running], *, timeout: Optional[float] = N
             "--joblog", log, "-j", str(len(jobs)),
             "--results", os.path.join(os.path.dirname(jobs[0].out_path), "{2}")]
     if not node.local:
-        argv += ["--ssh", rt.ssh, "-S", f"{len(jobs)}/{node.host}"]
+        ssh = rt.ssh_for(group)
+        if not os.path.exists(ssh):
+            _write_wrapper(rt, group)
+        argv += ["--ssh", ssh, "-S", f"{len(jobs)}/{node.host}"]
     if timeout:
         argv += ["--timeout", f"{timeout:g}"]
     # The marker in the job's environment lets pegpar find every process of

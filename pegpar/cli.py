@@ -71,6 +71,7 @@ def _run_options(f):
                      help="Sub-nodes on the local machine when there is no hosts file (default: CPU cores).")(f)
     f = click.option("--timeout", type=float, default=None, help="Kill a job after this many seconds.")(f)
     f = click.option("--no-logs", is_flag=True, help="Do not keep each job's output under .pegpar/logs.")(f)
+    f = click.option("--no-progress", is_flag=True, help="No status line at the bottom of the terminal.")(f)
     f = click.option("--dry-run", is_flag=True, help="Show what would run (like `pegpar expand`) and exit.")(f)
     f = click.option("--retries", type=click.IntRange(min=0), default=0,
                      help="Run a failed job again, up to this many times.")(f)
@@ -99,7 +100,7 @@ def _stdin_has_input() -> bool:
 
 
 def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_path, local_slots,
-         timeout, no_logs, dry_run, retries, no_requeue_interrupted, require_all_hosts,
+         timeout, no_logs, no_progress, dry_run, retries, no_requeue_interrupted, require_all_hosts,
          allow_shared_queue, connect_timeout, ignore_errors=False) -> None:
     from pegpar import controller, sources
     from pegpar.queue import check_queue_file
@@ -118,7 +119,8 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
                               local_slots=local_slots or os.cpu_count() or 1,
                               ignore_errors=ignore_errors, timeout=timeout, keep_logs=not no_logs,
                               retries=retries, requeue_interrupted=not no_requeue_interrupted,
-                              require_all_hosts=require_all_hosts, connect_timeout=connect_timeout)
+                              require_all_hosts=require_all_hosts, connect_timeout=connect_timeout,
+                              progress=not no_progress)
     words = list(command)
     if words or _stdin_has_input():
         opts.daemon = False

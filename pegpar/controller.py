@@ -48,6 +48,7 @@ class Options:
     connect_timeout: int = 5
     retries: int = 0  # re-run a failed job up to this many times
     stdin: bool = False  # jobs come from stdin: no queue file is read or written
+    progress: bool = True  # the status line at the bottom of a terminal
 
 
 @dataclass
@@ -93,6 +94,8 @@ class Controller:
         self.next_slow = 0.0
         self.retry: List[Job] = []  # jobs to run again before taking from the queue
         self.attempts: Dict[Tuple, int] = {}
+        self._queued_mtime = -1.0
+        self._queued_count: Optional[int] = None
         self.joblog_path = opts.joblog or os.path.join(self.rt.state_dir, "joblog")
         self.next_seq = joblog.last_seq(self.joblog_path) + 1
         self.waves: List[Wave] = []
@@ -205,7 +208,10 @@ class Controller:
 
     def _loop(self) -> int:
         while True:
+            finished_before = self.summary.done + len(self.summary.failed)
             self._observe()
+            # a sub-node just freed: dispatch at once, sleep only when idle
+            progressed = self.summary.done + len(self.summary.failed) != finished_before
             if time.time() >= self.next_slow:
                 self.next_slow = time.time() + SLOW_EVERY
                 self._slow_turn()
@@ -230,7 +236,8 @@ class Controller:
                     self.printer.say("no host can be reached; giving up")
                     self.summary.unreachable = True
                     break
-            time.sleep(TICK if self.busy else IDLE_TICK)
+            if not progressed:
+                time.sleep(TICK if self.busy else IDLE_TICK)
         return self._finish()
 
     # -- once a second: status, control requests, hosts file --------------
@@ -244,6 +251,38 @@ class Controller:
                 self.kill_jobs(jobs)
         self._reload_hosts()
         self.state.write_status(self.snapshot())
+        self._show_progress()
+
+    def _show_progress(self) -> None:
+        if not self.printer.progress:
+            return
+        s = self.summary
+        finished = s.done + len(s.failed)
+        elapsed = time.time() - s.started
+        queued = self._queued()
+        total = f"/{finished + len(self.busy) + queued}" if queued is not None else ""
+        eta = ""
+        if queued is not None and finished and (queued or self.busy):
+            per_job = elapsed / finished * max(1, len(self.busy)) / max(1, len(self.nodes))
+            eta = f", ETA {_clock((queued + len(self.busy)) * per_job)}"
+        self.printer.status(f"[{finished}{total} done, {len(self.busy)} running, "
+                            f"{len(s.failed)} failed, {_clock(elapsed)}{eta}]")
+
+    def _queued(self) -> Optional[int]:
+        """Jobs still queued; counted again only when the file changes, and not
+        for very large files (the count would parse all of it)."""
+        if self.opts.stdin:
+            return self.source.pending()
+        mtime = self.source.mtime()
+        if mtime != self._queued_mtime:
+            self._queued_mtime = mtime
+            self._queued_count = None
+            try:
+                if os.path.getsize(self.opts.queue_file) <= 1 << 20:
+                    self._queued_count = sum(expand.count(e.dims) for e in spec.load_queue(self.opts.queue_file))
+            except (OSError, UserError):
+                pass
+        return self._queued_count
 
     def snapshot(self) -> dict:
         now = time.time()
@@ -479,14 +518,17 @@ class Controller:
         return running
 
     def _launch(self, placed: List[Running]) -> List[Running]:
-        by_host: Dict[Tuple[str, bool], List[Running]] = {}
+        by_host: Dict[Tuple[str, bool, int], List[Running]] = {}
+        groups = backend.session_groups(self.nodes)
         for running in placed:
-            by_host.setdefault((running.node.host, running.node.local), []).append(running)
+            key = (running.node.host, running.node.local, groups.get(running.node.name, 0))
+            by_host.setdefault(key, []).append(running)
             self.busy[running.node.name] = running
             self.tails[running.seq] = (Tail(running.out_path), Tail(running.err_path))
             self.dispatched += 1
-        for jobs in by_host.values():
-            self.waves.append(backend.start_wave(self.rt, jobs, timeout=self.opts.timeout))
+        for (_, local, group), jobs in by_host.items():
+            self.waves.append(backend.start_wave(self.rt, jobs, timeout=self.opts.timeout,
+                                                 group=0 if local else group))
         return placed
         return [r for jobs in by_host.values() for r in jobs]
 
@@ -521,6 +563,7 @@ class Controller:
 
     # -- the end -----------------------------------------------------------
     def _finish(self) -> int:
+        self.printer.clear_status()
         s = self.summary
         elapsed = time.time() - s.started
         failed = len(s.failed)
@@ -562,6 +605,12 @@ def _check_names(job: Job, nodes: Sequence[SubNode]) -> None:
                             where=str(job.source))
 
 
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
 def _one_line(text: str) -> str:
     text = text.replace("\n", "\\n")
     return text if len(text) <= 80 else text[:77] + "..."
@@ -588,7 +637,7 @@ def load_nodes(opts: Options) -> List[SubNode]:
 
 def run(opts: Options, source, printer: Optional[Printer] = None) -> int:
     """Run queue or broadcast mode to the end; returns the exit code."""
-    printer = printer or Printer(quiet=opts.quiet)
+    printer = printer or Printer(quiet=opts.quiet, progress=opts.progress)
     nodes = load_nodes(opts)
     controller = Controller(opts, nodes, source, printer)
     controller.install_signals()

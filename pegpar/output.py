@@ -61,11 +61,15 @@ class Tail:
 class Printer:
     """Writes prefixed job lines and pegpar's own messages; owns the terminal."""
 
-    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr, quiet: bool = False):
+    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr, quiet: bool = False,
+                 progress: bool = True):
         self.out = out
         self.err = err
         self.colour = use_colour(out)
         self.quiet = quiet
+        # the progress line lives on a terminal only, as the last line of the screen
+        self.progress = progress and out.isatty()
+        self._status = ""
         self._index: Dict[str, int] = {}
 
     def job_lines(self, node_name: str, lines: List[str], stream: Optional[TextIO] = None) -> None:
@@ -73,11 +77,32 @@ class Printer:
             return
         index = self._index.setdefault(node_name, len(self._index))
         tag = prefix(node_name, index, self.colour)
-        target = stream or self.out
-        target.write("".join(f"{tag} {line}\n" for line in lines))
-        target.flush()
+        self._write(stream or self.out, "".join(f"{tag} {line}\n" for line in lines))
 
     def say(self, text: str) -> None:
         """pegpar's own message, on stderr so stdout stays the jobs' output."""
-        self.err.write(f"pegpar: {text}\n")
-        self.err.flush()
+        self._write(self.err, f"pegpar: {text}\n")
+
+    def status(self, text: str) -> None:
+        """Replace the progress line (no-op unless on a terminal)."""
+        if self.progress and text != self._status:
+            self._status = text
+            self.out.write(f"\r\033[K{text}")
+            self.out.flush()
+
+    def clear_status(self) -> None:
+        if self.progress and self._status:
+            self.out.write("\r\033[K")
+            self.out.flush()
+            self._status = ""
+
+    def _write(self, stream: TextIO, text: str) -> None:
+        """Lines go above the progress line: erase it, write, draw it again."""
+        if self.progress and self._status:
+            self.out.write("\r\033[K")
+            self.out.flush()
+        stream.write(text)
+        stream.flush()
+        if self.progress and self._status:
+            self.out.write(self._status)
+            self.out.flush()

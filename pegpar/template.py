@@ -23,12 +23,13 @@ pybars3 is imported lazily: it takes about half a second to import and
 
 from __future__ import annotations
 
+import ast
 import functools
 import re
 import shlex
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Callable, Dict, FrozenSet, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 from pegpar.errors import UserError
 from pegpar.spec import Scalar, Source, scalar_text
@@ -88,10 +89,75 @@ def _checked(text: str, names: FrozenSet[str], source: Source) -> tuple:
 
 @functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> Tuple[tuple, Optional[_Problem]]:
-    from pybars import Compiler
-
     # \\{{ is a backslash then a live {{; \{{ is a literal {{
     src = re.sub(r"\\(\\?)\{\{", lambda m: "\\{{" if m.group(1) else _LITERAL_OPEN, text)
+    skeleton, runs = _skeleton(src)
+    raw, problem = _pybars_parse(skeleton)
+    exact = False
+    if problem is None:
+        texts = iter(runs)
+        raw = _fill(raw, texts)
+        # every run went back into literal text (not, say, into a "}}" string argument)
+        exact = next(texts, None) is None and not any(_RUN in run for run in runs)
+    if not exact:
+        raw, problem = _pybars_parse(src)  # slow, but exact, and errors quote the real text
+    if problem is not None:
+        return (), problem
+    try:
+        return _nodes(raw), None
+    except _Problem as problem:
+        return (), problem.with_traceback(None)  # cached: keep no frames alive
+
+
+# pybars3's grammar takes milliseconds per template, mostly to walk literal
+# text character by character. A queue of thousands of commands that differ
+# only in their literal text (a seed, a path) would take minutes to check. So
+# each run of literal text outside {{ }} is replaced by one placeholder before
+# parsing ("python a.py --lr {{ lr }}" and "python b.py --lr {{ lr }}" share
+# the skeleton "<R> {{ lr }}"), and put back into the tree afterwards. Runs
+# keep their surrounding spaces and newlines out, so that pybars3's handling
+# of standalone block lines and `~` sees the same whitespace.
+_RUN = "\ufdd1"
+_TAG = re.compile(r"(\{\{.*?\}\})", re.S)
+_CORE = re.compile(r"[^{}\\\r\n \t](?:[^{}\\\r\n]*[^{}\\\r\n \t])?")
+
+
+def _skeleton(src: str) -> Tuple[str, Sequence[str]]:
+    runs: list = []
+
+    def placeholder(match: "re.Match[str]") -> str:
+        runs.append(match.group(0))
+        return _RUN
+
+    parts = _TAG.split(src)
+    parts[::2] = [_CORE.sub(placeholder, part) for part in parts[::2]]
+    return "".join(parts), runs
+
+
+def _fill(nodes: Sequence[Any], texts: Iterator[str]) -> tuple:
+    """pybars3's nodes with each placeholder replaced by the next run, in text order."""
+    def text(value: str) -> str:
+        return re.sub(_RUN, lambda m: next(texts, _RUN), value)
+
+    out = []
+    for node in nodes:
+        kind = node[0]
+        if kind in ("literal", "whitespace", "newline"):
+            node = (kind, text(node[1]))
+        elif kind == "rawblock":
+            node = (*node[:3], text(node[3]))
+        elif kind in ("block", "invertedblock"):
+            body = ["template", *_fill(node[3][1:], texts)]
+            node = (*node[:3], body, ["template", *_fill(node[4][1:], texts)] if node[4] else [])
+        out.append(node)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _pybars_parse(src: str) -> Tuple[Any, Optional[_Problem]]:
+    """pybars3's parse tree (without the leading "template"), or the syntax problem."""
+    from pybars import Compiler
+
     src = Compiler().whitespace_control(src)
     try:
         grammar = Compiler._handlebars(src)
@@ -101,10 +167,7 @@ def _parse(text: str) -> Tuple[tuple, Optional[_Problem]]:
         return (), _Problem("cannot parse the template", _SYNTAX_HINT)
     if stop < len(src):
         return (), _syntax_problem(src, stop, getattr(error, "position", stop))
-    try:
-        return _nodes(tree[1:]), None
-    except _Problem as problem:
-        return (), problem
+    return tuple(tree[1:]), None
 
 
 _SYNTAX_HINT = "write \\{{ for a literal {{"
@@ -163,8 +226,6 @@ def _args(items: Sequence[Any]) -> tuple:
         elif kind == "literalparam":
             value = item[1]
             if isinstance(value, str):  # pybars3 keeps string literals as Python source
-                import ast
-
                 value = ast.literal_eval(value)
             out.append(("literal", value))
         elif kind == "subexpr":
@@ -251,10 +312,12 @@ def _helper_for(path: Tuple[str, ...], args: tuple, names: FrozenSet[str]) -> Op
     """The helper a mustache calls, or None when it prints a variable. A
     variable wins over a helper of the same name when there are no arguments."""
     name = path[0] if len(path) == 1 else None
+    if not args and (name is None or name in names):
+        return None
     if name in _BLOCK_HELPERS:
         raise _Problem(f"`{name}` is a block helper: write {{{{#{name} x}}}}...{{{{/{name}}}}}")
-    if not args and (name is None or name in names or name not in _HELPERS):
-        return None
+    if not args and name not in _HELPERS:
+        return None  # an unknown variable, reported as such
     if name is None:
         raise _Problem(f"`{'.'.join(path)}` is not a helper")
     _helper(name)

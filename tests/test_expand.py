@@ -197,7 +197,8 @@ def test_dump_is_readable():
 TRICKY = ["it's", 'say "hi"', "a # b", "key: value", "- dash", "{brace}", "[list]", "@at", "%pct", "`tick`",
           "*star", "&amp", "!bang", "|pipe", ">gt", "ü 日本", "line1\nline2", "trailing \nspace", "\ttab",
           "true", "false", "True", "yes", "no", "on", "null", "~", "", " ", "08", "1e3", "1e-05", "0.5", "3",
-          "0x1F", "1:30", "2001-12-14", "=", "<<", "?", ":", ",", "a, b", "x\n", "\n", "\\", "\x7f", "\u2028", "a\x85b", "x\u2029\ny"]
+          "0x1F", "1:30", "2001-12-14", "=", "<<", "?", ":", ",", "a, b", "x\n", "\n", "\\", "\x7f", "\u2028",
+          "a\x85b", "x\u2029\ny"]
 
 
 @pytest.mark.parametrize("value", TRICKY)
