@@ -1,31 +1,31 @@
 """pegpar's benchmarks: each pegpar figure next to a reference measured in the same run.
 
-    python3 bench/run.py            full run (a few minutes); rewrites bench/RESULTS.md
-    python3 bench/run.py --quick    CI: one short pass; writes --out (default: a temporary file)
+    python3 bench/run.py            full run (about ten minutes); rewrites bench/RESULTS.md
+    python3 bench/run.py --quick    CI: small counts, short; writes --out (default: a temporary file)
 
 The run starts the real-sshd cluster of the tests (tests/cluster.py: 4 nodes on
-127.0.0.2-5), times pegpar and the reference side by side, alternating their
+127.0.0.2-5), times pegpar and its reference side by side, alternating their
 repetitions so that a noisy neighbour slows both, and writes a markdown table:
-median and min-max of each figure, the reference, their ratio and the target.
-The Notes under the table are measured too (joblog gaps, time breakdowns) and
-say why a missed target is missed.
+median and min - max of each figure, the reference, their ratio and the target.
+The Notes under the table are measured in the same run (joblog gaps, pegpar's
+journal, CPU, time breakdowns) and say what a missed target is made of.
 
-References are the vendored GNU parallel run by hand the way an expert would
-(an ssh wrapper script that turns ControlMaster on, as pegpar's own does), the
-ssh round trip, and the Python interpreter's start-up. Nothing here asserts a
-time: the numbers are for reading (tests/test_bench.py only checks that every
-row is produced).
-
-`--only 1,3` runs some rows only (for looking into one figure).
+References are the vendored GNU parallel run by hand as an expert would (an
+ssh wrapper script that turns ControlMaster on, as pegpar's own does), the ssh
+round trip, and the Python interpreter's start-up. Nothing here asserts a time:
+the numbers are for reading (tests/test_bench.py only checks that every row is
+produced). `--only 1,3` runs some rows only, to look into one figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -47,6 +47,8 @@ from pegpar import joblog  # noqa: E402
 PARALLEL = os.path.join(ROOT, "vendor", "parallel", "parallel")
 RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
 PEGPAR = [sys.executable, "-m", "pegpar"]
+LONG_QUEUE = 50_000
+SHORT_QUEUE = 100
 
 
 @dataclass(frozen=True)
@@ -57,25 +59,25 @@ class Config:
     reps: int  # timed repetitions of a whole-command figure
     jobs: int  # `true` jobs of the throughput figures
     latency_jobs: int  # `sleep 0.2` jobs of the dispatch figure
-    pops: int  # QueueFile.take calls per queue size
-    big_queue: int  # entries of the long queue
+    pops: int  # QueueFile.take calls per queue length
     rss_sleep: int  # seconds the 16 jobs of the memory figure run
     idle_seconds: float  # the idle daemon is watched this long
     startup_reps: int  # `pegpar --help` / `status` runs
+    wave_reps: int  # single-job GNU parallel invocations timed for the notes
     hang_guard: float  # seconds before a child counts as hung
 
 
-FULL = Config(quick=False, reps=5, jobs=200, latency_jobs=80, pops=300, big_queue=50_000,
-              rss_sleep=8, idle_seconds=30, startup_reps=15, hang_guard=600)
-QUICK = Config(quick=True, reps=2, jobs=40, latency_jobs=24, pops=40, big_queue=50_000,
-               rss_sleep=4, idle_seconds=5, startup_reps=3, hang_guard=120)
+FULL = Config(quick=False, reps=5, jobs=200, latency_jobs=80, pops=300, rss_sleep=8,
+              idle_seconds=30, startup_reps=15, wave_reps=10, hang_guard=600)
+QUICK = Config(quick=True, reps=2, jobs=16, latency_jobs=16, pops=30, rss_sleep=4,
+               idle_seconds=5, startup_reps=3, wave_reps=2, hang_guard=120)
 
 
 class BenchError(Exception):
     """A figure could not be measured (pegpar failed, a job did not run)."""
 
 
-# -- statistics ------------------------------------------------------------------------------
+# -- numbers -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -107,15 +109,12 @@ def stat(samples: Sequence[float]) -> Stat:
 
 
 def fmt(x: float, unit: str) -> str:
-    if unit == "s" and x < 0.1:
-        return f"{x * 1000:.1f} ms"
+    if unit == "s" and abs(x) < 0.1:
+        return f"{x * 1000:.0f} ms" if abs(x) >= 0.01 else f"{x * 1000:.1f} ms"
     if unit == "ms":
-        return f"{x:.2f} ms"
-    if abs(x) >= 100:
-        return f"{x:.0f} {unit}".rstrip()
-    if abs(x) >= 10:
-        return f"{x:.1f} {unit}".rstrip()
-    return f"{x:.2f} {unit}".rstrip()
+        return f"{x:.1f} ms"
+    digits = 0 if abs(x) >= 100 else 1 if abs(x) >= 10 else 2
+    return f"{x:.{digits}f} {unit}".rstrip()
 
 
 def fmt_stat(s: Stat, unit: str) -> str:
@@ -134,7 +133,12 @@ class Row:
     ratio: str = "–"
     met: Optional[bool] = None
     error: str = ""
-    notes: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # what was measured besides the figure
+    why: List[str] = field(default_factory=list)  # what a missed target is made of
+
+    def compare(self, value: float, ok: bool) -> None:
+        self.ratio = f"{value:.2f}"
+        self.met = ok
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -150,14 +154,17 @@ def _proc_fields(pid: int) -> Optional[List[str]]:
     return text[text.rfind(")") + 2:].split()
 
 
+def _pids() -> List[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
 def tree(root: int) -> List[int]:
     """root and all its live descendants."""
     children: Dict[int, List[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _proc_fields(int(name))
-            if st:
-                children.setdefault(int(st[1]), []).append(int(name))
+    for pid in _pids():
+        st = _proc_fields(pid)
+        if st:
+            children.setdefault(int(st[1]), []).append(pid)
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -166,46 +173,53 @@ def tree(root: int) -> List[int]:
     return found
 
 
-def rss_kb(pid: int) -> int:
+def _read(path: str) -> str:
     try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
     except OSError:
-        pass
+        return ""
+
+
+def rss_kb(pid: int) -> int:
+    for line in _read(f"/proc/{pid}/status").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
     return 0  # gone, or a zombie
 
 
+def cmdline(pid: int) -> str:
+    return _read(f"/proc/{pid}/cmdline").replace("\0", " ")
+
+
 def cpu_seconds(root: int) -> float:
-    """CPU used by root and its descendants so far: each live process's own time
-    plus that of its children it has reaped (utime, stime, cutime, cstime)."""
-    ticks = os.sysconf("SC_CLK_TCK")
+    """CPU used so far by root and its descendants: each live process's own time
+    plus that of the children it has reaped (utime, stime, cutime, cstime)."""
     total = 0
     for pid in tree(root):
         st = _proc_fields(pid)
         if st:
             total += sum(int(x) for x in st[11:15])
-    return total / ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
-    except OSError:
-        return ""
+def children_cpu() -> float:
+    """CPU of this process's reaped children and their descendants."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 # -- the bench ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Timed:
+    """One finished command: wall time, CPU of its whole process tree, wall-clock span."""
+
+    wall: float
+    cpu: float
+    began: float
+    ended: float
 
 
 class Bench:
@@ -217,19 +231,20 @@ class Bench:
                     if not (k == "PARALLEL" or k.startswith(("PARALLEL_", "PEGPAR_")))}
         self.env.pop("SSH_AUTH_SOCK", None)
         self.env["NO_COLOR"] = "1"
-        self.par_env = dict(self.env, PARALLEL_HOME=self._dir("parallel-home"))
+        self.par_env = dict(self.env, PARALLEL_HOME=self.folder("parallel-home"))
         self.wrapper = self._write_wrapper()
         self.workdirs: List[str] = []
+        self.last: Optional[Timed] = None
+        self._waves: Dict[bool, Tuple[Stat, Stat]] = {}
 
-    # -- files
-    def _dir(self, name: str) -> str:
+    def folder(self, name: str) -> str:
         path = os.path.join(self.root, name)
         os.makedirs(path, mode=0o700, exist_ok=True)
         return path
 
     def _write_wrapper(self) -> str:
-        """The expert's ControlMaster: a wrapper without spaces in its path (F6)."""
-        cm = self._dir("cm")
+        """The expert's ControlMaster: an ssh wrapper whose path has no spaces (notes F6)."""
+        cm = self.folder("cm")
         path = os.path.join(self.root, "ssh")
         with open(path, "w") as f:
             f.write(f"#!/bin/sh\nexec ssh -F {self.cluster.ssh_config} -o ControlMaster=auto "
@@ -238,7 +253,7 @@ class Bench:
         return path
 
     def workdir(self, name: str, hosts: Optional[str] = None) -> str:
-        path = self._dir(name)
+        path = self.folder(name)
         if hosts is not None:
             write_private(os.path.join(path, "hosts.yaml"), hosts)
         self.workdirs.append(path)
@@ -246,8 +261,8 @@ class Bench:
 
     # -- running things
     def run(self, argv: List[str], cwd: str, env: Dict[str, str], what: str) -> float:
-        """Run to the end; wall time in seconds. BenchError when it fails."""
-        t0 = time.perf_counter()
+        """Run to the end and return the wall time; `self.last` has the details."""
+        cpu0, began, t0 = children_cpu(), time.time(), time.perf_counter()
         try:
             p = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -255,6 +270,7 @@ class Bench:
         except subprocess.TimeoutExpired:
             raise BenchError(f"{what} did not finish within {self.cfg.hang_guard:g} s") from None
         wall = time.perf_counter() - t0
+        self.last = Timed(wall, children_cpu() - cpu0, began, time.time())
         if p.returncode != 0:
             lines = [x for x in p.stderr.decode("utf-8", "replace").splitlines() if x.strip()]
             raise BenchError(f"{what} exited {p.returncode}: {lines[-1] if lines else '(no message)'}")
@@ -273,6 +289,39 @@ class Bench:
         for node in self.cluster.nodes:
             self.run([self.wrapper, node, "true"], self.root, self.env, f"ssh {node}")
 
+    def wave_cost(self, remote: bool) -> Tuple[Stat, Stat]:
+        """Wall time and CPU of one GNU parallel invocation for a single `true`
+        job, started by pegpar's own backend.start_wave: what every dispatch
+        turn pays per host."""
+        if remote in self._waves:
+            return self._waves[remote]
+        from pegpar import backend
+        from pegpar.expand import SubNode
+
+        wd = self.workdir("wave-remote" if remote else "wave-local")
+        rt = backend.runtime(os.path.join(wd, ".pegpar"), self.cluster.ssh_config if remote else None)
+        node = SubNode("node-1", "node-1", (), False) if remote else SubNode("localhost/1", "localhost", (), True)
+        walls, cpus = [], []
+        for i in range(self.cfg.wave_reps + 1):  # the first one starts the ControlMaster: not counted
+            out = os.path.join(rt.logs_dir, f"{i + 1}.bench")
+            cpu0, t0 = children_cpu(), time.perf_counter()
+            wave = backend.start_wave(rt, [backend.Running(i + 1, node, "true", out, out + ".err")])
+            try:
+                wave.process.wait(timeout=self.cfg.hang_guard)
+            except subprocess.TimeoutExpired:
+                wave.process.kill()
+                raise BenchError("a single-job wave did not finish") from None
+            wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
+            recs = wave.new_records()
+            wave.cleanup()
+            if len(recs) != 1 or not recs[0][1].ok:
+                raise BenchError(f"a single-job wave failed: {wave.messages()}")
+            if i:
+                walls.append(wall)
+                cpus.append(cpu)
+        self._waves[remote] = (stat(walls), stat(cpus))
+        return self._waves[remote]
+
     def cleanup(self) -> None:
         """pegpar's run directories of our work dirs (its ssh masters die with the cluster)."""
         from pegpar import backend
@@ -282,7 +331,7 @@ class Bench:
             if os.path.isdir(state):
                 try:
                     shutil.rmtree(backend.runtime(state, None).run_dir, ignore_errors=True)
-                except Exception:
+                except Exception:  # cleaning up must not hide the results
                     pass
 
 
@@ -300,6 +349,10 @@ def fresh_queue(workdir: str, commands: Sequence[str]) -> None:
             os.unlink(path)
 
 
+def long_queue(path: str, entries: int) -> None:
+    write_private(path, "".join(f"- python train.py --lr 0.{i % 10} --seed {i}\n" for i in range(entries)))
+
+
 def main_joblog(workdir: str) -> str:
     return os.path.join(workdir, ".pegpar", "joblog")
 
@@ -310,6 +363,18 @@ def check_records(path: str, expected: int, what: str) -> List[joblog.Record]:
     if len(recs) != expected or bad:
         raise BenchError(f"{what}: {len(recs)} of {expected} jobs recorded, {len(bad)} failed")
     return recs
+
+
+def alternate(reps: int, *runs: Callable[[], float]) -> List[List[float]]:
+    """Run each measurement `reps` times, interleaved: a slow moment hits all of them."""
+    samples: List[List[float]] = [[] for _ in runs]
+    for _ in range(reps):
+        for i, run in enumerate(runs):
+            samples[i].append(run())
+    return samples
+
+
+# -- what the joblogs and pegpar's journal say --------------------------------------------------
 
 
 def gaps(recs: Sequence[joblog.Record], slots: int = 1) -> List[float]:
@@ -337,20 +402,73 @@ def gaps(recs: Sequence[joblog.Record], slots: int = 1) -> List[float]:
     return out
 
 
-def alternate(reps: int, *runs: Callable[[], float]) -> List[List[float]]:
-    """Run each measurement `reps` times, interleaved: a slow moment hits all of them."""
-    samples: List[List[float]] = [[] for _ in runs]
-    for _ in range(reps):
-        for i, run in enumerate(runs):
-            samples[i].append(run())
-    return samples
+@dataclass(frozen=True)
+class Breakdown:
+    """A pegpar run seen through its journal (when each job was reserved) and its
+    joblog (when GNU parallel started and ended it)."""
+
+    jobs: int
+    waves: int  # GNU parallel invocations, counted as (host, dispatch turn)
+    notice: Stat  # a sub-node's job ends -> pegpar reserves its next job
+    handover: Stat  # reserved -> GNU parallel starts the job
+    first_reserved: float
+    records: Tuple[joblog.Record, ...]
 
 
-def ratio_cell(r: float) -> str:
-    return f"{r:.2f}"
+TURN_SPLIT = 0.03  # reservations of one turn follow each other closely; turns are >= 0.05 s apart
 
 
-# -- the figures -----------------------------------------------------------------------------
+def breakdown(workdir: str) -> Optional[Breakdown]:
+    """None when the journal is not there (pegpar's private file: best effort)."""
+    reserved: Dict[int, Tuple[float, str]] = {}
+    for line in _read(os.path.join(workdir, ".pegpar", "journal")).splitlines():
+        try:
+            rec = json.loads(line)
+            if rec.get("event") == "dispatch":
+                reserved[int(rec["seq"])] = (float(rec["start"]), str(rec["host"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    recs = [r for r in joblog.read(main_joblog(workdir)) if r.seq in reserved]
+    if not recs:
+        return None
+    waves = 0
+    for host in {h for _, h in reserved.values()}:
+        times = sorted(t for t, h in reserved.values() if h == host)
+        waves += 1 + sum(1 for a, b in zip(times, times[1:]) if b - a > TURN_SPLIT)
+    notice = []
+    by_node: Dict[str, List[joblog.Record]] = {}
+    for r in recs:
+        by_node.setdefault(r.host, []).append(r)
+    for rs in by_node.values():
+        rs.sort(key=lambda r: r.start)
+        notice += [reserved[b.seq][0] - (a.start + a.runtime) for a, b in zip(rs, rs[1:])]
+    handover = [r.start - reserved[r.seq][0] for r in recs]
+    return Breakdown(len(recs), waves, stat(notice or [0.0]), stat(handover),
+                     min(t for t, _ in reserved.values()), tuple(recs))
+
+
+def dispatch_why(b: Bench, bd: Optional[Breakdown], remote: bool, cpu: Optional[Tuple[Stat, Stat]] = None) -> str:
+    """What a sub-node's wait between two jobs is made of, with the figures that show it."""
+    wall, wcpu = b.wave_cost(remote)
+    cores = os.cpu_count() or 1
+    text = ("pegpar hands each dispatch turn's jobs to a new GNU parallel per host (a wave). ")
+    if bd is not None:
+        text += (f"Its last run sent {bd.jobs} jobs in about {bd.waves} waves "
+                 f"({bd.jobs / bd.waves:.1f} jobs each). A sub-node's wait splits into "
+                 f"{fmt(bd.notice.median, 's')} from the end of its job to pegpar reserving the next "
+                 f"(joblog polled every 0.05 s, queue pop, journal fsync) and {fmt(bd.handover.median, 's')} "
+                 f"from that reservation to GNU parallel starting the job (medians). ")
+    text += (f"One {'remote' if remote else 'local'} single-job wave started by pegpar's backend takes "
+             f"{fmt(wall.median, 's')} of wall time and {fmt(wcpu.median, 's')} of CPU here, GNU parallel's "
+             f"start-up (perl compiling its 15,000 lines) for the most part; {cores} cores fit at most "
+             f"{cores / wcpu.median:.0f} such start-ups a second, whatever the number of sub-nodes.")
+    if cpu is not None:
+        text += (f" CPU per job over a whole run, everything included: {fmt(cpu[0].median, 's')} under pegpar, "
+                 f"{fmt(cpu[1].median, 's')} under GNU parallel alone.")
+    return text
+
+
+# -- the figures -------------------------------------------------------------------------------
 
 
 def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[str],
@@ -358,15 +476,17 @@ def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[st
     """jobs/s of `true` jobs, pegpar against raw GNU parallel."""
     n = b.cfg.jobs
     wd = b.workdir(name, hosts)
-    ref_dir = b._dir(name + "-ref")
+    ref_dir = b.folder(name + "-ref")
     cmds = os.path.join(ref_dir, "cmds")
     write_private(cmds, "true\n" * n)
     ref_log = os.path.join(ref_dir, "joblog")
     last: Dict[str, List[joblog.Record]] = {}
+    cpu: Dict[str, List[float]] = {"pegpar": [], "ref": []}
 
     def pegpar_run(count: int = n) -> float:
         fresh_queue(wd, ["true"] * count)
         wall = b.pegpar(["q"] + pegpar_args, wd, "pegpar q")
+        cpu["pegpar"].append(b.last.cpu / count)
         last["pegpar"] = check_records(main_joblog(wd), count, "pegpar")
         return wall
 
@@ -374,31 +494,34 @@ def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[st
         if os.path.exists(ref_log):
             os.unlink(ref_log)
         wall = b.parallel(parallel_args + ["--joblog", ref_log, "-a", cmds], ref_dir)
+        cpu["ref"].append(b.last.cpu / n)
         last["ref"] = check_records(ref_log, n, "GNU parallel")
         return wall
 
     if hosts is not None:
         b.warm_wrapper()
-    pegpar_run(8)  # warm-up: pegpar's ControlMasters and caches, not timed
+    pegpar_run(8)  # warm-up: pegpar's ControlMasters, the page cache; not counted
     parallel_run()
+    for k in cpu:
+        cpu[k].clear()
     peg, ref = alternate(b.cfg.reps, pegpar_run, parallel_run)
-    p = stat([n / w for w in peg])
-    r = stat([n / w for w in ref])
+    p, r = stat([n / w for w in peg]), stat([n / w for w in ref])
     row.pegpar = fmt_stat(p, "jobs/s")
     row.reference = fmt_stat(r, "jobs/s")
-    row.ratio = ratio_cell(p.median / r.median)
-    row.met = p.median / r.median >= minimum
-    pg, rg = gaps(last["pegpar"]), gaps(last["ref"], slots)
+    row.compare(p.median / r.median, p.median / r.median >= minimum)
+    pg, rg = stat(gaps(last["pegpar"])), stat(gaps(last["ref"], slots))
     prt = stat([x.runtime for x in last["pegpar"]])
     rrt = stat([x.runtime for x in last["ref"]])
     subnodes = len({x.host for x in last["pegpar"]})
     row.notes.append(
-        f"last run's joblogs: a sub-node waits {fmt(stat(pg).median, 's')} (median; p95 "
-        f"{fmt(stat(pg).pct(95), 's')}) between the end of a job and the start of its next under "
-        f"pegpar, {fmt(stat(rg).median, 's')} (p95 {fmt(stat(rg).pct(95), 's')}) under GNU parallel; "
-        f"a job itself takes {fmt(prt.median, 's')} under pegpar and {fmt(rrt.median, 's')} under "
-        f"GNU parallel (JobRuntime, median). {subnodes} sub-nodes / (runtime + wait) = "
-        f"{subnodes / (prt.median + stat(pg).median):.1f} jobs/s for pegpar.")
+        f"last runs' joblogs: between the end of a job and the start of the next on the same "
+        f"sub-node (slot), {fmt(pg.median, 's')} pass under pegpar (p95 {fmt(pg.pct(95), 's')}) and "
+        f"{fmt(rg.median, 's')} under GNU parallel (p95 {fmt(rg.pct(95), 's')}); a job itself takes "
+        f"{fmt(prt.median, 's')} under pegpar, {fmt(rrt.median, 's')} under GNU parallel (JobRuntime, "
+        f"median). {subnodes} sub-nodes / (job + wait) = {subnodes / (prt.median + pg.median):.1f} jobs/s.")
+    if row.met is False:
+        row.why.append(dispatch_why(b, breakdown(wd), hosts is not None,
+                                    (stat(cpu["pegpar"]), stat(cpu["ref"]))))
 
 
 def row_remote_throughput(b: Bench, row: Row) -> None:
@@ -421,35 +544,44 @@ def row_dispatch(b: Bench, row: Row) -> None:
     b.pegpar(["q"] + b.remote_args(), wd, "pegpar q")  # warm-up
     fresh_queue(wd, ["sleep 0.2"] * n)
     b.pegpar(["q"] + b.remote_args(), wd, "pegpar q")
-    recs = check_records(main_joblog(wd), n, "pegpar")
-    g = stat(gaps(recs))
-    rtt = stat([b.run([b.wrapper, "node-1", "true"], b.root, b.env, "ssh") for _ in range(max(5, b.cfg.reps * 4))])
+    g = stat(gaps(check_records(main_joblog(wd), n, "pegpar")))
+    bd = breakdown(wd)
+    rtt = stat([b.run([b.wrapper, "node-1", "true"], b.root, b.env, "ssh") for _ in range(max(5, b.cfg.reps * 3))])
     row.pegpar = f"median {fmt(g.median, 's')}, p95 {fmt(g.pct(95), 's')} ({len(g.samples)} gaps)"
     row.reference = f"median {fmt(rtt.median, 's')}, p95 {fmt(rtt.pct(95), 's')}"
-    row.ratio = ratio_cell(g.median / rtt.median)
-    row.met = g.median <= 0.25
+    row.compare(g.median / rtt.median, g.median <= 0.25)
     # the same gaps when GNU parallel alone feeds the same sub-nodes
-    ref_dir = b._dir("dispatch-ref")
+    ref_dir = b.folder("dispatch-ref")
     cmds = os.path.join(ref_dir, "cmds")
     write_private(cmds, "sleep 0.2\n" * n)
     ref_log = os.path.join(ref_dir, "joblog")
     b.parallel(["-S", ",".join(f"1/{x}" for x in b.cluster.nodes), "--ssh", b.wrapper,
                 "--joblog", ref_log, "-a", cmds], ref_dir)
     rg = stat(gaps(check_records(ref_log, n, "GNU parallel")))
-    row.notes.append(f"GNU parallel alone, one invocation fed the same {n} jobs on the same 4 sub-nodes: "
-                     f"gap median {fmt(rg.median, 's')}, p95 {fmt(rg.pct(95), 's')}.")
+    row.notes.append(f"GNU parallel alone, one invocation fed the same {n} jobs for the same 4 hosts "
+                     f"(one slot each): median {fmt(rg.median, 's')}, p95 {fmt(rg.pct(95), 's')}.")
+    if row.met is False:
+        row.why.append(dispatch_why(b, bd, remote=True))
 
 
 def row_broadcast(b: Bench, row: Row) -> None:
     wd = b.workdir("broadcast", "".join(f"- {n}\n" for n in b.cluster.nodes))
-    ref_dir = b._dir("broadcast-ref")
-    spans: List[float] = []
+    ref_dir = b.folder("broadcast-ref")
+    phases: Dict[str, List[float]] = {}
 
     def pegpar_run() -> float:
         fresh_queue(wd, ["true"])
         wall = b.pegpar(["b"] + b.remote_args(), wd, "pegpar b")
-        recs = check_records(main_joblog(wd), len(b.cluster.nodes), "pegpar b")
-        spans.append(max(r.start + r.runtime for r in recs) - min(r.start for r in recs))
+        t = b.last
+        check_records(main_joblog(wd), len(b.cluster.nodes), "pegpar b")
+        bd = breakdown(wd)
+        if bd is not None:
+            first = min(r.start for r in bd.records)
+            last = max(r.start + r.runtime for r in bd.records)
+            for name, value in (("start", bd.first_reserved - t.began),
+                                ("waves", first - bd.first_reserved),
+                                ("step", last - first), ("end", t.ended - last)):
+                phases.setdefault(name, []).append(value)
         return wall
 
     def parallel_run() -> float:
@@ -458,65 +590,102 @@ def row_broadcast(b: Bench, row: Row) -> None:
     b.warm_wrapper()
     pegpar_run()
     parallel_run()
+    phases.clear()
     peg, ref = alternate(b.cfg.reps, pegpar_run, parallel_run)
     p, r = stat(peg), stat(ref)
     row.pegpar = fmt_stat(p, "s")
     row.reference = fmt_stat(r, "s")
-    row.ratio = ratio_cell(p.median / r.median)
-    row.met = p.median / r.median <= 1.3
-    row.notes.append(f"the step itself (first start to last end in pegpar's joblog) takes "
-                     f"{fmt(stat(spans).median, 's')}; the rest of pegpar's wall time is its own start-up, "
-                     f"the reachability check of the hosts and the exit.")
+    row.compare(p.median / r.median, p.median / r.median <= 1.3)
+    if phases:
+        m = {k: stat(v).median for k, v in phases.items()}
+        row.notes.append(
+            f"pegpar's wall time, medians: {fmt(m['start'], 's')} from exec to the step's first "
+            f"reservation (interpreter, imports, files, reachability check of the 4 hosts), "
+            f"{fmt(m['waves'], 's')} for its 4 GNU parallel waves (one per host) to start the first job, "
+            f"{fmt(m['step'], 's')} from the first job's start to the last one's end, "
+            f"{fmt(m['end'], 's')} to notice the end and exit.")
+
+
+def _write_and_sync(path: str, data: bytes) -> float:
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return time.perf_counter() - t0
 
 
 def row_pop(b: Bench, row: Row) -> None:
     from pegpar.queue import QueueFile
 
-    def times(entries: int, pops: int) -> List[float]:
-        folder = b._dir(f"pop-{entries}")
-        path = os.path.join(folder, "queue.yaml")
-        lines = "".join(f"- python train.py --lr 0.{i % 10} --seed {i}\n" for i in range(entries))
-        out: List[float] = []
-        while len(out) < pops:
-            write_private(path, lines)  # refill: the short queue runs dry
-            consumed = os.path.join(folder, "consumed.yaml")
-            if os.path.exists(consumed):
-                os.unlink(consumed)
-            q = QueueFile(path)
-            for _ in range(min(entries // 2, pops - len(out))):
-                t0 = time.perf_counter()
-                result = q.take(1, lambda job: None)
-                out.append(time.perf_counter() - t0)
-                if result is None or len(result[0]) != 1 or result[1] is not None:
-                    raise BenchError(f"take(1) on {entries} entries returned {result!r}")
-        return out
+    folders = {n: b.folder(f"pop-{n}") for n in (SHORT_QUEUE, LONG_QUEUE)}
+    queues: Dict[int, QueueFile] = {}
+    left: Dict[int, int] = {}
 
-    small, big = alternate(1, lambda: times(100, b.cfg.pops), lambda: times(b.cfg.big_queue, b.cfg.pops))
-    s, g = stat([x * 1000 for x in small[0]]), stat([x * 1000 for x in big[0]])
-    row.pegpar = f"{fmt_stat(g, 'ms')} at {b.cfg.big_queue:,} entries"
-    row.reference = f"{fmt_stat(s, 'ms')} at 100 entries"
-    row.ratio = ratio_cell(g.median / s.median)
-    row.met = g.median / s.median <= 2
-    size = os.path.getsize(os.path.join(b.root, f"pop-{b.cfg.big_queue}", "queue.yaml"))
-    row.notes.append(f"{b.cfg.pops} pops at each size; the long queue file is {size / 1e6:.1f} MB.")
+    def refill(n: int) -> None:
+        long_queue(os.path.join(folders[n], "queue.yaml"), n)
+        consumed = os.path.join(folders[n], "consumed.yaml")
+        if os.path.exists(consumed):
+            os.unlink(consumed)
+        queues[n] = QueueFile(os.path.join(folders[n], "queue.yaml"))
+        left[n] = n
+
+    def pop(n: int) -> float:
+        if left[n] <= n // 2:  # the short queue runs dry: refill it, untimed
+            refill(n)
+        t0 = time.perf_counter()
+        result = queues[n].take(1, lambda job: None)
+        took = time.perf_counter() - t0
+        if result is None or len(result[0]) != 1 or result[1] is not None:
+            raise BenchError(f"take(1) on {n} entries returned {result!r}")
+        left[n] -= 1
+        return took * 1000
+
+    for n in folders:
+        refill(n)
+    short, long_ = alternate(b.cfg.pops, lambda: pop(SHORT_QUEUE), lambda: pop(LONG_QUEUE))
+    s, g = stat(short), stat(long_)
+    row.pegpar = f"{fmt_stat(g, 'ms')} at {LONG_QUEUE:,} entries"
+    row.reference = f"{fmt_stat(s, 'ms')} at {SHORT_QUEUE} entries"
+    row.compare(g.median / s.median, g.median / s.median <= 2)
+    sizes = {n: os.path.getsize(os.path.join(f, "queue.yaml")) for n, f in folders.items()}
+    # what one pop costs beyond its fixed part: writing the file's bytes once more and syncing them
+    scratch = os.path.join(b.folder("pop-io"), "file")
+    big, small = b"x" * sizes[LONG_QUEUE], b"x" * sizes[SHORT_QUEUE]
+    wb, ws = alternate(max(10, b.cfg.pops // 3), lambda: _write_and_sync(scratch, big),
+                       lambda: _write_and_sync(scratch + "2", small))
+    io_big, io_small = stat(wb).median * 1000, stat(ws).median * 1000
+    row.notes.append(f"{b.cfg.pops} pops of each length, alternating; the long queue file is "
+                     f"{sizes[LONG_QUEUE] / 1e6:.1f} MB, the short one {sizes[SHORT_QUEUE] / 1e3:.0f} kB. "
+                     f"Writing and fsyncing a file of those sizes takes {io_big:.1f} ms and "
+                     f"{io_small:.1f} ms here (median).")
+    if row.met is False:
+        row.why.append(
+            f"a pop rewrites the whole queue file (every byte after the taken entry is copied into a "
+            f"new file, which is fsynced and renamed over the old one), so its cost grows with the "
+            f"file: the long queue's pop costs {g.median - s.median:.1f} ms more than the short one's, "
+            f"and rewriting {sizes[LONG_QUEUE] / 1e6:.1f} MB with an fsync alone costs "
+            f"{io_big - io_small:.1f} ms more than {sizes[SHORT_QUEUE] / 1e3:.0f} kB does; the parse "
+            f"itself reads only the head entry.")
 
 
-def _wait_running(wd: str, p: subprocess.Popen, count: int, timeout: float) -> None:
-    import json
-
+def _wait_status(wd: str, p: subprocess.Popen, running: int, timeout: float) -> None:
+    """Until pegpar's status snapshot says `running` jobs run."""
     path = os.path.join(wd, ".pegpar", "status.json")
     deadline = time.time() + timeout
     while time.time() < deadline:
         if p.poll() is not None:
-            raise BenchError(f"pegpar exited {p.returncode} before {count} jobs ran")
+            raise BenchError(f"pegpar exited {p.returncode} before {running} jobs ran")
         try:
             with open(path) as f:
-                if json.load(f).get("running") == count:
+                if json.load(f).get("running") == running:
                     return
         except (OSError, ValueError):
             pass
         time.sleep(0.1)
-    raise BenchError(f"{count} jobs were not running after {timeout:g} s")
+    raise BenchError(f"{running} jobs were not running after {timeout:g} s")
 
 
 def _stop(p: subprocess.Popen, sig: int, timeout: float) -> None:
@@ -529,6 +698,18 @@ def _stop(p: subprocess.Popen, sig: int, timeout: float) -> None:
         p.wait()
 
 
+def _masters(pids: Sequence[int]) -> List[int]:
+    """The ssh ControlMasters of the ssh clients among `pids`: they detach from
+    the process that started them, so they are not in its tree."""
+    paths = set()
+    for pid in pids:
+        m = re.search(r"ControlPath=(\S+)/%C", cmdline(pid))
+        if m:
+            paths.add(m.group(1) + "/")
+    return [pid for pid in _pids() if pid not in pids and "[mux]" in cmdline(pid)
+            and any(path in cmdline(pid) for path in paths)]
+
+
 def memory(b: Bench, row: Row, *, hosts: Optional[str], args: List[str], name: str) -> None:
     wd = b.workdir(name, hosts)
     if hosts is not None:
@@ -538,35 +719,34 @@ def memory(b: Bench, row: Row, *, hosts: Optional[str], args: List[str], name: s
     p = subprocess.Popen(PEGPAR + ["q"] + args, cwd=wd, env=b.env, stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_running(wd, p, 16, b.cfg.hang_guard / 4)
-        time.sleep(0.5)
-        samples, parts = [], {}
+        _wait_status(wd, p, 16, b.cfg.hang_guard / 4)
+        time.sleep(0.3)
+        samples: List[float] = []
+        kinds: Dict[str, Tuple[int, int]] = {}
         for _ in range(3):
             pids = tree(p.pid)
             kb = {pid: rss_kb(pid) for pid in pids}
             samples.append(sum(kb.values()) / 1024)
-            parts = {}
+            kinds = {}
             for pid, k in kb.items():
-                c = "pegpar" if pid == p.pid else comm(pid)
-                n, tot = parts.get(c, (0, 0))
-                parts[c] = (n + 1, tot + k)
+                kind = "pegpar" if pid == p.pid else _read(f"/proc/{pid}/comm").strip()
+                count, total = kinds.get(kind, (0, 0))
+                kinds[kind] = (count + 1, total + k)
             time.sleep(0.3)
-        rundir = os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}")
-        masters = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-                   if "[mux]" in cmdline(pid) and rundir in cmdline(pid) and pid not in kb]
+        masters = _masters(pids)
+        masters_mb = sum(rss_kb(pid) for pid in masters) / 1024
     finally:
-        _stop(p, signal.SIGUSR2, 30)
+        _stop(p, signal.SIGUSR2, 30)  # kill the sleeps: nothing more to learn from them
     total = stat(samples)
     row.pegpar = f"{fmt(total.median, 'MB')} in all"
     row.reference = f"{fmt(total.median / 16, 'MB')} per running job"
     row.met = total.median / 16 <= 30
-    detail = ", ".join(f"{c} x{n}: {tot / 1024:.0f} MB" for c, (n, tot) in
-                       sorted(parts.items(), key=lambda kv: -kv[1][1]))
-    extra = ""
-    if masters:
-        mb = sum(rss_kb(pid) for pid in masters) / 1024
-        extra = f"; outside the tree, {len(masters)} ssh ControlMaster(s) add {mb:.0f} MB"
-    row.notes.append(f"VmRSS summed over the tree (shared pages counted in every process): {detail}{extra}.")
+    detail = ", ".join(f"{kind} x{count}: {kb_ / 1024:.0f} MB" for kind, (count, kb_) in
+                       sorted(kinds.items(), key=lambda kv: -kv[1][1]))
+    extra = (f"; outside the tree, {len(masters)} ssh ControlMaster(s) hold {masters_mb:.0f} MB more"
+             if masters else "")
+    row.notes.append(f"VmRSS summed over the tree (pages shared between processes count in each): "
+                     f"{detail}{extra}.")
 
 
 def row_memory_remote(b: Bench, row: Row) -> None:
@@ -582,9 +762,9 @@ def row_idle(b: Bench, row: Row) -> None:
     wd = b.workdir("idle")
     write_private(os.path.join(wd, "queue.yaml"), "[]\n")
     p = subprocess.Popen(PEGPAR + ["q", "--daemon"], cwd=wd, env=b.env, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_running(wd, p, 0, 60)  # it has started and written its first status
+        _wait_status(wd, p, 0, 60)  # started, and wrote its first snapshot
         time.sleep(1.0)
         c0, t0 = cpu_seconds(p.pid), time.perf_counter()
         time.sleep(b.cfg.idle_seconds)
@@ -599,6 +779,19 @@ def row_idle(b: Bench, row: Row) -> None:
     row.notes.append(f"{c1 - c0:.2f} s of CPU in {t1 - t0:.0f} s (utime + stime of pegpar and its children).")
 
 
+def _heaviest_imports(b: Bench, args: List[str], cwd: str) -> str:
+    """pegpar's own modules that cost the most to import, from `python -X importtime`."""
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "pegpar"] + args, cwd=cwd, env=b.env,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=b.cfg.hang_guard)
+    found = []
+    for line in p.stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
+        if m and m.group(3).startswith("pegpar.") and len(m.group(2)) <= 2:
+            found.append((int(m.group(1)), m.group(3)))
+    found.sort(reverse=True)
+    return ", ".join(f"{name} {us / 1000:.0f} ms" for us, name in found[:4])
+
+
 def row_startup(b: Bench, rows: List[Row]) -> None:
     """`pegpar --help` and `pegpar status` against the interpreter's own start-up."""
     wd = b.workdir("startup")
@@ -610,101 +803,103 @@ def row_startup(b: Bench, rows: List[Row]) -> None:
         lambda: b.pegpar(["status"], wd, "pegpar status"),
         lambda: b.run([sys.executable, "-c", "pass"], wd, b.env, "python"))
     py = stat(bare)
-    for row, samples in zip(rows, (help_, status)):
+    for row, samples, args in zip(rows, (help_, status), (["--help"], ["status"])):
         s = stat(samples)
         row.pegpar = fmt_stat(s, "s")
         row.reference = fmt_stat(py, "s")
-        row.ratio = ratio_cell(s.median / py.median)
-        row.met = s.median <= 0.3
-        row.notes.append(f"pegpar's own share above the interpreter's start-up: "
-                         f"{fmt(s.median - py.median, 's')} (median minus median).")
+        row.compare(s.median / py.median, s.median <= 0.3)
+        row.notes.append(f"pegpar's share above the interpreter's start-up: {fmt(s.median - py.median, 's')} "
+                         f"(median minus median).")
+        if row.met is False:
+            row.why.append(f"imports: the heaviest of pegpar's own modules (cumulative, "
+                           f"`python -X importtime`) are {_heaviest_imports(b, args, wd)}.")
+    # status on a long queue: it counts the queued jobs
+    long_dir = b.workdir("status-long")
+    long_queue(os.path.join(long_dir, "queue.yaml"), LONG_QUEUE)
+    t = stat([b.pegpar(["status"], long_dir, "pegpar status") for _ in range(2 if b.cfg.quick else 3)])
+    rows[1].notes.append(f"with a {LONG_QUEUE:,}-entry queue.yaml, `pegpar status` takes "
+                         f"{fmt(t.median, 's')} (it counts the jobs left in the queue).")
 
 
-# -- the table -------------------------------------------------------------------------------
+# -- the table ---------------------------------------------------------------------------------
 
 
-def make_rows() -> List[Tuple[List[Row], Callable]]:
-    def one(number, figure, target, fn):
+def make_rows() -> List[Tuple[List[Row], Callable[[Bench], None]]]:
+    def one(number: str, figure: str, target: str, fn) -> Tuple[List[Row], Callable[[Bench], None]]:
         row = Row(number, figure, target)
         return [row], (lambda b: fn(b, row))
 
-    specs = [
-        one("1", "jobs/s, `true` jobs, 4 sub-nodes on 2 hosts (ssh)", ">= 1.0 x reference",
-            row_remote_throughput),
-        one("2", "jobs/s, `true` jobs, 8 local sub-nodes (`-j 8`)", ">= 0.8 x reference",
-            row_local_throughput),
+    startup = [Row("8a", "`pegpar --help` wall time; ref.: `python -c pass`", "<= 0.3 s"),
+               Row("8b", "`pegpar status` wall time (after a run); ref.: `python -c pass`", "<= 0.3 s")]
+    return [
+        one("1", "jobs/s, `true` jobs, 4 sub-nodes on 2 hosts (ssh); ref.: GNU parallel "
+                 "`-S 2/node-1,2/node-2`, ControlMaster on", ">= 1.0 x ref.", row_remote_throughput),
+        one("2", "jobs/s, `true` jobs, 8 local sub-nodes (`pegpar q -j 8`); ref.: `parallel -j8`",
+            ">= 0.8 x ref.", row_local_throughput),
         one("3", "dispatch latency: a sub-node frees -> its next job starts (`sleep 0.2` jobs, "
-                 "4 sub-nodes on 4 hosts) | ssh round trip through a warm ControlMaster",
+                 "4 sub-nodes on 4 hosts); ref.: ssh round trip through a warm ControlMaster",
             "median <= 0.25 s", row_dispatch),
-        one("4", "one broadcast step of `true` on 4 nodes (`pegpar b`), wall time | "
-                 "`parallel --nonall`", "<= 1.3 x reference", row_broadcast),
-        one("5", "pop one job from queue.yaml (`QueueFile.take(1)`), long vs short queue",
-            "ratio <= 2", row_pop),
+        one("4", "one broadcast step of `true` on 4 nodes (`pegpar b`), wall time; ref.: "
+                 "`parallel --nonall` on the same hosts", "<= 1.3 x ref.", row_broadcast),
+        one("5", "pop one job (`QueueFile.take(1)`): long queue; ref.: short queue",
+            "long / short <= 2", row_pop),
         one("6a", "RSS of pegpar and its children, 16 sub-nodes (4 hosts x 4) running `sleep`",
             "<= 30 MB per running job", row_memory_remote),
         one("6b", "RSS of pegpar and its children, 16 local sub-nodes running `sleep`",
             "<= 30 MB per running job", row_memory_local),
         one("7", "CPU of an idle `pegpar q --daemon` (empty queue)", "< 2 % of one core", row_idle),
+        (startup, lambda b: row_startup(b, startup)),
     ]
-    startup = [Row("8a", "`pegpar --help` wall time | `python -c pass`", "<= 0.3 s"),
-               Row("8b", "`pegpar status` wall time (after a run) | `python -c pass`", "<= 0.3 s")]
-    specs.append((startup, lambda b: row_startup(b, startup)))
-    return specs
 
 
 def sanitize(text: str, b: Optional[Bench]) -> str:
     """No paths of this machine in the results."""
     if b is not None:
-        text = text.replace(b.root, "<bench dir>").replace(b.cluster.dir, "<cluster dir>")
-    return text.replace(tempfile.gettempdir(), "$TMPDIR").replace(ROOT, ".")
+        text = text.replace(b.cluster.dir, "<cluster>").replace(b.root, "<bench dir>")
+    return text.replace(ROOT, ".").replace(tempfile.gettempdir(), "$TMPDIR")
 
 
 def machine() -> str:
-    model = ""
+    model = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+                  if line.startswith("model name")), platform.machine())
     try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
-    try:
-        version = subprocess.run(["perl", PARALLEL, "--version"], capture_output=True, text=True,
-                                 timeout=30, env=dict(os.environ, PARALLEL_HOME=tempfile.gettempdir())
-                                 ).stdout.splitlines()[0]
+        version = subprocess.run(["perl", PARALLEL, "--version"], capture_output=True, text=True, timeout=60,
+                                 stdin=subprocess.DEVNULL,
+                                 env=dict(os.environ, PARALLEL_HOME=tempfile.gettempdir())).stdout.splitlines()[0]
     except (OSError, IndexError, subprocess.TimeoutExpired):
         version = "GNU parallel (version unknown)"
-    ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
-    return (f"{os.cpu_count()} cores ({model or platform.machine()}), Linux {platform.release()}, "
-            f"Python {platform.python_version()}, {version} (vendored), {ssh}")
+    ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip().split(",")[0]
+    load = os.getloadavg()[0]
+    return (f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, Python "
+            f"{platform.python_version()}, {version} (vendored), {ssh}; load average {load:.1f} at the end")
 
 
 def render(rows: List[Row], cfg: Config, elapsed: float) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    mode = "quick (`--quick`)" if cfg.quick else "full"
     out = [
         "# pegpar benchmarks\n",
-        "Written by `python3 bench/run.py`; do not edit by hand (run it again).\n",
-        f"- date: {now}; run: {mode}, {elapsed:.0f} s",
+        "Written by `python3 bench/run.py` (see bench/README.md); run it again rather than edit.\n",
+        f"- date: {now}; {'quick run (`--quick`)' if cfg.quick else 'full run'}, {elapsed:.0f} s",
         f"- machine: {machine()}",
-        f"- work: {cfg.jobs} jobs per throughput run, {cfg.reps} timed repetitions of each "
-        f"whole-command figure (pegpar and its reference alternating, after one untimed warm-up "
-        f"each); cells are median (min – max)",
-        "- cluster: 4 real sshd nodes on loopback (tests/cluster.py); jobs on them pay a real ssh "
+        f"- work: {cfg.jobs} jobs per throughput run; {cfg.reps} timed repetitions of each "
+        f"whole-command figure, pegpar and its reference alternating, after one untimed warm-up each; "
+        f"cells are median (min – max)",
+        "- cluster: 4 real sshd nodes on loopback (tests/cluster.py): jobs on them pay a real ssh "
         "round trip, and the nodes share the machine's cores with pegpar\n",
         "| # | figure | pegpar | reference | ratio | target | met |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         met = "error" if r.error else ("–" if r.met is None else ("yes" if r.met else "**no**"))
-        pegpar = f"error: {r.error}" if r.error else r.pegpar
-        cells = [r.number, r.figure, pegpar, r.reference, r.ratio, r.target, met]
-        out.append("| " + " | ".join(c.replace("|", "\\|") if i > 1 else c.replace(" | ", " — ")
-                                    for i, c in enumerate(cells)) + " |")
-    out.append("\nThe ratio is pegpar / reference (row 5: long queue / short queue). "
-               "Row 8 compares the whole wall time, interpreter start-up included, with the target.\n")
+        cells = [r.number, r.figure, f"error: {r.error}" if r.error else r.pegpar, r.reference,
+                 r.ratio, r.target, met]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    out.append("\nratio: pegpar / reference (row 5: long / short). Row 8's target applies to the whole "
+               "wall time, interpreter start-up included.\n")
     out.append("## Notes\n")
     for r in rows:
-        for note in r.notes:
-            out.append(f"- **{r.number}**: {note}")
+        out += [f"- **{r.number}**: {note}" for note in r.notes]
+        out += [f"- **{r.number}, why the target is missed**: {why}" for why in r.why]
     out.append("")
     return "\n".join(out)
 
@@ -713,15 +908,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few repetitions, small job counts (CI)")
     ap.add_argument("--out", default=None,
-                    help="where the markdown goes (default: bench/RESULTS.md; with --quick a temporary file)")
-    ap.add_argument("--only", default=None, help="comma-separated row numbers, e.g. 1,3,6a")
+                    help="where the markdown goes (default: bench/RESULTS.md; with --quick, a temporary file)")
+    ap.add_argument("--only", default=None, help="comma-separated rows, e.g. 1,3,6 (6 = 6a and 6b)")
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     out = args.out or (os.path.join(tempfile.mkdtemp(prefix="pegpar-bench-"), "RESULTS.md")
                        if args.quick else RESULTS)
     wanted = set(args.only.split(",")) if args.only else None
     specs = [(rows, fn) for rows, fn in make_rows()
-             if wanted is None or any(r.number in wanted or r.number.rstrip("ab") in wanted for r in rows)]
+             if wanted is None or any({r.number, r.number.rstrip("ab")} & wanted for r in rows)]
 
     started = time.perf_counter()
     root = tempfile.mkdtemp(prefix="pb-")  # short: ControlPath sockets live below it
@@ -735,25 +930,25 @@ def main(argv: Optional[List[str]] = None) -> int:
                 fn(bench)
             except Exception as err:  # one figure failing must not hide the others
                 failed = True
+                message = str(err) if isinstance(err, BenchError) else f"{type(err).__name__}: {err}"
                 for r in rows:
-                    r.error = sanitize(f"{type(err).__name__}: {err}" if not isinstance(err, BenchError)
-                                       else str(err), bench)
+                    r.error = sanitize(message, bench)
             for r in rows:
-                r.notes = [sanitize(n, bench) for n in r.notes]
-                print(f"{r.number:>3}  {r.pegpar if not r.error else 'ERROR ' + r.error}  |  {r.reference}"
-                      f"  |  ratio {r.ratio}  |  {'met' if r.met else 'MISSED' if r.met is False else ''}"
-                      f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+                r.notes = [sanitize(x, bench) for x in r.notes]
+                r.why = [sanitize(x, bench) for x in r.why]
+                verdict = "error" if r.error else {True: "met", False: "MISSED", None: ""}[r.met]
+                print(f"{r.number:>3}  {r.error or r.pegpar}  |  {r.reference}  |  ratio {r.ratio}  "
+                      f"|  {verdict}  ({time.perf_counter() - t0:.0f} s)", flush=True)
     finally:
         bench.cleanup()
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
-    rows = [r for rs, _ in specs for r in rs]
-    text = render(rows, cfg, time.perf_counter() - started)
+    text = render([r for rows, _ in specs for r in rows], cfg, time.perf_counter() - started)
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, out)
-    print(f"results: {out}")
+    print(f"results: {sanitize(out, None) if out == RESULTS else out}")
     return 1 if failed else 0
 
 

@@ -113,20 +113,28 @@ class Controller:
         self.step_results: List[Tuple[int, Dict[str, Tuple[int, int]]]] = []
         self.killers: list = []
         self.kill_deadline = 0.0
+        self.pending_signals: List[str] = []
 
     # -- signals ---------------------------------------------------------
     def install_signals(self) -> None:
-        def on_int(signum, frame):
-            if self.stopping:
+        """Handlers only note the signal; the loop acts on it at the start of
+        its next turn, never in the middle of a pop or a launch."""
+        def note(action):
+            return lambda signum, frame: self.pending_signals.append(action)
+
+        signal.signal(signal.SIGINT, note("interrupt"))
+        signal.signal(signal.SIGHUP, note("stop"))
+        signal.signal(signal.SIGUSR1, note("stop"))
+        signal.signal(signal.SIGTERM, note("kill"))
+        signal.signal(signal.SIGUSR2, note("kill"))
+
+    def _handle_signals(self) -> None:
+        while self.pending_signals:
+            action = self.pending_signals.pop(0)
+            if action == "kill" or (action == "interrupt" and self.stopping):
                 self.kill()
             else:
                 self.stop()
-
-        signal.signal(signal.SIGINT, on_int)
-        signal.signal(signal.SIGHUP, lambda s, f: self.stop())
-        signal.signal(signal.SIGUSR1, lambda s, f: self.stop())
-        signal.signal(signal.SIGTERM, lambda s, f: self.kill())
-        signal.signal(signal.SIGUSR2, lambda s, f: self.kill())
 
     def stop(self) -> None:
         if not self.stopping:
@@ -209,6 +217,7 @@ class Controller:
     def _loop(self) -> int:
         while True:
             finished_before = self.summary.done + len(self.summary.failed)
+            self._handle_signals()
             self._observe()
             # a sub-node just freed: dispatch at once, sleep only when idle
             progressed = self.summary.done + len(self.summary.failed) != finished_before

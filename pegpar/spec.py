@@ -22,6 +22,7 @@ How the YAML is read, and why:
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -133,7 +134,7 @@ def _read(path: str, missing_ok: bool) -> Optional[str]:
         if missing_ok:
             return None
         raise UserError("file not found", where=path,
-                        hint=f"create one, e.g. echo '- echo hello' > {path}") from None
+                        hint=f"create one, e.g. echo '- echo hello' > {shlex.quote(path)}") from None
     except IsADirectoryError:
         raise UserError("is a directory, not a file", where=path) from None
     except OSError as err:
@@ -174,7 +175,7 @@ class _Node:
         return _Node("scalar", line, obj)
 
 
-def _loader_class():
+def _loader_class() -> Any:
     import yaml
 
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
