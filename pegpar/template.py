@@ -42,6 +42,10 @@ def render(text: str, variables: Mapping[str, Scalar], source: Source) -> str:
     text once (cache)."""
     if not is_template(text):
         return text
+    simple = _simple(text)
+    if simple is not None and all(name in variables for name in simple[1::2]):
+        return "".join(part if i % 2 == 0 else scalar_text(variables[part])
+                       for i, part in enumerate(simple))
     tree = _checked(text, frozenset(variables), source)
     try:
         out = _Evaluation(variables).nodes(tree, _Frame(variables, None))
@@ -54,6 +58,9 @@ def check(text: str, names: Iterable[str], source: Source) -> None:
     """Validate without real values: syntax, helpers, and that every variable
     used is one of `names`. Raises UserError like render."""
     if is_template(text):
+        simple = _simple(text)
+        if simple is not None and set(simple[1::2]) <= set(names):
+            return
         _checked(text, frozenset(names), source)
 
 
@@ -61,6 +68,22 @@ def is_template(text: str) -> bool:
     """True when `text` contains Handlebars syntax at all (fast path: plain
     commands skip pybars entirely)."""
     return "{{" in text
+
+
+_SIMPLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _simple(text: str) -> Optional[Tuple[str, ...]]:
+    """Text split around `{{ name }}` placeholders (literal, name, literal, ...)
+    when that is all the template does; None for anything else. Most commands
+    only substitute variables, and this spares them pybars3's import (about
+    half a second) and parse."""
+    parts = tuple(_SIMPLE.split(text))
+    literals = parts[0::2]
+    if any("{{" in lit or "}}" in lit or lit.endswith("\\") for lit in literals):
+        return None
+    return parts
 
 
 # --- parsing -----------------------------------------------------------------

@@ -53,8 +53,16 @@ def test_plain_commands_do_not_import_pybars():
 def test_each_distinct_text_is_parsed_once():
     template._parse.cache_clear()
     for n in range(5):
-        render("echo {{ n }} once", n=n)
+        render("echo {{#if n}}{{ n }}{{/if}} once", n=n)
     assert template._parse.cache_info().misses == 1
+
+
+def test_plain_substitution_skips_the_parser():
+    template._parse.cache_clear()
+    assert render("echo {{ n }} {{n}}x once") == "echo 3 3x once"
+    assert template._parse.cache_info().misses == 0
+    with pytest.raises(UserError, match="zz"):  # unknown names still go the strict way
+        render("echo {{ zz }}")
 
 
 def test_literal_braces_by_backslash_and_raw_block():
