@@ -60,17 +60,16 @@ class Config:
     jobs: int  # `true` jobs of the throughput figures
     latency_jobs: int  # `sleep 0.2` jobs of the dispatch figure
     pops: int  # QueueFile.take calls per queue length
-    rss_sleep: int  # seconds the 16 jobs of the memory figure run
     idle_seconds: float  # the idle daemon is watched this long
     startup_reps: int  # `pegpar --help` / `status` runs
     wave_reps: int  # single-job GNU parallel invocations timed for the notes
     hang_guard: float  # seconds before a child counts as hung
 
 
-FULL = Config(quick=False, reps=5, jobs=200, latency_jobs=80, pops=300, rss_sleep=8,
-              idle_seconds=30, startup_reps=15, wave_reps=10, hang_guard=600)
-QUICK = Config(quick=True, reps=2, jobs=16, latency_jobs=16, pops=30, rss_sleep=4,
-               idle_seconds=5, startup_reps=3, wave_reps=2, hang_guard=120)
+FULL = Config(quick=False, reps=5, jobs=200, latency_jobs=80, pops=300, idle_seconds=30,
+              startup_reps=15, wave_reps=10, hang_guard=600)
+QUICK = Config(quick=True, reps=1, jobs=12, latency_jobs=16, pops=30, idle_seconds=5,
+               startup_reps=3, wave_reps=2, hang_guard=120)
 
 
 class BenchError(Exception):
@@ -235,6 +234,7 @@ class Bench:
         self.wrapper = self._write_wrapper()
         self.workdirs: List[str] = []
         self.last: Optional[Timed] = None
+        self._warm = False
         self._waves: Dict[bool, Tuple[Stat, Stat]] = {}
 
     def folder(self, name: str) -> str:
@@ -256,8 +256,22 @@ class Bench:
         path = self.folder(name)
         if hosts is not None:
             write_private(os.path.join(path, "hosts.yaml"), hosts)
-        self.workdirs.append(path)
+        if path not in self.workdirs:
+            self.workdirs.append(path)
         return path
+
+    def remote_workdir(self, hosts: str) -> str:
+        """The one work dir of every pegpar run on the cluster, so that all of them
+        find pegpar's ControlMasters up (its run directory is keyed by the work dir),
+        as in a long-lived setup; the expert's wrapper is warmed at the same time."""
+        wd = self.workdir("remote", "".join(f"- {n}\n" for n in self.cluster.nodes))
+        if not self._warm:
+            fresh_queue(wd, ["true"] * len(self.cluster.nodes))
+            self.pegpar(["q"] + self.remote_args(), wd, "pegpar q (warm-up)")
+            self.warm_wrapper()
+            self._warm = True
+        write_private(os.path.join(wd, "hosts.yaml"), hosts)
+        return wd
 
     # -- running things
     def run(self, argv: List[str], cwd: str, env: Dict[str, str], what: str) -> float:
@@ -475,10 +489,8 @@ def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[st
                parallel_args: List[str], slots: int, name: str, minimum: float) -> None:
     """jobs/s of `true` jobs, pegpar against raw GNU parallel."""
     n = b.cfg.jobs
-    wd = b.workdir(name, hosts)
+    wd = b.remote_workdir(hosts) if hosts is not None else b.workdir(name)
     ref_dir = b.folder(name + "-ref")
-    cmds = os.path.join(ref_dir, "cmds")
-    write_private(cmds, "true\n" * n)
     ref_log = os.path.join(ref_dir, "joblog")
     last: Dict[str, List[joblog.Record]] = {}
     cpu: Dict[str, List[float]] = {"pegpar": [], "ref": []}
@@ -490,18 +502,18 @@ def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[st
         last["pegpar"] = check_records(main_joblog(wd), count, "pegpar")
         return wall
 
-    def parallel_run() -> float:
+    def parallel_run(count: int = n) -> float:
+        cmds = os.path.join(ref_dir, f"cmds-{count}")
+        write_private(cmds, "true\n" * count)
         if os.path.exists(ref_log):
             os.unlink(ref_log)
         wall = b.parallel(parallel_args + ["--joblog", ref_log, "-a", cmds], ref_dir)
-        cpu["ref"].append(b.last.cpu / n)
-        last["ref"] = check_records(ref_log, n, "GNU parallel")
+        cpu["ref"].append(b.last.cpu / count)
+        last["ref"] = check_records(ref_log, count, "GNU parallel")
         return wall
 
-    if hosts is not None:
-        b.warm_wrapper()
-    pegpar_run(8)  # warm-up: pegpar's ControlMasters, the page cache; not counted
-    parallel_run()
+    pegpar_run(4)  # warm-up (the page cache, compiled modules); not counted
+    parallel_run(4)
     for k in cpu:
         cpu[k].clear()
     peg, ref = alternate(b.cfg.reps, pegpar_run, parallel_run)
@@ -537,11 +549,8 @@ def row_local_throughput(b: Bench, row: Row) -> None:
 
 
 def row_dispatch(b: Bench, row: Row) -> None:
-    wd = b.workdir("dispatch", "".join(f"- {n}\n" for n in b.cluster.nodes))
+    wd = b.remote_workdir("".join(f"- {n}\n" for n in b.cluster.nodes))
     n = b.cfg.latency_jobs
-    b.warm_wrapper()
-    fresh_queue(wd, ["true"] * 4)
-    b.pegpar(["q"] + b.remote_args(), wd, "pegpar q")  # warm-up
     fresh_queue(wd, ["sleep 0.2"] * n)
     b.pegpar(["q"] + b.remote_args(), wd, "pegpar q")
     g = stat(gaps(check_records(main_joblog(wd), n, "pegpar")))
@@ -565,7 +574,7 @@ def row_dispatch(b: Bench, row: Row) -> None:
 
 
 def row_broadcast(b: Bench, row: Row) -> None:
-    wd = b.workdir("broadcast", "".join(f"- {n}\n" for n in b.cluster.nodes))
+    wd = b.remote_workdir("".join(f"- {n}\n" for n in b.cluster.nodes))
     ref_dir = b.folder("broadcast-ref")
     phases: Dict[str, List[float]] = {}
 
@@ -587,10 +596,6 @@ def row_broadcast(b: Bench, row: Row) -> None:
     def parallel_run() -> float:
         return b.parallel(["--nonall", "-S", ",".join(b.cluster.nodes), "--ssh", b.wrapper, "true"], ref_dir)
 
-    b.warm_wrapper()
-    pegpar_run()
-    parallel_run()
-    phases.clear()
     peg, ref = alternate(b.cfg.reps, pegpar_run, parallel_run)
     p, r = stat(peg), stat(ref)
     row.pegpar = fmt_stat(p, "s")
@@ -711,11 +716,8 @@ def _masters(pids: Sequence[int]) -> List[int]:
 
 
 def memory(b: Bench, row: Row, *, hosts: Optional[str], args: List[str], name: str) -> None:
-    wd = b.workdir(name, hosts)
-    if hosts is not None:
-        fresh_queue(wd, ["true"] * 4)
-        b.pegpar(["q"] + args, wd, "pegpar q")  # warm-up: ControlMasters up, as in a long run
-    fresh_queue(wd, [f"sleep {b.cfg.rss_sleep}"] * 16)
+    wd = b.remote_workdir(hosts) if hosts is not None else b.workdir(name)
+    fresh_queue(wd, ["sleep 120"] * 16)  # killed once measured
     p = subprocess.Popen(PEGPAR + ["q"] + args, cwd=wd, env=b.env, stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

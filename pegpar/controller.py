@@ -187,10 +187,18 @@ class Controller:
     def _recover(self) -> None:
         """Jobs dispatched by an earlier controller that never recorded their end."""
         records = self.state.journal()
+        # A seq given out stays used even when the joblog never got it: reused, it
+        # would share wave files, job id and log files with a job that may still run.
+        used = max((r["seq"] for r in records if isinstance(r.get("seq"), int)), default=0)
+        self.next_seq = max(self.next_seq, used + 1)
         done = {r["seq"] for r in records if r.get("event") in ("done", "cancel")}
         pending = [r for r in records if r.get("event") == "dispatch" and r["seq"] not in done]
+        # a recovery cut short (pegpar killed again) may have recorded some already
+        recorded = {rec.seq for rec in joblog.read(self.joblog_path)} if pending else set()
         requeue = []
         for r in pending:
+            if r["seq"] in recorded:
+                continue
             rec = backend.wave_record(self.rt, r["seq"])
             if rec is not None:  # it ended while no controller was watching
                 joblog.append(self.joblog_path, [joblog.relabel(rec, r["seq"], r["node"], r["command"])])
@@ -204,7 +212,7 @@ class Controller:
         if requeue and self.opts.requeue_interrupted and not self.opts.stdin:
             self.source.add(requeue, front=True)
             self.printer.say(f"{len(requeue)} interrupted job(s) put back at the top of {self.opts.queue_file}")
-        self.state.journal_reset([])
+        self.state.journal_reset([{"event": "seqs", "seq": self.next_seq - 1}])
 
     # -- the loop ----------------------------------------------------------
     def run(self) -> int:

@@ -1,0 +1,301 @@
+"""The live queue end to end: queue.yaml and hosts.yaml change while `pegpar q`
+runs, and the running controller follows them (real processes, real sshd
+nodes, the vendored GNU parallel; nothing mocked).
+
+The helpers at the top (a pegpar child whose output is collected as it comes,
+the journal, the loop's heartbeat) are shared with test_control_e2e.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Callable, Dict, List, Optional
+
+import pytest
+
+from pegpar.queue import hold_lock
+from pegpar.state import StateDir
+from runner import HANG_GUARD, cluster_hosts, load_yaml, pegpar, records, start, wait_for, write_queue
+
+SOON = 10  # seconds: "the next job starts" must happen well within this (a hang guard only)
+
+
+class Child:
+    """A pegpar child whose stdout and stderr are collected as they come: a
+    test can wait for a message, and a full pipe never blocks pegpar."""
+
+    def __init__(self, args: List[str], cwd, env: Dict[str, str]):
+        self.p = start(args, cwd, env)
+        self.out: List[str] = []
+        self.err: List[str] = []
+        self._readers = [threading.Thread(target=_drain, args=(stream, lines), daemon=True)
+                         for stream, lines in ((self.p.stdout, self.out), (self.p.stderr, self.err))]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def stdout(self) -> str:
+        return "".join(self.out)
+
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+    def running(self) -> bool:
+        return self.p.poll() is None
+
+    def wait(self, timeout: float = HANG_GUARD) -> int:
+        code = self.p.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        return code
+
+    def end(self) -> None:
+        """After a failed test: let pegpar kill its jobs (SIGTERM), then make sure."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+def _drain(stream, lines: List[str]) -> None:
+    for line in stream:
+        lines.append(line)
+
+
+@pytest.fixture
+def bg(tmp_path, pegpar_env) -> Callable[..., Child]:
+    """bg("q", "--daemon", ...) starts pegpar in tmp_path; every child is ended after the test."""
+    children: List[Child] = []
+
+    def run(*args: str, cwd=None) -> Child:
+        child = Child(list(args), cwd or tmp_path, pegpar_env)
+        children.append(child)
+        return child
+
+    yield run
+    for child in children:
+        child.end()
+
+
+def journal(folder) -> List[dict]:
+    return StateDir(os.path.join(str(folder), ".pegpar")).journal()
+
+
+def dispatched(folder, node: Optional[str] = None) -> List[dict]:
+    return [r for r in journal(folder) if r.get("event") == "dispatch" and node in (None, r.get("node"))]
+
+
+def status_file(folder) -> dict:
+    return StateDir(os.path.join(str(folder), ".pegpar")).read_status() or {}
+
+
+def turns_with(folder, check: Callable[[dict], bool], count: int = 2, timeout: float = 30) -> None:
+    """Wait until `count` successive status snapshots (the controller writes one
+    every second, from its loop) satisfy `check`: proof that the loop has gone
+    round, dispatching included, in that state, without timing anything."""
+    seen: List[float] = []
+
+    def more() -> bool:
+        snap = status_file(folder)
+        if check(snap) and snap.get("updated") not in seen:
+            seen.append(snap.get("updated"))
+        elif not check(snap):
+            seen.clear()
+        return len(seen) >= count
+
+    wait_for(more, timeout, what=f"{count} status snapshots in the awaited state")
+
+
+def idle_after(done: int) -> Callable[[dict], bool]:
+    return lambda snap: snap.get("done") == done and snap.get("running") == 0
+
+
+def stop(folder, env, *extra: str) -> None:
+    r = pegpar(["stop", *extra], folder, env)
+    assert r.returncode == 0, r.stderr
+
+
+def gate_command(gate, text: str) -> str:
+    """A local job that blocks until the test creates `gate`."""
+    return f"while [ ! -e {gate} ]; do sleep 0.05; done; echo {text}"
+
+
+def commands(folder) -> List[str]:
+    return [rec.command for rec in records(folder)]
+
+
+# -- the queue lock ------------------------------------------------------------------
+def test_a_held_lock_lets_nothing_start_until_it_is_released(tmp_path, bg, pegpar_env):
+    gate = tmp_path / "gate"
+    first = gate_command(gate, "first")
+    write_queue(tmp_path, f"- {first}\n- echo second\n")
+    ctl = bg("q", "--daemon", "-j", "1")
+    wait_for(lambda: (tmp_path / "queue.yaml").read_text() == "- echo second\n", what="the first job taken")
+    with hold_lock(str(tmp_path / "queue.yaml"), "test"):
+        gate.touch()
+        wait_for(lambda: commands(tmp_path) == [first], what="the first job recorded")
+        turns_with(tmp_path, idle_after(1))  # a free sub-node, and the loop went round twice
+        assert (tmp_path / "queue.yaml").read_text() == "- echo second\n"
+        assert len(dispatched(tmp_path)) == 1
+        assert load_yaml(tmp_path / "consumed.yaml") == [first]
+    wait_for(lambda: commands(tmp_path) == [first, "echo second"], SOON, what="the next job after the release")
+    stop(tmp_path, pegpar_env)
+    assert ctl.wait() == 0, ctl.stderr()
+    assert ctl.stdout().splitlines()[-1].endswith("] second")
+
+
+def test_pegpar_l_with_a_slow_editor_holds_back_the_running_controller(tmp_path, bg):
+    gate, editing, go = tmp_path / "gate", tmp_path / "editing", tmp_path / "go"
+    first = gate_command(gate, "first")
+    write_queue(tmp_path, f"- {first}\n- echo second\n")
+    editor = tmp_path / "slow-editor"
+    editor.write_text(f"#!/bin/sh\ntouch {editing}\nwhile [ ! -e {go} ]; do sleep 0.05; done\n"
+                      "echo '- echo third' >> \"$1\"\n")
+    editor.chmod(0o700)
+    ctl = bg("q", "-j", "1")
+    wait_for(lambda: (tmp_path / "queue.yaml").read_text() == "- echo second\n", what="the first job taken")
+    lock = bg("l", "--editor", str(editor))
+    wait_for(editing.exists, what="the editor started, the lock held")
+    gate.touch()
+    wait_for(lambda: commands(tmp_path) == [first], what="the first job recorded")
+    turns_with(tmp_path, idle_after(1))
+    assert (tmp_path / "queue.yaml").read_text() == "- echo second\n"
+    assert len(dispatched(tmp_path)) == 1 and ctl.running()
+    go.touch()
+    assert lock.wait() == 0, lock.stderr()
+    assert ctl.wait() == 0, ctl.stderr()
+    assert commands(tmp_path) == [first, "echo second", "echo third"]
+    assert load_yaml(tmp_path / "queue.yaml") in (None, [])
+
+
+# -- many writers, one consumer -------------------------------------------------------
+ADDERS, CALLS, PER_CALL = 4, 50, 5
+
+
+def test_concurrent_adds_while_consuming_run_every_entry_exactly_once(tmp_path, bg, pegpar_env):
+    ctl = bg("q", "--daemon", "-j", "4")
+    script = tmp_path / "adder.py"
+    # One process per adder making CALLS `pegpar add` calls: the real command
+    # line each time, without paying an interpreter start-up per call.
+    script.write_text(
+        "import sys\nfrom pegpar.cli import main\n"
+        "adder = sys.argv[1]\n"
+        f"for call in range({CALLS}):\n"
+        f"    cmds = [f'echo {{adder}}-{{call}}-{{i}}' for i in range({PER_CALL})]\n"
+        "    try:\n"
+        "        main(['add', *cmds], standalone_mode=False)\n"
+        "    except SystemExit as e:\n"
+        "        if e.code:\n"
+        "            raise\n")
+    adders = [subprocess.Popen([sys.executable, str(script), f"a{k}"], cwd=tmp_path, env=pegpar_env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True) for k in range(ADDERS)]
+    try:
+        for a in adders:
+            out, _ = a.communicate(timeout=HANG_GUARD)
+            assert a.returncode == 0, out
+    finally:
+        for a in adders:
+            a.kill()
+    expected = sorted(f"echo a{k}-{c}-{i}" for k in range(ADDERS) for c in range(CALLS) for i in range(PER_CALL))
+    wait_for(lambda: len(records(tmp_path)) >= len(expected), HANG_GUARD, what="every entry run")
+    stop(tmp_path, pegpar_env)
+    assert ctl.wait() == 0, ctl.stderr()
+    assert sorted(commands(tmp_path)) == expected  # none lost, none twice
+    assert all(rec.ok for rec in records(tmp_path))
+    assert sorted(load_yaml(tmp_path / "consumed.yaml")) == expected
+    assert load_yaml(tmp_path / "queue.yaml") in (None, [])
+    assert sorted(line.split("] ", 1)[1] for line in ctl.stdout().splitlines()) == \
+        sorted(cmd[len("echo "):] for cmd in expected)
+
+
+# -- hosts.yaml while it runs -----------------------------------------------------------
+def write_hosts(folder, text: str) -> None:
+    """Replace hosts.yaml atomically, as an editor that saves by renaming does."""
+    tmp = folder / ".hosts.yaml.new"
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    os.replace(tmp, folder / "hosts.yaml")
+
+
+def test_nodes_join_and_leave_while_it_runs(tmp_path, cluster, bg):
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n")
+    write_queue(tmp_path, "".join(f"- sleep 1.5; echo job-{i}\n" for i in range(14)))
+    ctl = bg("q", "--ssh-config", cluster.ssh_config)
+    wait_for(lambda: dispatched(tmp_path, "node-2"), what="node-2 running a job")
+    write_hosts(tmp_path, "- node-1\n- node-2\n- node-3\n")
+    wait_for(lambda: dispatched(tmp_path, "node-3"), SOON, what="node-3 taking a job")
+
+    write_hosts(tmp_path, "- node-1\n- node-3\n")
+    # the controller has read the change once its snapshot no longer offers
+    # node-2 for work: gone, or leaving with its last job
+    turns_with(tmp_path, lambda snap: "node-3" in _states(snap) and _states(snap).get("node-2") in (None, "leaving"),
+               count=1)
+    before = [r["seq"] for r in dispatched(tmp_path, "node-2")]
+    assert ctl.wait() == 0, ctl.stderr()
+    on_node_2 = [rec for rec in records(tmp_path) if rec.host == "node-2"]
+    assert sorted(rec.seq for rec in on_node_2) == before  # no job after the change
+    assert all(rec.ok for rec in on_node_2)  # and the one it ran then finished and is recorded
+    assert len(records(tmp_path)) == 14 and all(rec.ok for rec in records(tmp_path))
+    assert {rec.host for rec in records(tmp_path)} == {"node-1", "node-2", "node-3"}
+    assert "sub-nodes added: node-3" in ctl.stderr() and "sub-nodes removed" in ctl.stderr()
+
+
+def _states(snap: dict) -> Dict[str, str]:
+    return {n["name"]: n["state"] for n in snap.get("nodes", [])}
+
+
+# -- a head entry that cannot run ----------------------------------------------------------
+BAD_QUEUE = "# sweep\n- echo {{ nope }}\n- echo fine\n"
+BAD_WHERE = "queue.yaml:2: "
+
+
+def test_unknown_variable_at_the_head_runs_nothing_and_exits_2(tmp_path, pegpar_env):
+    write_queue(tmp_path, BAD_QUEUE)
+    r = pegpar(["q", "-j", "2"], tmp_path, pegpar_env)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"pegpar: {BAD_WHERE}") and "`nope`" in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stdout == ""
+    assert (tmp_path / "queue.yaml").read_text() == BAD_QUEUE
+    assert records(tmp_path) == [] and not (tmp_path / "consumed.yaml").exists()
+
+
+def test_daemon_waits_for_the_head_entry_to_be_fixed(tmp_path, bg, pegpar_env):
+    write_queue(tmp_path, BAD_QUEUE)
+    ctl = bg("q", "--daemon", "-j", "2")
+    wait_for(lambda: BAD_WHERE in ctl.stderr(), what="the error")
+    turns_with(tmp_path, idle_after(0))
+    assert (tmp_path / "queue.yaml").read_text() == BAD_QUEUE and records(tmp_path) == []
+    errors = [line for line in ctl.stderr().splitlines() if BAD_WHERE in line]
+    assert len(errors) == 1 and "`nope`" in errors[0], ctl.stderr()  # said once, not every turn
+    fix = tmp_path / "fix"
+    fix.write_text("#!/bin/sh\nsed -i 's/{{ nope }}/{{ hostname }}/' \"$1\"\n")
+    fix.chmod(0o700)
+    r = pegpar(["l", "--editor", str(fix)], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: len(records(tmp_path)) == 2, SOON, what="the fixed queue drained")
+    stop(tmp_path, pegpar_env)
+    assert ctl.wait() == 0, ctl.stderr()
+    assert sorted(line.split("] ", 1)[1] for line in ctl.stdout().splitlines()) == ["fine", "localhost"]
+    assert (tmp_path / "queue.yaml").read_text() == "# sweep\n"
+
+
+def test_daemon_on_an_empty_queue_starts_a_new_entry(tmp_path, bg, pegpar_env):
+    ctl = bg("q", "--daemon", "-j", "1")
+    turns_with(tmp_path, idle_after(0))
+    r = pegpar(["add", "echo hello"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: commands(tmp_path) == ["echo hello"], SOON, what="the added entry run")
+    stop(tmp_path, pegpar_env)
+    assert ctl.wait() == 0, ctl.stderr()
+    assert ctl.stdout() == "[localhost/1] hello\n"
