@@ -172,9 +172,40 @@ class Running:
     job: Optional["Job"] = None  # what was taken from the queue
 
 
-def wave_record(rt: Runtime, seq: int) -> Optional[joblog.Record]:
-    """parallel's record of job `seq` in a wave left behind by a controller
-    that died: the waves' files stay until the wave has been read."""
+@dataclass(frozen=True)
+class LeftWave:
+    """A wave started by a controller that died, as its files tell it: the
+    waves' files stay until the wave has been read."""
+
+    stem: str
+    ids: List[bytes]  # job ids, in the wave's order
+
+    def index(self, rt: Runtime, seq: int) -> int:
+        """The wave's own seq (1-based) of pegpar's job `seq`."""
+        return self.ids.index(rt.job_id(seq).encode()) + 1
+
+    def record(self, rt: Runtime, seq: int) -> Optional[joblog.Record]:
+        index = self.index(rt, seq)
+        for rec in joblog.read(self.stem + ".joblog"):
+            if rec.seq == index:
+                return rec
+        return None
+
+    def pid(self) -> Optional[int]:
+        """Its parallel's pid while that still runs: the process's command line
+        names this wave's joblog, so a reused pid is not taken for it."""
+        try:
+            with open(self.stem + ".pid") as f:
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        return pid if (self.stem + ".joblog").encode() in argv else None
+
+
+def left_wave(rt: Runtime, seq: int) -> Optional[LeftWave]:
+    """The wave that was given job `seq`, if its files are still there."""
     wanted = rt.job_id(seq).encode()
     for name in os.listdir(rt.waves_dir):
         if not name.endswith(".ids"):
@@ -185,12 +216,45 @@ def wave_record(rt: Runtime, seq: int) -> Optional[joblog.Record]:
         except OSError:
             continue
         if wanted in ids:
-            index = ids.index(wanted) + 1
-            for rec in joblog.read(os.path.join(rt.waves_dir, name[:-4] + ".joblog")):
-                if rec.seq == index:
-                    return rec
-            return None
+            return LeftWave(os.path.join(rt.waves_dir, name[:-4]), ids)
     return None
+
+
+def wave_record(rt: Runtime, seq: int) -> Optional[joblog.Record]:
+    """parallel's record of job `seq` in a wave left behind by a controller that died."""
+    wave = left_wave(rt, seq)
+    return wave.record(rt, seq) if wave is not None else None
+
+
+class _Adopted:
+    """A wave's parallel started by a controller that died: not a child of
+    this process, so it is watched through its pid (the Popen calls a Wave uses)."""
+
+    def __init__(self, wave: LeftWave, pid: int):
+        self.wave = wave
+        self.pid = pid
+
+    def poll(self) -> Optional[int]:
+        return None if self.wave.pid() == self.pid else 0
+
+    def send_signal(self, sig: int) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def adopt_wave(left: LeftWave, host: str, jobs: List[Optional[Running]]) -> Optional[Wave]:
+    """Follow a wave whose parallel still runs; `jobs` in the wave's order, None
+    for a job already recorded. None when the wave's parallel has ended."""
+    pid = left.pid()
+    if pid is None:
+        return None
+    stem = left.stem
+    wave = Wave(host, jobs, _Adopted(left, pid), joblog.Follower(stem + ".joblog"),  # type: ignore[arg-type]
+                [stem + ext for ext in (".cmds", ".tags", ".ids", ".joblog", ".pid", ".stderr")])
+    wave.finished.update({i: None for i, job in enumerate(jobs, 1) if job is None})  # type: ignore[misc]
+    return wave
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.=,-]+")
@@ -336,4 +400,6 @@ def start_wave(rt: Runtime, jobs: List[Running], *, timeout: Optional[float] = N
     # parallel's own messages go to a file: a pipe nobody drains could block it
     with open(stem + ".stderr", "wb") as err:
         p = proc.spawn(argv, env=rt.env(), stderr=err)
-    return Wave(node.host, jobs, p, joblog.Follower(log), [cmds, tags, ids, log, stem + ".stderr"])
+    with open(stem + ".pid", "w") as f:  # a controller started after a crash follows the wave by it
+        f.write(f"{p.pid}\n")
+    return Wave(node.host, jobs, p, joblog.Follower(log), [cmds, tags, ids, log, stem + ".pid", stem + ".stderr"])
