@@ -212,7 +212,7 @@ def left_wave(rt: Runtime, seq: int) -> Optional[LeftWave]:
             continue
         try:
             with open(os.path.join(rt.waves_dir, name), "rb") as f:
-                ids = f.read().split(b"\0")
+                ids = [i for i in f.read().split(b"\0") if i]
         except OSError:
             continue
         if wanted in ids:

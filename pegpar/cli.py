@@ -54,7 +54,7 @@ def main() -> None:
 @click.option("--all", "show_all", is_flag=True, help="List every job even for very large sweeps.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def expand(queue_file: str, hosts_file: str, local_slots: Optional[int], show_all: bool, as_json: bool) -> None:
-    """Show the sub-nodes and jobs the files expand to, without running anything."""
+    """Show the sub-nodes and jobs, without running anything."""
     from pegpar import plan
 
     click.echo(plan.show(queue_file, hosts_file, local_slots or os.cpu_count() or 1,
@@ -168,7 +168,7 @@ def l(queue_file: str, editor: Optional[str]) -> None:
 @click.option("--front", is_flag=True, help="Put the entries at the head of the queue.")
 @click.argument("commands", nargs=-1, required=True)
 def add(queue_file: str, front: bool, commands) -> None:
-    """Add commands to the queue safely (`-`: YAML entries from stdin)."""
+    """Add entries to the queue safely (`-`: YAML on stdin)."""
     from pegpar import edit
 
     if list(commands) == ["-"]:
@@ -181,7 +181,7 @@ def add(queue_file: str, front: bool, commands) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="Refresh in place every second.")
 def status(queue_file: str, as_json: bool, watch: bool) -> None:
-    """Show sub-nodes, running jobs and counts of the queue's controller."""
+    """Show sub-nodes, running jobs and counts."""
     from pegpar import status as st
 
     text = st.status(queue_file, as_json=as_json, watch=watch)
@@ -193,7 +193,7 @@ def status(queue_file: str, as_json: bool, watch: bool) -> None:
 @click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
 @click.option("--kill", is_flag=True, help="Kill running jobs on their nodes too.")
 def stop(queue_file: str, kill: bool) -> None:
-    """Stop the running pegpar: no new jobs; running ones finish (or are killed)."""
+    """Stop the running pegpar: start no new job."""
     from pegpar import control
 
     click.echo(control.stop(queue_file, kill), nl=False)
@@ -205,7 +205,7 @@ def stop(queue_file: str, kill: bool) -> None:
 @click.option("--node", default=None, help="Kill the job running on this sub-node.")
 @click.argument("target", required=False)
 def kill(queue_file: str, seq: Optional[int], node: Optional[str], target: Optional[str]) -> None:
-    """Kill jobs: all (and stop), one sub-node's, or one by number."""
+    """Kill running jobs: all, one sub-node's, or one."""
     from pegpar import control
 
     if target is not None:  # `pegpar kill 12` or `pegpar kill node-1`
@@ -230,7 +230,7 @@ def kill(queue_file: str, seq: Optional[int], node: Optional[str], target: Optio
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("--tsv", is_flag=True, help="Tab-separated output.")
 def log(**kw) -> None:
-    """The joblog as a table, with filters and a per-sub-node summary."""
+    """Show the joblog as a table, with filters."""
     from pegpar import logview
 
     click.echo(logview.log(**kw), nl=False)

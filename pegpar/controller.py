@@ -165,10 +165,14 @@ class Controller:
         self.state.claim({"pid": os.getpid(), "started": time.time(), "mode": self.opts.mode,
                           "queue_file": os.path.abspath(self.opts.queue_file),
                           "hosts_file": os.path.abspath(self.opts.hosts_file), "run": self.run_id})
-        self._recover()
-        self.state.journal_append([{"event": "run", "run": self.run_id, "pid": os.getpid(),
-                                    "started": time.time(), "mode": self.opts.mode,
-                                    "queue_file": os.path.abspath(self.opts.queue_file)}])
+        followed = self._recover()
+        # One atomic rewrite: the seqs given out so far, this run, and the jobs it
+        # follows (a crash now still finds them).
+        self.state.journal_reset([{"event": "seqs", "seq": self.next_seq - 1},
+                                  {"event": "run", "run": self.run_id, "pid": os.getpid(),
+                                   "started": time.time(), "mode": self.opts.mode,
+                                   "queue_file": os.path.abspath(self.opts.queue_file)}]
+                                 + [dict(r, run=self.run_id) for r in followed])
         self.nodes = self._reachable(self.nodes, at_start=True)
 
     def _reachable(self, nodes: List[SubNode], at_start: bool) -> List[SubNode]:
@@ -184,22 +188,42 @@ class Controller:
             self.next_probe[host] = time.time() + PROBE_EVERY
         return nodes
 
-    def _recover(self) -> None:
-        """Jobs dispatched by an earlier controller that never recorded their end."""
+    def _recover(self) -> List[dict]:
+        """Jobs dispatched by an earlier controller that never recorded their end:
+        followed to their end when their wave still runs (their dispatch records
+        are returned), recorded when it has ended, else reported as interrupted
+        and queued again."""
         records = self.state.journal()
         # A seq given out stays used even when the joblog never got it: reused, it
         # would share wave files, job id and log files with a job that may still run.
         used = max((r["seq"] for r in records if isinstance(r.get("seq"), int)), default=0)
         self.next_seq = max(self.next_seq, used + 1)
         done = {r["seq"] for r in records if r.get("event") in ("done", "cancel")}
-        pending = [r for r in records if r.get("event") == "dispatch" and r["seq"] not in done]
+        pending = list({r["seq"]: r for r in records if r.get("event") == "dispatch" and r["seq"] not in done}
+                       .values())
         # a recovery cut short (pegpar killed again) may have recorded some already
         recorded = {rec.seq for rec in joblog.read(self.joblog_path)} if pending else set()
-        requeue = []
+        names = {n.name for n in self.nodes}
+        waves: Dict[str, Tuple[backend.LeftWave, List[dict]]] = {}
+        ended: List[Tuple[Optional[backend.LeftWave], dict]] = []
         for r in pending:
             if r["seq"] in recorded:
                 continue
-            rec = backend.wave_record(self.rt, r["seq"])
+            left = backend.left_wave(self.rt, r["seq"])
+            # broadcast steps are not followed: a step's bookkeeping starts with it
+            if left is not None and self.opts.mode == "q" and r["node"] in names:
+                waves.setdefault(left.stem, (left, []))[1].append(r)
+            else:
+                ended.append((left, r))
+        followed: List[dict] = []
+        for left, rs in waves.values():
+            if self._follow(left, rs):
+                followed += rs
+            else:
+                ended += [(left, r) for r in rs]
+        requeue = []
+        for left, r in sorted(ended, key=lambda x: x[1]["seq"]):
+            rec = left.record(self.rt, r["seq"]) if left is not None else None
             if rec is not None:  # it ended while no controller was watching
                 joblog.append(self.joblog_path, [joblog.relabel(rec, r["seq"], r["node"], r["command"])])
                 self.printer.say(f"job #{r['seq']} on {r['node']} ended while pegpar was not running "
@@ -212,7 +236,30 @@ class Controller:
         if requeue and self.opts.requeue_interrupted and not self.opts.stdin:
             self.source.add(requeue, front=True)
             self.printer.say(f"{len(requeue)} interrupted job(s) put back at the top of {self.opts.queue_file}")
-        self.state.journal_reset([{"event": "seqs", "seq": self.next_seq - 1}])
+        return followed
+
+    def _follow(self, left: backend.LeftWave, pending: List[dict]) -> bool:
+        """Take over a wave an earlier controller started and whose parallel
+        still runs; False when it has ended (its joblog is then complete)."""
+        nodes = {n.name: n for n in self.nodes}
+        jobs: List[Optional[Running]] = [None] * len(left.ids)
+        for r in pending:
+            node = nodes[r["node"]]
+            stem = os.path.join(self.rt.logs_dir, backend.log_name(r["seq"], node))
+            jobs[left.index(self.rt, r["seq"]) - 1] = Running(r["seq"], node, r["command"], stem, stem + ".err",
+                                                              r.get("start") or time.time())
+        wave = backend.adopt_wave(left, nodes[pending[0]["node"]].host, jobs)
+        if wave is None:
+            return False
+        for job in jobs:
+            if job is not None:
+                self.printer.say(f"job #{job.seq} on {job.node.name} still runs (started before pegpar "
+                                 f"stopped); following it: {_one_line(job.command)}")
+                self.busy[job.node.name] = job
+                self.tails[job.seq] = (Tail(job.out_path), Tail(job.err_path))
+                self.dispatched += 1
+        self.waves.append(wave)
+        return True
 
     # -- the loop ----------------------------------------------------------
     def run(self) -> int:
