@@ -68,7 +68,7 @@ class Config:
 
 FULL = Config(quick=False, reps=5, jobs=200, latency_jobs=80, pops=300, idle_seconds=30,
               startup_reps=15, wave_reps=10, hang_guard=600)
-QUICK = Config(quick=True, reps=1, jobs=12, latency_jobs=16, pops=30, idle_seconds=5,
+QUICK = Config(quick=True, reps=1, jobs=12, latency_jobs=12, pops=30, idle_seconds=5,
                startup_reps=3, wave_reps=2, hang_guard=120)
 
 
@@ -143,14 +143,8 @@ class Row:
 # -- processes ---------------------------------------------------------------------------------
 
 
-def _proc_fields(pid: int) -> Optional[List[str]]:
-    """Fields of /proc/PID/stat after the command name (index 0: state, 1: ppid)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2:].split()
+# the cluster library already walks /proc: its process table helpers serve here too
+_proc_fields = cluster_lib._proc_stat  # fields of /proc/PID/stat after the name (0: state, 1: ppid)
 
 
 def _pids() -> List[int]:
@@ -159,17 +153,7 @@ def _pids() -> List[int]:
 
 def tree(root: int) -> List[int]:
     """root and all its live descendants."""
-    children: Dict[int, List[int]] = {}
-    for pid in _pids():
-        st = _proc_fields(pid)
-        if st:
-            children.setdefault(int(st[1]), []).append(pid)
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
+    return [root] + sorted(cluster_lib._descendants({root}, cluster_lib._parents()))
 
 
 def _read(path: str) -> str:
@@ -815,10 +799,12 @@ def row_startup(b: Bench, rows: List[Row]) -> None:
         if row.met is False:
             row.why.append(f"imports: the heaviest of pegpar's own modules (cumulative, "
                            f"`python -X importtime`) are {_heaviest_imports(b, args, wd)}.")
+    if b.cfg.quick:
+        return
     # status on a long queue: it counts the queued jobs
     long_dir = b.workdir("status-long")
     long_queue(os.path.join(long_dir, "queue.yaml"), LONG_QUEUE)
-    t = stat([b.pegpar(["status"], long_dir, "pegpar status") for _ in range(2 if b.cfg.quick else 3)])
+    t = stat([b.pegpar(["status"], long_dir, "pegpar status") for _ in range(3)])
     rows[1].notes.append(f"with a {LONG_QUEUE:,}-entry queue.yaml, `pegpar status` takes "
                          f"{fmt(t.median, 's')} (it counts the jobs left in the queue).")
 
@@ -861,7 +847,7 @@ def sanitize(text: str, b: Optional[Bench]) -> str:
     return text.replace(ROOT, ".").replace(tempfile.gettempdir(), "$TMPDIR")
 
 
-def machine() -> str:
+def machine(load_at_start: float) -> str:
     model = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
                   if line.startswith("model name")), platform.machine())
     try:
@@ -873,17 +859,18 @@ def machine() -> str:
     ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip().split(",")[0]
     load = os.getloadavg()[0]
     return (f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, Python "
-            f"{platform.python_version()}, {version} (vendored), {ssh}; load average {load:.1f} at the end")
+            f"{platform.python_version()}, {version} (vendored), {ssh}; load average {load_at_start:.1f} "
+            f"at the start, {load:.1f} at the end (other work on the machine shows there)")
 
 
-def render(rows: List[Row], cfg: Config, elapsed: float) -> str:
+def render(rows: List[Row], cfg: Config, elapsed: float, load: float) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [
         "# pegpar benchmarks\n",
         "Written by `python3 bench/run.py` (see bench/README.md); run it again rather than edit.\n",
         f"- date: {now}; {'quick run (`--quick`)' if cfg.quick else 'full run'}, {elapsed:.0f} s",
-        f"- machine: {machine()}",
-        f"- work: {cfg.jobs} jobs per throughput run; {cfg.reps} timed repetitions of each "
+        f"- machine: {machine(load)}",
+        f"- work: {cfg.jobs} jobs per throughput run; {cfg.reps} timed repetition(s) of each "
         f"whole-command figure, pegpar and its reference alternating, after one untimed warm-up each; "
         f"cells are median (min – max)",
         "- cluster: 4 real sshd nodes on loopback (tests/cluster.py): jobs on them pay a real ssh "
@@ -920,7 +907,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     specs = [(rows, fn) for rows, fn in make_rows()
              if wanted is None or any({r.number, r.number.rstrip("ab")} & wanted for r in rows)]
 
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()[0]
     root = tempfile.mkdtemp(prefix="pb-")  # short: ControlPath sockets live below it
     cluster = cluster_lib.start(4)
     bench = Bench(cfg, root, cluster)
@@ -945,7 +932,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         bench.cleanup()
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
-    text = render([r for rows, _ in specs for r in rows], cfg, time.perf_counter() - started)
+    text = render([r for rows, _ in specs for r in rows], cfg, time.perf_counter() - started, load)
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)

@@ -192,16 +192,22 @@ class LeftWave:
         return None
 
     def pid(self) -> Optional[int]:
-        """Its parallel's pid while that still runs: the process's command line
-        names this wave's joblog, so a reused pid is not taken for it."""
-        try:
-            with open(self.stem + ".pid") as f:
-                pid = int(f.read().strip())
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except (OSError, ValueError):
-            return None
-        return pid if (self.stem + ".joblog").encode() in argv else None
+        """Its parallel's pid while that still runs: the process whose command
+        line names this wave's joblog (found without a pid file, which a crash
+        right after the start of parallel would not have left)."""
+        mark = (self.stem + ".joblog").encode()
+        for name in os.listdir("/proc"):
+            if name.isdigit() and _cmdline_has(int(name), mark):
+                return int(name)
+        return None
+
+
+def _cmdline_has(pid: int, word: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return word in f.read().split(b"\0")
+    except OSError:  # gone, or not Linux: no wave to follow
+        return False
 
 
 def left_wave(rt: Runtime, seq: int) -> Optional[LeftWave]:
@@ -235,7 +241,12 @@ class _Adopted:
         self.pid = pid
 
     def poll(self) -> Optional[int]:
-        return None if self.wave.pid() == self.pid else 0
+        if not _cmdline_has(self.pid, (self.wave.stem + ".joblog").encode()):
+            # the pid found first may have been a short-lived fork of parallel
+            self.pid = self.wave.pid() or self.pid
+            if not _cmdline_has(self.pid, (self.wave.stem + ".joblog").encode()):
+                return 0
+        return None
 
     def send_signal(self, sig: int) -> None:
         try:
@@ -252,7 +263,7 @@ def adopt_wave(left: LeftWave, host: str, jobs: List[Optional[Running]]) -> Opti
         return None
     stem = left.stem
     wave = Wave(host, jobs, _Adopted(left, pid), joblog.Follower(stem + ".joblog"),  # type: ignore[arg-type]
-                [stem + ext for ext in (".cmds", ".tags", ".ids", ".joblog", ".pid", ".stderr")])
+                [stem + ext for ext in (".cmds", ".tags", ".ids", ".joblog", ".stderr")])
     wave.finished.update({i: None for i, job in enumerate(jobs, 1) if job is None})  # type: ignore[misc]
     return wave
 
@@ -400,6 +411,4 @@ def start_wave(rt: Runtime, jobs: List[Running], *, timeout: Optional[float] = N
     # parallel's own messages go to a file: a pipe nobody drains could block it
     with open(stem + ".stderr", "wb") as err:
         p = proc.spawn(argv, env=rt.env(), stderr=err)
-    with open(stem + ".pid", "w") as f:  # a controller started after a crash follows the wave by it
-        f.write(f"{p.pid}\n")
-    return Wave(node.host, jobs, p, joblog.Follower(log), [cmds, tags, ids, log, stem + ".pid", stem + ".stderr"])
+    return Wave(node.host, jobs, p, joblog.Follower(log), [cmds, tags, ids, log, stem + ".stderr"])

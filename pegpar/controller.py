@@ -82,8 +82,11 @@ class Controller:
         self.nodes = list(nodes)
         self.source = source
         self.printer = printer
-        self.rt = backend.runtime(state_dir_for(opts.queue_file), opts.ssh_config, opts.connect_timeout)
-        self.state = StateDir(self.rt.state_dir)
+        self.state = StateDir(state_dir_for(opts.queue_file))
+        # Written by start() once this process owns the queue: the ssh wrapper
+        # lives in a directory shared by every pegpar on this queue, and one
+        # that is refused must not rewrite it under the controller that runs.
+        self.rt: backend.Runtime
         self.run_id = f"{int(time.time())}-{os.getpid()}"
         self.down: Dict[str, str] = {}  # host -> why
         self.probes: Dict[str, backend.Probe] = {}
@@ -96,7 +99,7 @@ class Controller:
         self.attempts: Dict[Tuple, int] = {}
         self._queued_mtime = -1.0
         self._queued_count: Optional[int] = None
-        self.joblog_path = opts.joblog or os.path.join(self.rt.state_dir, "joblog")
+        self.joblog_path = opts.joblog or os.path.join(self.state.path, "joblog")
         self.next_seq = joblog.last_seq(self.joblog_path) + 1
         self.waves: List[Wave] = []
         self.busy: Dict[str, Running] = {}  # sub-node name -> its job
@@ -165,6 +168,7 @@ class Controller:
         self.state.claim({"pid": os.getpid(), "started": time.time(), "mode": self.opts.mode,
                           "queue_file": os.path.abspath(self.opts.queue_file),
                           "hosts_file": os.path.abspath(self.opts.hosts_file), "run": self.run_id})
+        self.rt = backend.runtime(self.state.path, self.opts.ssh_config, self.opts.connect_timeout)
         followed = self._recover()
         # One atomic rewrite: the seqs given out so far, this run, and the jobs it
         # follows (a crash now still finds them).
@@ -229,8 +233,12 @@ class Controller:
                 self.printer.say(f"job #{r['seq']} on {r['node']} ended while pegpar was not running "
                                  f"(exit {rec.exitval}); recorded")
                 continue
-            self.printer.say(f"job #{r['seq']} on {r['node']} was interrupted (pegpar stopped while it ran; "
-                             f"it may still be running there): {_one_line(r['command'])}")
+            if left is None:  # taken from the queue, but pegpar stopped before starting it
+                self.printer.say(f"job #{r['seq']} on {r['node']} never started (pegpar stopped first): "
+                                 f"{_one_line(r['command'])}")
+            else:
+                self.printer.say(f"job #{r['seq']} on {r['node']} was interrupted (pegpar stopped while it ran; "
+                                 f"it may still be running there): {_one_line(r['command'])}")
             if r.get("canonical") is not None:
                 requeue.append(r["canonical"])
         if requeue and self.opts.requeue_interrupted and not self.opts.stdin:
@@ -371,6 +379,12 @@ class Controller:
         if mtime == self.hosts_mtime or self.opts.hosts_file is None:
             return
         self.hosts_mtime = mtime
+        if mtime == 0.0:
+            # Gone since the last look (deleted, or an editor that moves the old
+            # file aside before writing the new one): "no hosts file" would mean
+            # the local machine, and the fleet's jobs would run here.
+            self.printer.say(f"{self.opts.hosts_file} is missing (keeping the previous sub-nodes)")
+            return
         try:
             fresh = load_nodes(self.opts)
         except UserError as err:
@@ -538,8 +552,10 @@ class Controller:
         while self.retry and len(placed) < len(free):
             accept(self.retry.pop(0))
         ready = len(placed)
+        self._journal_dispatch(placed)
         if ready < len(free):
-            ready += self._take(len(free) - ready, accept)
+            ready += self._take(len(free) - ready, accept,
+                                lambda start=ready: self._journal_dispatch(placed[start:]))
         self._launch(self._only_taken(placed, ready))
 
     def _only_taken(self, placed: List[Running], ready: int) -> List[Running]:
@@ -550,10 +566,10 @@ class Controller:
                                        for r in placed[ready:]])
         return placed[:ready]
 
-    def _take(self, n: int, accept) -> int:
+    def _take(self, n: int, accept, on_commit) -> int:
         """Take up to n jobs through `accept`; returns how many were taken."""
         mtime = self.source.mtime()
-        result = self.source.take(n, accept)
+        result = self.source.take(n, accept, on_commit)
         if result is None:
             return 0  # the queue is locked (pegpar l, pegpar add): try again next turn
         taken, error = result
@@ -569,17 +585,21 @@ class Controller:
         return self.queue_error or ""
 
     def _reserve(self, job: Job, node: SubNode, command: str) -> Running:
-        """Give a job its seq and journal it BEFORE the queue file lets go of
-        it: a crash at any later point finds it in the journal."""
+        """Give a job its seq and its sub-node; `_journal_dispatch` records it."""
         seq = self.next_seq
         self.next_seq += 1
         stem = os.path.join(self.rt.logs_dir, backend.log_name(seq, node))
-        running = Running(seq, node, command, stem, stem + ".err", time.time(), job)
+        return Running(seq, node, command, stem, stem + ".err", time.time(), job)
+
+    def _journal_dispatch(self, placed: List[Running]) -> None:
+        """Journal jobs at the moment the queue lets go of them (called by the
+        queue just before it replaces its file): a crash before leaves them
+        queued and out of the journal, a crash after finds them in the journal."""
         self.state.journal_append([
-            {"event": "dispatch", "run": self.run_id, "seq": seq, "node": node.name, "host": node.host,
-             "command": command, "source": str(job.source),
-             "canonical": None if self.opts.stdin else job.canonical(), "start": running.started}])
-        return running
+            {"event": "dispatch", "run": self.run_id, "seq": r.seq, "node": r.node.name, "host": r.node.host,
+             "command": r.command, "source": str(r.job.source) if r.job else "",
+             "canonical": None if self.opts.stdin or r.job is None else r.job.canonical(), "start": r.started}
+            for r in placed])
 
     def _launch(self, placed: List[Running]) -> List[Running]:
         by_host: Dict[Tuple[str, bool, int], List[Running]] = {}
@@ -606,7 +626,7 @@ class Controller:
                         if node.name not in self.leaving]
             placed.extend(self._reserve(job, node, command) for node, command in rendered)
 
-        taken = self._take(1, accept)
+        taken = self._take(1, accept, lambda: self._journal_dispatch(placed))
         placed = self._only_taken(placed, len(placed) if taken else 0)
         if placed:
             self.step += 1

@@ -148,7 +148,8 @@ class QueueFile:
         self.notify = notify
         self._lock = filelock.FileLock(lock_path(path))
 
-    def take(self, n: int, accept: Callable[[Job], None]) -> Optional[Tuple[List[Job], Optional[UserError]]]:
+    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[], None]] = None
+             ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         """Take up to n jobs from the head, in order, in one locked transaction.
 
         Returns None, doing nothing, when the lock is held by someone else
@@ -161,7 +162,9 @@ class QueueFile:
         with the taken entries' text removed (a parametrized entry's remaining
         combinations written back in its place as compact products); every
         other byte of the file is unchanged. Reads only as much YAML as the
-        head entries need.
+        head entries need. `on_commit()` runs once both are certain, right
+        before the replacement (the controller journals the jobs there: a crash
+        before it leaves them queued and unjournaled).
 
         Only the returned jobs are taken. A job accept()ed but not returned
         stays in the queue: that happens when the transaction fails (an I/O
@@ -174,7 +177,7 @@ class QueueFile:
         except OSError as err:
             return [], UserError(f"cannot lock the queue: {err.strerror}", where=lock_path(self.path))
         try:
-            return self._take_locked(n, accept)
+            return self._take_locked(n, accept, on_commit)
         except OSError as err:
             return [], UserError(f"cannot update the queue: {err.strerror}", where=err.filename or self.path)
         finally:
@@ -211,7 +214,7 @@ class QueueFile:
         with hold_lock(self.path, "pegpar add", timeout, self.notify):
             self._add_locked(text, front)
 
-    def _take_locked(self, n: int, accept: Callable[[Job], None]
+    def _take_locked(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[], None]]
                      ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         real = os.path.realpath(self.path)
         try:
@@ -246,6 +249,8 @@ class QueueFile:
                 if _changed(before, real):
                     return False  # written behind the lock's back: leave both files alone
                 _append_durably(self.consumed_path, consumed)
+                if on_commit is not None:
+                    on_commit()
                 return True
 
             if not _replace(real, src, cuts, commit):

@@ -46,15 +46,20 @@ class MemoryQueue:
     def __init__(self, jobs: List[Job]):
         self._jobs = list(reversed(jobs))
 
-    def take(self, n: int, accept: Callable[[Job], None]) -> Optional[Tuple[List[Job], Optional[UserError]]]:
+    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[], None]] = None
+             ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         taken: List[Job] = []
+        error = None
         while self._jobs and len(taken) < n:
             try:
                 accept(self._jobs[-1])
             except UserError as err:
-                return taken, err
+                error = err
+                break
             taken.append(self._jobs.pop())
-        return taken, None
+        if taken and on_commit is not None:
+            on_commit()
+        return taken, error
 
     def is_empty(self) -> bool:
         return not self._jobs

@@ -228,9 +228,12 @@ def write_hosts(folder, text: str) -> None:
     os.replace(tmp, folder / "hosts.yaml")
 
 
+JOBS = 12
+
+
 def test_nodes_join_and_leave_while_it_runs(tmp_path, cluster, bg):
     cluster_hosts(tmp_path, "- node-1\n- node-2\n")
-    write_queue(tmp_path, "".join(f"- sleep 1.5; echo job-{i}\n" for i in range(14)))
+    write_queue(tmp_path, "".join(f"- sleep 1; echo job-{i}\n" for i in range(JOBS)))
     ctl = bg("q", "--ssh-config", cluster.ssh_config)
     wait_for(lambda: dispatched(tmp_path, "node-2"), what="node-2 running a job")
     write_hosts(tmp_path, "- node-1\n- node-2\n- node-3\n")
@@ -242,17 +245,32 @@ def test_nodes_join_and_leave_while_it_runs(tmp_path, cluster, bg):
     turns_with(tmp_path, lambda snap: "node-3" in _states(snap) and _states(snap).get("node-2") in (None, "leaving"),
                count=1)
     before = [r["seq"] for r in dispatched(tmp_path, "node-2")]
+    assert load_yaml(tmp_path / "queue.yaml"), "the queue ran dry before node-2 left: nothing was tested"
     assert ctl.wait() == 0, ctl.stderr()
     on_node_2 = [rec for rec in records(tmp_path) if rec.host == "node-2"]
     assert sorted(rec.seq for rec in on_node_2) == before  # no job after the change
     assert all(rec.ok for rec in on_node_2)  # and the one it ran then finished and is recorded
-    assert len(records(tmp_path)) == 14 and all(rec.ok for rec in records(tmp_path))
+    assert len(records(tmp_path)) == JOBS and all(rec.ok for rec in records(tmp_path))
     assert {rec.host for rec in records(tmp_path)} == {"node-1", "node-2", "node-3"}
     assert "sub-nodes added: node-3" in ctl.stderr() and "sub-nodes removed" in ctl.stderr()
 
 
 def _states(snap: dict) -> Dict[str, str]:
     return {n["name"]: n["state"] for n in snap.get("nodes", [])}
+
+
+def test_a_hosts_file_gone_for_a_moment_keeps_the_sub_nodes(tmp_path, cluster, bg):
+    cluster_hosts(tmp_path, "- node-1\n")
+    write_queue(tmp_path, "".join(f"- sleep 0.5; echo job-{i}\n" for i in range(8)))
+    ctl = bg("q", "--ssh-config", cluster.ssh_config)
+    wait_for(lambda: dispatched(tmp_path), what="the first job")
+    # an editor saving by moving the old file aside before writing the new one
+    os.rename(tmp_path / "hosts.yaml", tmp_path / "hosts.yaml~")
+    turns_with(tmp_path, lambda snap: True, count=3)
+    assert load_yaml(tmp_path / "queue.yaml"), "the queue ran dry first: nothing was tested"
+    assert ctl.wait() == 0, ctl.stderr()
+    assert [rec.host for rec in records(tmp_path)] == ["node-1"] * 8  # never the local machine
+    assert "hosts.yaml" in ctl.stderr()
 
 
 # -- a head entry that cannot run ----------------------------------------------------------

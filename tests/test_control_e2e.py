@@ -1,0 +1,193 @@
+"""Control and observability end to end, on the real-sshd cluster: `pegpar
+status`, `stop`, `stop --kill`, `kill`, `log`, `logs`, `retry` and the one-
+controller-per-queue rule, against a running `pegpar q`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import List
+
+from runner import cluster_hosts, load_yaml, pegpar, records, wait_for, write_queue
+from test_live_queue import bg, commands, dispatched, journal  # noqa: F401  (bg is a fixture)
+
+THREE = "- node-1\n- node-2\n- node-3\n"
+SIX = [f"sleep 3; echo job-{i}" for i in range(6)]
+NODES = ["node-1", "node-2", "node-3"]
+
+
+def queue_text(cmds: List[str]) -> str:
+    return "".join(f"- {c}\n" for c in cmds)
+
+
+def cli(folder, env, *args: str, code: int = 0) -> str:
+    r = pegpar(list(args), folder, env)
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    return r.stdout
+
+
+def status_json(folder, env) -> dict:
+    return json.loads(cli(folder, env, "status", "--json"))
+
+
+def running_now(folder) -> List[dict]:
+    """Dispatches of the live run that have no result yet, per the journal."""
+    done = {r["seq"] for r in journal(folder) if r.get("event") == "done"}
+    return [r for r in dispatched(folder) if r["seq"] not in done]
+
+
+def job_processes(cluster, pattern: str) -> str:
+    """Processes whose command line matches `pattern`, on every node, over ssh."""
+    found = ""
+    for node in cluster.nodes:
+        code, out = cluster.ssh(node, f"ps -eo pid,args | grep -v grep | grep -e '{pattern}' || true")
+        assert code == 0
+        found += out
+    return found
+
+
+def test_status_shows_running_and_queued_jobs_then_the_result(tmp_path, cluster, bg, pegpar_env):
+    cluster_hosts(tmp_path, THREE)
+    write_queue(tmp_path, queue_text(SIX))
+    ctl = bg("q", "--ssh-config", cluster.ssh_config)
+    seen = {}
+
+    def three_and_three() -> bool:
+        seen.update(status_json(tmp_path, pegpar_env))
+        return seen["running"] == 3 and seen["queued"] == 3
+
+    wait_for(three_and_three, what="3 running and 3 queued in `pegpar status --json`")
+    assert seen["controller"]["pid"] == ctl.pid
+    assert sorted(j["node"] for j in seen["jobs_running"]) == NODES
+    assert sorted(j["command"] for j in seen["jobs_running"]) == SIX[:3]
+    assert sorted(n["state"] for n in seen["nodes"]) == ["running"] * 3
+    assert ctl.wait() == 0, ctl.stderr()
+    after = status_json(tmp_path, pegpar_env)
+    assert after["controller"] is None
+    assert (after["done"], after["failed"], after["queued"], after["consumed"]) == (6, 0, 0, 6)
+    text = cli(tmp_path, pegpar_env, "status")
+    assert "no pegpar running" in text and "done 6" in text
+
+
+def test_stop_lets_running_jobs_finish_and_keeps_the_rest_queued(tmp_path, cluster, bg, pegpar_env):
+    cluster_hosts(tmp_path, THREE)
+    write_queue(tmp_path, queue_text(SIX))
+    ctl = bg("q", "--ssh-config", cluster.ssh_config)
+    wait_for(lambda: len(running_now(tmp_path)) == 3, what="3 jobs running")
+    assert f"(pid {ctl.pid})" in cli(tmp_path, pegpar_env, "stop")
+    assert ctl.wait() == 0, ctl.stderr()
+    recs = records(tmp_path)
+    assert sorted(r.command for r in recs) == SIX[:3] and all(r.ok for r in recs)
+    assert sorted(r.host for r in recs) == NODES
+    assert sorted(line.split()[-1] for line in ctl.stdout().splitlines()) == ["job-0", "job-1", "job-2"]
+    assert (tmp_path / "queue.yaml").read_text() == queue_text(SIX[3:])
+    assert load_yaml(tmp_path / "consumed.yaml") == SIX[:3]
+
+
+def test_stop_kill_leaves_no_job_process_on_any_node(tmp_path, cluster, bg, pegpar_env):
+    cluster_hosts(tmp_path, THREE)
+    # each job leaves a child in the background: killing the job's shell is not enough
+    jobs = [f"sleep 60{i}3 & sleep 60{i}4; echo never" for i in range(3)]
+    rest = queue_text(["echo stays-1", "echo stays-2"])
+    write_queue(tmp_path, queue_text(jobs) + rest)
+    ctl = bg("q", "--ssh-config", cluster.ssh_config)
+    pattern = "sleep 60[0-2][34]"
+    wait_for(lambda: len(job_processes(cluster, pattern).splitlines()) >= 6, what="the jobs and their children")
+    cli(tmp_path, pegpar_env, "stop", "--kill")
+    asked = time.time()
+    wait_for(lambda: job_processes(cluster, pattern) == "", timeout=max(0.5, asked + 5 - time.time()),
+             what="no process of any job left on any node within 5 s")
+    assert ctl.wait() == 1, ctl.stderr()
+    recs = records(tmp_path)
+    assert sorted(r.command for r in recs) == jobs
+    assert all(not r.ok for r in recs)  # recorded as killed
+    assert "never" not in ctl.stdout()
+    assert (tmp_path / "queue.yaml").read_text() == rest
+    assert "3 killed" in ctl.stderr()
+
+
+def test_one_controller_per_queue_and_a_killed_one_is_no_obstacle(tmp_path, cluster, bg, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n")
+    first = bg("q", "--daemon", "--ssh-config", cluster.ssh_config)
+    wait_for(lambda: (status_json(tmp_path, pegpar_env)["controller"] or {}).get("pid") == first.pid,
+             what="the first controller running")
+    # the refused one comes without the ssh config: it must change nothing of the running one's
+    second = pegpar(["q", "--daemon"], tmp_path, pegpar_env)
+    assert second.returncode == 2
+    assert len(second.stderr.splitlines()) == 1 and f"pid {first.pid}" in second.stderr, second.stderr
+    cli(tmp_path, pegpar_env, "add", "echo served")
+    wait_for(lambda: commands(tmp_path) == ["echo served"], what="the first controller still serving")
+    assert records(tmp_path)[0].ok, first.stderr()
+
+    os.kill(first.pid, signal.SIGKILL)
+    assert first.wait() == -signal.SIGKILL
+    write_queue(tmp_path, "- echo third\n")
+    third = pegpar(["q", "--ssh-config", cluster.ssh_config], tmp_path, pegpar_env)
+    assert third.returncode == 0, third.stderr
+    assert third.stdout == "[node-1] third\n"
+
+
+def test_log_failed_and_retry_rerun_only_the_failed_jobs(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n")
+    write_queue(tmp_path, "- echo ok-1\n- exit 3\n- echo ok-2\n"
+                          "- command: ['echo p{{ k }}; test {{ k }} != 2']\n  k: [1, 2, 3]\n")
+    failing = ["echo p2; test 2 != 2", "exit 3"]
+    r = pegpar(["q", "--ssh-config", cluster.ssh_config], tmp_path, pegpar_env)
+    assert r.returncode == 1, r.stderr
+    assert len(records(tmp_path)) == 6
+    rows = json.loads(cli(tmp_path, pegpar_env, "log", "--failed", "--json"))
+    assert sorted(row["command"] for row in rows) == failing
+    assert sorted(row["exitval"] for row in rows) == [1, 3] and {row["state"] for row in rows} == {"failed"}
+
+    said = cli(tmp_path, pegpar_env, "retry", "--failed")
+    assert "2 failed job(s)" in said
+    assert load_yaml(tmp_path / "queue.yaml") == ["exit 3", {"command": ["echo p{{ k }}; test {{ k }} != 2"],
+                                                             "k": [2]}]
+    r = pegpar(["q", "--ssh-config", cluster.ssh_config], tmp_path, pegpar_env)
+    assert r.returncode == 1, r.stderr
+    again = records(tmp_path)[6:]
+    assert sorted(rec.command for rec in again) == failing
+    rows = json.loads(cli(tmp_path, pegpar_env, "log", "--failed", "--last", "--json"))
+    assert sorted(row["seq"] for row in rows) == sorted(rec.seq for rec in again)
+
+
+def test_logs_prints_a_finished_jobs_output(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-2\n")
+    write_queue(tmp_path, "- 'echo out-1; echo err-1 >&2; echo out-2'\n- echo other\n")
+    r = pegpar(["q", "--ssh-config", cluster.ssh_config], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    seq = next(rec.seq for rec in records(tmp_path) if "out-1" in rec.command)
+    assert cli(tmp_path, pegpar_env, "logs", str(seq)) == "out-1\nout-2\nerr-1\n"
+    assert cli(tmp_path, pegpar_env, "logs", "--stderr", str(seq)) == "err-1\n"
+    assert cli(tmp_path, pegpar_env, "logs", str(seq + 1 if seq == 1 else 1)) == "other\n"
+
+
+def test_kill_one_job_and_the_controller_carries_on(tmp_path, cluster, bg, pegpar_env):
+    cluster_hosts(tmp_path, THREE)
+    jobs = ["sleep 6101 & sleep 6111; echo never-a", "sleep 6102; echo never-b"]
+    write_queue(tmp_path, queue_text(jobs))
+    ctl = bg("q", "--daemon", "--ssh-config", cluster.ssh_config)
+    wait_for(lambda: len(job_processes(cluster, "sleep 61[01][12]").splitlines()) >= 3, what="both jobs running")
+    by_command = {d["command"]: d["seq"] for d in dispatched(tmp_path)}
+    a, b = by_command[jobs[0]], by_command[jobs[1]]
+
+    assert f"job #{a}" in cli(tmp_path, pegpar_env, "kill", "--job", str(a))
+    wait_for(lambda: [r.seq for r in records(tmp_path)] == [a], what=f"job #{a} recorded")
+    wait_for(lambda: job_processes(cluster, "sleep 61[01]1") == "", what=f"job #{a} gone from its node")
+    assert "sleep 6102" in job_processes(cluster, "sleep 6102")  # the other job runs on
+    assert [r["seq"] for r in running_now(tmp_path)] == [b]
+
+    cli(tmp_path, pegpar_env, "add", "echo after-a")
+    wait_for(lambda: "echo after-a" in commands(tmp_path), what="a new entry run after the kill")
+    assert f"job #{b}" in cli(tmp_path, pegpar_env, "kill", str(b))
+    wait_for(lambda: job_processes(cluster, "sleep 61") == "", what=f"job #{b} gone from its node")
+    cli(tmp_path, pegpar_env, "add", "echo after-b")
+    wait_for(lambda: "echo after-b" in commands(tmp_path), what="a new entry run after the second kill")
+    cli(tmp_path, pegpar_env, "stop")
+    assert ctl.wait() == 1, ctl.stderr()  # the killed jobs count as failed
+    recs = {r.command: r for r in records(tmp_path)}
+    assert not recs[jobs[0]].ok and not recs[jobs[1]].ok
+    assert recs["echo after-a"].ok and recs["echo after-b"].ok
+    assert "never" not in ctl.stdout()
