@@ -66,7 +66,7 @@ class Config:
     hang_guard: float  # seconds before a child counts as hung
 
 
-FULL = Config(quick=False, reps=5, jobs=200, latency_jobs=80, pops=300, idle_seconds=30,
+FULL = Config(quick=False, reps=3, jobs=200, latency_jobs=80, pops=300, idle_seconds=30,
               startup_reps=15, wave_reps=10, hang_guard=600)
 QUICK = Config(quick=True, reps=1, jobs=12, latency_jobs=12, pops=30, idle_seconds=5,
                startup_reps=3, wave_reps=2, hang_guard=120)
@@ -219,6 +219,7 @@ class Bench:
         self.workdirs: List[str] = []
         self.last: Optional[Timed] = None
         self._warm = False
+        self.handovers: Optional[Tuple[Stat, Stat]] = None
         self._waves: Dict[bool, Tuple[Stat, Stat]] = {}
 
     def folder(self, name: str) -> str:
@@ -310,10 +311,10 @@ class Bench:
                 wave.process.kill()
                 raise BenchError("a single-job wave did not finish") from None
             wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
-            recs = wave.new_records()
+            recs, messages = wave.new_records(), wave.messages()
             wave.cleanup()
             if len(recs) != 1 or not recs[0][1].ok:
-                raise BenchError(f"a single-job wave failed: {wave.messages()}")
+                raise BenchError(f"a single-job wave failed: {messages}")
             if i:
                 walls.append(wall)
                 cpus.append(cpu)
@@ -411,6 +412,7 @@ class Breakdown:
     handover: Stat  # reserved -> GNU parallel starts the job
     first_reserved: float
     records: Tuple[joblog.Record, ...]
+    run_started: Optional[float]  # the controller's start, before it checks the hosts
 
 
 TURN_SPLIT = 0.03  # reservations of one turn follow each other closely; turns are >= 0.05 s apart
@@ -419,9 +421,12 @@ TURN_SPLIT = 0.03  # reservations of one turn follow each other closely; turns a
 def breakdown(workdir: str) -> Optional[Breakdown]:
     """None when the journal is not there (pegpar's private file: best effort)."""
     reserved: Dict[int, Tuple[float, str]] = {}
+    run_started = None
     for line in _read(os.path.join(workdir, ".pegpar", "journal")).splitlines():
         try:
             rec = json.loads(line)
+            if rec.get("event") == "run":
+                run_started = float(rec["started"])
             if rec.get("event") == "dispatch":
                 reserved[int(rec["seq"])] = (float(rec["start"]), str(rec["host"]))
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -442,7 +447,42 @@ def breakdown(workdir: str) -> Optional[Breakdown]:
         notice += [reserved[b.seq][0] - (a.start + a.runtime) for a, b in zip(rs, rs[1:])]
     handover = [r.start - reserved[r.seq][0] for r in recs]
     return Breakdown(len(recs), waves, stat(notice or [0.0]), stat(handover),
-                     min(t for t, _ in reserved.values()), tuple(recs))
+                     min(t for t, _ in reserved.values()), tuple(recs), run_started)
+
+
+def handover(b: Bench, ahead: bool) -> float:
+    """Seconds from handing one job to a GNU parallel to its start (local, pegpar's
+    wave options). `ahead`: the parallel was started beforehand and waits, idle, on
+    its input pipe (-0 -N3 reads command, tag, id per job), so only the hand-over
+    is timed; input complete at EOF keeps joblog lines live (notes F2)."""
+    folder = b.folder("handover")
+    log = os.path.join(folder, "joblog")
+    if os.path.exists(log):
+        os.unlink(log)
+    argv = ["perl", PARALLEL, "-0", "-N3", "--joblog", log, "-j", "1",
+            "--results", os.path.join(folder, "{2}"), "env", "PEGPAR_JOB={3}", "sh", "-c", "{1}"]
+    env = dict(b.par_env, PARALLEL_SHELL="/bin/sh")
+
+    def spawn() -> subprocess.Popen:
+        return subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+
+    p = spawn() if ahead else None
+    if ahead:
+        time.sleep(1.0)  # compiled and waiting
+    began = time.time()
+    p = p or spawn()
+    p.stdin.write(b"true\0bench\0bench-1\0")
+    p.stdin.close()
+    try:
+        p.wait(timeout=b.cfg.hang_guard)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise BenchError("GNU parallel did not finish a single job") from None
+    recs = joblog.read(log)
+    if len(recs) != 1 or not recs[0].ok:
+        raise BenchError("GNU parallel did not run the handed-over job")
+    return recs[0].start - began
 
 
 def dispatch_why(b: Bench, bd: Optional[Breakdown], remote: bool, cpu: Optional[Tuple[Stat, Stat]] = None) -> str:
@@ -463,6 +503,13 @@ def dispatch_why(b: Bench, bd: Optional[Breakdown], remote: bool, cpu: Optional[
     if cpu is not None:
         text += (f" CPU per job over a whole run, everything included: {fmt(cpu[0].median, 's')} under pegpar, "
                  f"{fmt(cpu[1].median, 's')} under GNU parallel alone.")
+    if b.handovers is None:
+        fresh, ahead = alternate(max(3, b.cfg.wave_reps // 2), lambda: handover(b, False), lambda: handover(b, True))
+        b.handovers = (stat(fresh), stat(ahead))
+    fresh, ahead = b.handovers
+    text += (f" For comparison, a local job handed to a GNU parallel started on the spot starts "
+             f"{fmt(fresh.median, 's')} later; handed to one started beforehand and idle on its input pipe, "
+             f"{fmt(ahead.median, 's')} later (medians).")
     return text
 
 
@@ -571,7 +618,8 @@ def row_broadcast(b: Bench, row: Row) -> None:
         if bd is not None:
             first = min(r.start for r in bd.records)
             last = max(r.start + r.runtime for r in bd.records)
-            for name, value in (("start", bd.first_reserved - t.began),
+            run = bd.run_started or bd.first_reserved
+            for name, value in (("start", run - t.began), ("check", bd.first_reserved - run),
                                 ("waves", first - bd.first_reserved),
                                 ("step", last - first), ("end", t.ended - last)):
                 phases.setdefault(name, []).append(value)
@@ -588,11 +636,19 @@ def row_broadcast(b: Bench, row: Row) -> None:
     if phases:
         m = {k: stat(v).median for k, v in phases.items()}
         row.notes.append(
-            f"pegpar's wall time, medians: {fmt(m['start'], 's')} from exec to the step's first "
-            f"reservation (interpreter, imports, files, reachability check of the 4 hosts), "
-            f"{fmt(m['waves'], 's')} for its 4 GNU parallel waves (one per host) to start the first job, "
-            f"{fmt(m['step'], 's')} from the first job's start to the last one's end, "
-            f"{fmt(m['end'], 's')} to notice the end and exit.")
+            f"pegpar's wall time, medians: {fmt(m['start'], 's')} from exec to the controller's start "
+            f"(interpreter, imports, state directory), {fmt(m['check'], 's')} checking that the 4 hosts "
+            f"answer and taking the entry, {fmt(m['waves'], 's')} for its 4 GNU parallel waves (one per "
+            f"host) to start the first job, {fmt(m['step'], 's')} from the first job's start to the last "
+            f"one's end, {fmt(m['end'], 's')} to notice the end and exit.")
+        if row.met is False:
+            wall, _ = b.wave_cost(True)
+            row.why.append(
+                f"`parallel --nonall` starts one GNU parallel and one ssh per host; pegpar adds, before "
+                f"the step, its own start-up ({fmt(m['start'], 's')}) and an ssh round trip to every host "
+                f"to check it answers ({fmt(m['check'], 's')}), then starts one GNU parallel per host, all "
+                f"at once ({fmt(m['waves'], 's')} until the first job starts; one remote single-job wave "
+                f"alone takes {fmt(wall.median, 's')} here).")
 
 
 def _write_and_sync(path: str, data: bytes) -> float:
@@ -769,13 +825,16 @@ def _heaviest_imports(b: Bench, args: List[str], cwd: str) -> str:
     """pegpar's own modules that cost the most to import, from `python -X importtime`."""
     p = subprocess.run([sys.executable, "-X", "importtime", "-m", "pegpar"] + args, cwd=cwd, env=b.env,
                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=b.cfg.hang_guard)
-    found = []
+    found, names = [], []
     for line in p.stderr.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
-        if m and m.group(3).startswith("pegpar.") and len(m.group(2)) <= 2:
-            found.append((int(m.group(1)), m.group(3)))
+        if m and m.group(3).startswith("pegpar."):
+            names.append(m.group(3)[len("pegpar."):])
+            if len(m.group(2)) <= 2:  # imported by pegpar's entry point or a command, not nested
+                found.append((int(m.group(1)), m.group(3)))
     found.sort(reverse=True)
-    return ", ".join(f"{name} {us / 1000:.0f} ms" for us, name in found[:4])
+    return (", ".join(f"{name} {us / 1000:.0f} ms" for us, name in found[:4])
+            + f"; {len(names)} pegpar modules in all ({', '.join(sorted(names))})")
 
 
 def row_startup(b: Bench, rows: List[Row]) -> None:

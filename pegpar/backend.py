@@ -412,3 +412,87 @@ def start_wave(rt: Runtime, jobs: List[Running], *, timeout: Optional[float] = N
     with open(stem + ".stderr", "wb") as err:
         p = proc.spawn(argv, env=rt.env(), stderr=err)
     return Wave(node.host, jobs, p, joblog.Follower(log), [cmds, tags, ids, log, stem + ".stderr"])
+
+
+def _encoded(command: str) -> bytes:
+    """A command as one column of a tab-separated input record: `%` and tab
+    percent-encoded, decoded back by parallel (`{=1 ... =}`) byte for byte."""
+    raw = command.encode("utf-8", "surrogateescape")
+    return raw.replace(b"%", b"%25").replace(b"\t", b"%09")
+
+
+_DECODE = "{=1 s/%([0-9A-F]{2})/chr(hex($1))/ge =}"
+
+
+class Warm:
+    """A GNU parallel started ahead of need for one host (and session group):
+    it has compiled its 15,000 lines and parsed its options, and waits in
+    open() on its input FIFO. Filling it with a wave's jobs and closing the
+    FIFO hands it complete input (F2), so a freed sub-node's next job starts
+    without paying parallel's start-up, which overlaps the running jobs."""
+
+    _count = 0
+
+    def __init__(self, rt: Runtime, node: SubNode, slots: int, group: int, timeout: Optional[float]):
+        Warm._count += 1
+        self.rt = rt
+        self.node = node
+        self.slots = slots
+        self.stem = os.path.join(rt.waves_dir, f"warm-{os.getpid()}-{Warm._count}")
+        self.fifo = self.stem + ".input"
+        os.mkfifo(self.fifo, 0o600)
+        argv = ["perl", parallel_script(), "-0", "--colsep", "\t", "-a", self.fifo,
+                "--joblog", self.stem + ".joblog", "-j", str(slots),
+                "--results", os.path.join(rt.logs_dir, "{2}")]
+        if not node.local:
+            ssh = rt.ssh_for(group)
+            if not os.path.exists(ssh):
+                _write_wrapper(rt, group)
+            argv += ["--ssh", ssh, "-S", f"{slots}/{node.host}"]
+        if timeout:
+            argv += ["--timeout", f"{timeout:g}"]
+        argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", _DECODE]
+        with open(self.stem + ".stderr", "wb") as err:
+            self.process = proc.spawn(argv, env=rt.env(), stderr=err)
+
+    def fill(self, jobs: List[Running], patience: float = 10.0) -> Optional[Wave]:
+        """Hand the jobs over; None when this parallel is not (or no longer)
+        there to take them, and the caller starts a wave the ordinary way."""
+        with open(self.stem + ".ids", "wb") as f:  # crash recovery finds the jobs by it
+            f.write(b"".join(self.rt.job_id(j.seq).encode() + b"\0" for j in jobs))
+        deadline = time.time() + patience
+        fd = None
+        while fd is None:
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: parallel has not opened it yet
+                if self.process.poll() is not None or time.time() > deadline:
+                    self.discard()
+                    return None
+                time.sleep(0.005)
+        os.set_blocking(fd, True)
+        data = b"".join(_encoded(j.command) + b"\t" + os.path.basename(j.out_path).encode() + b"\t"
+                        + self.rt.job_id(j.seq).encode() + b"\0" for j in jobs)
+        try:
+            os.write(fd, data) if len(data) < 65536 else _write_all(fd, data)
+        finally:
+            os.close(fd)
+        files = [self.fifo, self.stem + ".ids", self.stem + ".joblog", self.stem + ".stderr"]
+        return Wave(self.node.host, jobs, self.process, joblog.Follower(self.stem + ".joblog"), files)
+
+    def discard(self) -> None:
+        """Not needed after all (pegpar stops, the host left): end it and its files."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for ext in (".input", ".ids", ".joblog", ".stderr"):
+            try:
+                os.unlink(self.stem + ext)
+            except FileNotFoundError:
+                pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

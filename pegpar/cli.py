@@ -103,10 +103,13 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
          timeout, no_logs, no_progress, dry_run, retries, no_requeue_interrupted, require_all_hosts,
          allow_shared_queue, connect_timeout, ignore_errors=False) -> None:
     from pegpar import controller, sources
-    from pegpar.queue import check_queue_file
+    from pegpar.queue import check_not_shared, check_queue_file
 
     if joblog_path and not os.path.isdir(os.path.dirname(os.path.abspath(joblog_path))):
         raise UserError("the joblog's directory does not exist", where=joblog_path)
+    if ssh_config is not None and not os.path.isfile(ssh_config):  # before the state directory is made
+        raise UserError("ssh config file does not exist", where=ssh_config)
+    check_not_shared(hosts_file, "the hosts file", allow_shared_queue)
 
     if dry_run:
         from pegpar import plan

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class Controller:
         self.killers: list = []
         self.kill_deadline = 0.0
         self.pending_signals: List[str] = []
+        self.warm: Dict[Tuple[str, bool, int], backend.Warm] = {}  # parallels ready per host
 
     # -- signals ---------------------------------------------------------
     def install_signals(self) -> None:
@@ -142,6 +144,7 @@ class Controller:
     def stop(self) -> None:
         if not self.stopping:
             self.stopping = True
+            self._discard_warm()
             self.printer.say(f"stopping: no new jobs; waiting for {len(self.busy)} running "
                              "(Ctrl-C again kills them)")
 
@@ -275,6 +278,7 @@ class Controller:
             self.start()
             return self._loop()
         finally:
+            self._discard_warm()
             self.state.release()
 
     def _loop(self) -> int:
@@ -310,7 +314,19 @@ class Controller:
                     break
             if not progressed:
                 time.sleep(TICK if self.busy else IDLE_TICK)
+        self._await_killers()
         return self._finish()
+
+    def _await_killers(self) -> None:
+        """Kills under way on the nodes end before pegpar does, so that nothing
+        of a killed job outlives pegpar; a node that does not answer is not
+        waited for long."""
+        deadline = time.time() + KILL_GRACE + self.opts.connect_timeout
+        for killer in self.killers:
+            try:
+                killer.wait(timeout=max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                pass
 
     # -- once a second: status, control requests, hosts file --------------
     def _slow_turn(self) -> None:
@@ -489,6 +505,11 @@ class Controller:
             self.summary.done += 1
             return
         reason = err_lines[-1] if err_lines and rec.exitval == 255 else ""
+        if self.opts.timeout and rec.signal and rec.runtime >= self.opts.timeout and not self.killing:
+            reason = f"timed out after {self.opts.timeout:g} s"
+            # parallel killed the job's ssh client (or its local process); with a
+            # shared ssh connection the job itself goes on running on its node
+            self.kill_jobs([job])
         if rec.exitval == 255 and self._node_died(job, reason):
             return
         self.summary.failed.append(Failure(job.seq, job.node.name, job.command,
@@ -610,11 +631,35 @@ class Controller:
             self.busy[running.node.name] = running
             self.tails[running.seq] = (Tail(running.out_path), Tail(running.err_path))
             self.dispatched += 1
-        for (_, local, group), jobs in by_host.items():
-            self.waves.append(backend.start_wave(self.rt, jobs, timeout=self.opts.timeout,
-                                                 group=0 if local else group))
+        for key, jobs in by_host.items():
+            self.waves.append(self._wave(key, jobs, groups))
         return placed
-        return [r for jobs in by_host.values() for r in jobs]
+
+    def _wave(self, key: Tuple[str, bool, int], jobs: List[Running], groups: Dict[str, int]) -> Wave:
+        """Start a wave, in the parallel made ready for this host if there is
+        one, and make the next one ready while these jobs run."""
+        _, local, group = key
+        group = 0 if local else group
+        slots = sum(1 for n in self.nodes if (n.host, n.local, 0 if n.local else groups.get(n.name, 0))
+                    == (key[0], local, group))
+        warm = self.warm.pop(key, None)
+        wave = None
+        if warm is not None:
+            if warm.slots >= len(jobs):
+                wave = warm.fill(jobs)
+            else:  # the hosts file gave this host more sub-nodes
+                warm.discard()
+        if wave is None:
+            wave = backend.start_wave(self.rt, jobs, timeout=self.opts.timeout, group=group)
+        if not self.stopping:
+            self.warm[key] = backend.Warm(self.rt, jobs[0].node, max(slots, len(jobs)), group,
+                                          self.opts.timeout)
+        return wave
+
+    def _discard_warm(self) -> None:
+        for warm in self.warm.values():
+            warm.discard()
+        self.warm.clear()
 
     # -- broadcast steps -------------------------------------------------
     def _start_step(self) -> None:

@@ -68,17 +68,30 @@ def check_queue_file(path: str, allow_shared: bool = False) -> None:
     if os.path.isdir(real):
         raise UserError("is a directory, not a queue file", where=path)
     if os.path.exists(real):
-        if not os.access(real, os.R_OK | os.W_OK):
+        mode = os.stat(real).st_mode
+        # os.access() grants root everything: a file nobody may write (chmod 400)
+        # was made read-only on purpose, and pegpar must not rewrite it either
+        if not os.access(real, os.R_OK | os.W_OK) or not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
             raise UserError("the queue file is not readable and writable: pegpar removes entries as it runs them",
                             where=path, hint=f"chmod u+rw {path}")
-        mode = os.stat(real).st_mode
-        if mode & (stat.S_IWGRP | stat.S_IWOTH) and not allow_shared:
-            raise UserError("the queue file is writable by group or others: anyone who can write it can run "
-                            "commands on every node", where=path,
-                            hint=f"fix with `chmod go-w {path}`, or pass --allow-shared-queue if that is intended")
+        check_not_shared(path, "the queue file", allow_shared)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UserError(f"directory {folder} is not writable: pegpar replaces the queue file there "
                         "and keeps its lock and consumed.yaml beside it", where=path)
+
+
+def check_not_shared(path: str, what: str, allow_shared: bool = False) -> None:
+    """Refuse a queue or hosts file that group or others may write: whoever can
+    write it can run commands on every node (a hosts file's parameters are
+    rendered into commands too)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing: nothing to refuse (readers report other problems)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH) and not allow_shared:
+        raise UserError(f"{what} is writable by group or others: anyone who can write it can run "
+                        "commands on every node", where=path,
+                        hint=f"fix with `chmod go-w {path}`, or pass --allow-shared-queue if that is intended")
 
 
 def holder(path: str) -> str:
@@ -184,7 +197,17 @@ class QueueFile:
             self._lock.release()
 
     def is_empty(self) -> bool:
-        """True when the file has no entry (cheap; missing file counts as empty)."""
+        """True when the file has no entry (cheap; missing file counts as empty)
+        and nobody holds the lock: a `pegpar l` or `pegpar add` in progress may
+        be adding entries, so a run must not end under it."""
+        try:
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return False
+        except OSError:
+            pass  # take() reports what is wrong with the lock
+        else:
+            self._lock.release()
         try:
             with open(os.path.realpath(self.path), "rb") as f:
                 return _Scanner(f, self.path).head() is None

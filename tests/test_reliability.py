@@ -5,6 +5,7 @@ timeouts, and the files pegpar keeps private."""
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
 import random
@@ -13,11 +14,13 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
 from runner import cluster_hosts, pegpar, records, wait_for, write_queue
+from test_cli_errors import BOMB
 
 ROUNDS = 10  # kills of pegpar in the SIGKILL test
 BATCH = 30  # jobs per queue in the SIGKILL test
@@ -243,3 +246,177 @@ def test_an_unreachable_host_at_start_is_left_out_with_the_reason(tmp_path, clus
     assert sorted(r.command.split()[1] for r in recs if r.ok) == sorted(names)
     assert {r.host for r in recs} <= {"node-1", "node-2"}
     assert {line.split()[1] for line in ran.read_text().splitlines()} <= {"node-1", "node-2"}
+
+
+# -- timeouts ---------------------------------------------------------------------------
+
+def test_a_job_over_its_timeout_is_killed_on_its_node_and_recorded_failed(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n")
+    ran = tmp_path / "ran"
+    write_queue(tmp_path, f"- echo $NODE >> {ran}; sleep 30.4242; echo never\n")
+    r = pegpar(["q", "--timeout", "1", "--ssh-config", cluster.ssh_config], tmp_path, pegpar_env, timeout=60)
+    assert r.returncode == 1, r.stderr
+    [rec] = records(tmp_path)
+    assert not rec.ok and rec.signal != 0
+    [failed] = [line for line in r.stderr.splitlines() if "FAILED #1" in line]
+    assert failed.endswith(": timed out after 1 s"), r.stderr
+    assert "never" not in r.stdout
+    assert ran.read_text() == "node-1\n"  # it did start on its node ...
+    code, left = cluster.ssh("node-1", "ps -eo args | grep -c '[s]leep 30.4242' || true")
+    assert left.strip() == "0"  # ... and nothing of it outlives pegpar there
+
+
+# -- what pegpar keeps private, and host keys --------------------------------------------
+
+def test_state_is_private_and_the_ssh_wrapper_keeps_host_key_checking(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n")
+    write_queue(tmp_path, "- echo secret-1\n- echo secret-2 >&2\n- exit 3\n")
+    r = pegpar(["q", "--ssh-config", cluster.ssh_config], tmp_path, pegpar_env)
+    assert r.returncode == 1, r.stderr
+    state = tmp_path / ".pegpar"
+    seen = 0
+    for folder, dirs, files in os.walk(state):
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) == 0o600, (folder, name)
+            seen += 1
+    assert seen >= 6  # joblog, journal, job outputs at least
+    # the run directory: where backend.runtime() puts it for this state directory
+    key = hashlib.sha1(str(state).encode()).hexdigest()[:12]
+    run_dir = os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}", key)
+    wrapper = os.path.join(run_dir, "ssh")
+    assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(wrapper).st_mode) == 0o700
+    with open(wrapper) as f:
+        text = f.read()
+    assert "ControlMaster" in text and cluster.ssh_config in text  # the wrapper pegpar ran
+    assert "stricthostkeychecking" not in text.lower()
+    assert "userknownhostsfile" not in text.lower()
+
+
+def test_a_host_with_an_unknown_key_is_refused(tmp_path, cluster, pegpar_env):
+    """ssh's own default applies (BatchMode: unknown keys are refused): pegpar
+    does not accept a host key that nobody has checked."""
+    (tmp_path / "known_hosts").write_text("")
+    config = open(cluster.ssh_config).read()
+    config = re.sub(r"(?m)^\s*StrictHostKeyChecking.*\n", "", config)
+    config = re.sub(r"(?m)^(\s*UserKnownHostsFile ).*$", rf"\g<1>{tmp_path / 'known_hosts'}", config)
+    (tmp_path / "ssh_config").write_text(config)
+    cluster_hosts(tmp_path, "- node-1\n")
+    write_queue(tmp_path, "- echo should-not-run\n")
+    r = pegpar(["q", "--ssh-config", str(tmp_path / "ssh_config")], tmp_path, pegpar_env)
+    assert r.returncode == 1, r.stderr
+    assert re.search(r"host node-1 left out: .*Host key verification failed", r.stderr), r.stderr
+    assert "should-not-run" not in r.stdout and not records(tmp_path)
+    assert (tmp_path / "queue.yaml").read_text() == "- echo should-not-run\n"
+    assert (tmp_path / "known_hosts").read_text() == ""
+
+
+# -- bad input to `pegpar q` (file formats: test_cli_errors.py, through `pegpar expand`) ----
+
+BIG = 100 * 1024 * 1024  # bytes in the oversized queue files
+
+
+def _write_big_line(path):
+    with open(path, "w") as f:
+        f.write("- echo ")
+        for _ in range(BIG // (1 << 20)):
+            f.write("A" * (1 << 20))
+        f.write("\n")
+
+
+def _write_big_block(path):
+    with open(path, "w") as f:
+        f.write("- |\n")
+        line = "  echo " + "B" * 1017 + "\n"  # 1 KiB
+        for _ in range(BIG // 1024):
+            f.write(line)
+
+
+def _mode(path, mode):
+    return lambda work: os.chmod(work / path, mode)
+
+
+# name: (files, preparation, arguments, how the message starts (FILE[:LINE]), words it must hold,
+#        whether nothing at all may be created: the error comes before pegpar starts)
+BAD = {
+    "ssh config missing": ({}, None, ["q", "--ssh-config", "no-such-config"], "no-such-config: ",
+                           ["does not exist"], True),
+    "joblog directory missing": ({}, None, ["q", "--joblog", "no-such-dir/joblog"], "no-such-dir/joblog: ",
+                                 ["directory does not exist"], True),
+    "queue file is a directory": ({"qdir/keep": "x"}, None, ["q", "--queue-file", "qdir"], "qdir: ",
+                                  ["directory"], True),
+    "read-only queue file": ({}, _mode("queue.yaml", 0o400), ["q"], "queue.yaml: ",
+                             ["not readable and writable", "chmod u+rw"], True),
+    "group-writable queue file": ({}, _mode("queue.yaml", 0o620), ["q"], "queue.yaml: ",
+                                  ["writable by group or others", "--allow-shared-queue"], True),
+    "world-writable hosts file": ({"hosts.yaml": "- localhost\n"}, _mode("hosts.yaml", 0o602), ["q"],
+                                  "hosts.yaml: ", ["writable by group or others", "--allow-shared-queue"], True),
+    "editor missing": ({}, None, ["l", "--editor", "/no/such/editor"], "editor '/no/such/editor' not found",
+                       ["--editor"], True),
+    "YAML bomb": ({"queue.yaml": BOMB}, None, ["q"], "queue.yaml:3: ", ["aliases"], False),
+    "100 MB queue file, one line": ({}, lambda work: _write_big_line(work / "queue.yaml"), ["q"], "queue.yaml:1: ",
+                                    ["larger than"], False),
+    "100 MB queue file, one block scalar": ({}, lambda work: _write_big_block(work / "queue.yaml"), ["q"],
+                                            "queue.yaml:1: ", ["larger than"], False),
+}
+
+# runs pegpar and prints the peak memory of its process tree (KiB)
+MEASURED = ("import resource, subprocess, sys\n"
+            "code = subprocess.call([sys.executable, '-m', 'pegpar'] + sys.argv[1:], stdin=subprocess.DEVNULL)\n"
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+            "sys.exit(code)\n")
+
+
+def _tree(folder):
+    """Every file under folder: its bytes and permission bits (None for a directory)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None, stat.S_IMODE(p.stat().st_mode))
+            for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_to_a_run_is_one_line_exit_2_and_changes_no_file(name, tmp_path, pegpar_env):
+    files, prepare, args, where, words, nothing_created = BAD[name]
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "queue.yaml").write_text("- echo ran >> ran\n")
+    (work / "queue.yaml").chmod(0o600)
+    for rel, content in files.items():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(content)
+        (work / rel).chmod(0o600)
+    if prepare:
+        prepare(work)
+    before = _tree(work)
+    try:
+        proc = subprocess.run([sys.executable, "-c", MEASURED, *args], cwd=work, env=pegpar_env,
+                              capture_output=True, text=True, errors="replace", timeout=120)
+        after = _tree(work)
+    finally:
+        for big in work.glob("*.yaml"):  # 100 MB files need not outlive the test
+            if big.stat().st_size > 1 << 20:
+                big.unlink()
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.endswith("\n"), proc.stderr
+    assert proc.stderr.startswith(f"pegpar: {where}"), proc.stderr
+    for word in words:
+        assert word in proc.stderr, proc.stderr
+    assert {k: v for k, v in after.items() if k in before} == before  # every file as it was
+    if nothing_created:
+        assert after.keys() == before.keys()
+    assert not (work / "ran").exists()
+    peak_kib = int(proc.stdout.split()[-1])
+    assert peak_kib * 1024 < BIG  # never the whole file in memory
+
+
+@pytest.mark.parametrize("name", ["group-writable queue file", "world-writable hosts file"])
+def test_allow_shared_queue_accepts_what_others_may_write(name, tmp_path, pegpar_env):
+    files, prepare, args, *_ = BAD[name]
+    (tmp_path / "queue.yaml").write_text("- echo ran >> ran\n")
+    for rel, content in files.items():
+        (tmp_path / rel).write_text(content)
+    prepare(tmp_path)
+    r = pegpar(args + ["--allow-shared-queue"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ran").read_text() == "ran\n"
