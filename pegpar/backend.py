@@ -201,6 +201,16 @@ class LeftWave:
                 return int(name)
         return None
 
+    def remove(self) -> None:
+        """Delete its files, once its parallel has ended and its jobs are accounted for."""
+        folder, name = os.path.split(self.stem)
+        for other in os.listdir(folder):
+            if other.startswith(name + "."):
+                try:
+                    os.unlink(os.path.join(folder, other))
+                except FileNotFoundError:
+                    pass
+
 
 def _cmdline_has(pid: int, word: bytes) -> bool:
     try:
@@ -224,12 +234,6 @@ def left_wave(rt: Runtime, seq: int) -> Optional[LeftWave]:
         if wanted in ids:
             return LeftWave(os.path.join(rt.waves_dir, name[:-4]), ids)
     return None
-
-
-def wave_record(rt: Runtime, seq: int) -> Optional[joblog.Record]:
-    """parallel's record of job `seq` in a wave left behind by a controller that died."""
-    wave = left_wave(rt, seq)
-    return wave.record(rt, seq) if wave is not None else None
 
 
 class _Adopted:
@@ -458,8 +462,6 @@ class Warm:
     def fill(self, jobs: List[Running], patience: float = 10.0) -> Optional[Wave]:
         """Hand the jobs over; None when this parallel is not (or no longer)
         there to take them, and the caller starts a wave the ordinary way."""
-        with open(self.stem + ".ids", "wb") as f:  # crash recovery finds the jobs by it
-            f.write(b"".join(self.rt.job_id(j.seq).encode() + b"\0" for j in jobs))
         deadline = time.time() + patience
         fd = None
         while fd is None:
@@ -474,9 +476,13 @@ class Warm:
         data = b"".join(_encoded(j.command) + b"\t" + os.path.basename(j.out_path).encode() + b"\t"
                         + self.rt.job_id(j.seq).encode() + b"\0" for j in jobs)
         try:
-            os.write(fd, data) if len(data) < 65536 else _write_all(fd, data)
+            _write_all(fd, data)
+            # crash recovery finds the jobs by this file; without it (a crash
+            # just before), the parallel is taken for one never filled
+            with open(self.stem + ".ids", "wb") as f:
+                f.write(b"".join(self.rt.job_id(j.seq).encode() + b"\0" for j in jobs))
         finally:
-            os.close(fd)
+            os.close(fd)  # EOF: parallel's input is complete (also when pegpar dies here)
         files = [self.fifo, self.stem + ".ids", self.stem + ".joblog", self.stem + ".stderr"]
         return Wave(self.node.host, jobs, self.process, joblog.Follower(self.stem + ".joblog"), files)
 
@@ -496,3 +502,25 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def discard_left_warm(rt: Runtime) -> None:
+    """Ready parallels a controller that died left waiting on their FIFOs
+    (never filled: no `.ids`): they would wait forever."""
+    for name in os.listdir(rt.waves_dir):
+        if not (name.startswith("warm-") and name.endswith(".input")):
+            continue
+        stem = os.path.join(rt.waves_dir, name[:-len(".input")])
+        if os.path.exists(stem + ".ids"):
+            continue  # it was given jobs: crash recovery follows it
+        pid = LeftWave(stem, []).pid()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for ext in (".input", ".joblog", ".stderr"):
+            try:
+                os.unlink(stem + ext)
+            except FileNotFoundError:
+                pass

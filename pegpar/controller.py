@@ -116,6 +116,7 @@ class Controller:
         self.step_jobs: List[Running] = []
         self.step_results: List[Tuple[int, Dict[str, Tuple[int, int]]]] = []
         self.killers: list = []
+        self.dead_waves: List[backend.LeftWave] = []  # found by _recover, removed by start()
         self.kill_deadline = 0.0
         self.pending_signals: List[str] = []
         self.warm: Dict[Tuple[str, bool, int], backend.Warm] = {}  # parallels ready per host
@@ -172,6 +173,7 @@ class Controller:
                           "queue_file": os.path.abspath(self.opts.queue_file),
                           "hosts_file": os.path.abspath(self.opts.hosts_file), "run": self.run_id})
         self.rt = backend.runtime(self.state.path, self.opts.ssh_config, self.opts.connect_timeout)
+        backend.discard_left_warm(self.rt)
         followed = self._recover()
         # One atomic rewrite: the seqs given out so far, this run, and the jobs it
         # follows (a crash now still finds them).
@@ -180,6 +182,8 @@ class Controller:
                                    "started": time.time(), "mode": self.opts.mode,
                                    "queue_file": os.path.abspath(self.opts.queue_file)}]
                                  + [dict(r, run=self.run_id) for r in followed])
+        for left in self.dead_waves:
+            left.remove()
         self.nodes = self._reachable(self.nodes, at_start=True)
 
     def _reachable(self, nodes: List[SubNode], at_start: bool) -> List[SubNode]:
@@ -247,6 +251,9 @@ class Controller:
         if requeue and self.opts.requeue_interrupted and not self.opts.stdin:
             self.source.add(requeue, front=True)
             self.printer.say(f"{len(requeue)} interrupted job(s) put back at the top of {self.opts.queue_file}")
+        # their files go once the journal no longer names their jobs (start())
+        self.dead_waves = list({left.stem: left for left, _ in ended
+                                if left is not None and left.pid() is None}.values())
         return followed
 
     def _follow(self, left: backend.LeftWave, pending: List[dict]) -> bool:

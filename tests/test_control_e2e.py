@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import time
 from typing import List
@@ -38,11 +39,21 @@ def running_now(folder) -> List[dict]:
     return [r for r in dispatched(folder) if r["seq"] not in done]
 
 
-def job_processes(cluster, pattern: str, nodes: List[str] = NODES) -> str:
-    """Processes whose command line matches `pattern` on the nodes, over ssh."""
+# The nodes are sshd's on this machine, where other test runs may sleep too: this
+# run's long jobs sleep for durations of their own.
+TOKEN = f"{random.randrange(10 ** 6):06d}"
+
+
+def long_sleep(name: object = "") -> str:
+    """A long `sleep` named `name`; without a name, the text every one starts with."""
+    return f"sleep 600.{TOKEN}{name}"
+
+
+def job_processes(cluster, text: str, nodes: List[str] = NODES) -> str:
+    """Processes whose command line contains `text`, on the nodes, over ssh."""
     found = ""
     for node in nodes:
-        code, out = cluster.ssh(node, f"ps -eo pid,args | grep -v grep | grep -e '{pattern}' || true")
+        code, out = cluster.ssh(node, f"ps -eo pid,args | grep -v grep | grep -F -e '{text}' || true")
         assert code == 0
         found += out
     return found
@@ -89,11 +100,11 @@ def test_stop_lets_running_jobs_finish_and_keeps_the_rest_queued(tmp_path, clust
 def test_stop_kill_leaves_no_job_process_on_any_node(tmp_path, cluster, bg, pegpar_env):
     cluster_hosts(tmp_path, THREE)
     # each job leaves a child in the background: killing the job's shell is not enough
-    jobs = [f"sleep 60{i}3 & sleep 60{i}4; echo never" for i in range(3)]
+    jobs = [f"{long_sleep(i * 10 + 1)} & {long_sleep(i * 10 + 2)}; echo never" for i in range(3)]
     rest = queue_text(["echo stays-1", "echo stays-2"])
     write_queue(tmp_path, queue_text(jobs) + rest)
     ctl = bg("q", "--ssh-config", cluster.ssh_config)
-    pattern = "sleep 60[0-2][34]"
+    pattern = long_sleep()
     wait_for(lambda: len(job_processes(cluster, pattern).splitlines()) >= 6, what="the jobs and their children")
     cli(tmp_path, pegpar_env, "stop", "--kill")
     asked = time.time()
@@ -166,26 +177,26 @@ def test_logs_prints_a_finished_jobs_output(tmp_path, cluster, pegpar_env):
 
 def test_kill_one_job_and_the_controller_carries_on(tmp_path, cluster, bg, pegpar_env):
     cluster_hosts(tmp_path, THREE)
-    jobs = ["sleep 6101 & sleep 6111; echo never-a", "sleep 6102; echo never-b"]
+    jobs = [f"{long_sleep(11)} & {long_sleep(12)}; echo never-a", f"{long_sleep(21)}; echo never-b"]
     write_queue(tmp_path, queue_text(jobs))
     ctl = bg("q", "--daemon", "--ssh-config", cluster.ssh_config)
     wait_for(lambda: len(running_now(tmp_path)) == 2, what="both jobs dispatched")
     where = {d["command"]: (d["seq"], d["host"]) for d in dispatched(tmp_path)}
     (a, a_node), (b, b_node) = where[jobs[0]], where[jobs[1]]
-    wait_for(lambda: len(job_processes(cluster, "sleep 61[01][12]", [a_node, b_node]).splitlines()) >= 3,
+    wait_for(lambda: len(job_processes(cluster, long_sleep(), [a_node, b_node]).splitlines()) >= 3,
              what="both jobs running on their nodes")
 
     assert f"job #{a}" in cli(tmp_path, pegpar_env, "kill", "--job", str(a))
     wait_for(lambda: [r.seq for r in records(tmp_path)] == [a], what=f"job #{a} recorded")
-    wait_for(lambda: job_processes(cluster, "sleep 61[01]1", [a_node]) == "", what=f"job #{a} gone from its node")
-    assert "sleep 6102" in job_processes(cluster, "sleep 6102", [b_node])  # the other job runs on
+    wait_for(lambda: job_processes(cluster, long_sleep(1), [a_node]) == "", what=f"job #{a} gone from its node")
+    assert long_sleep(21) in job_processes(cluster, long_sleep(21), [b_node])  # the other job runs on
     assert [r["seq"] for r in running_now(tmp_path)] == [b]
     cli(tmp_path, pegpar_env, "add", "echo after")
     wait_for(lambda: "echo after" in commands(tmp_path), what="a new entry run after the kill")
 
     assert f"job #{b}" in cli(tmp_path, pegpar_env, "kill", str(b))
     wait_for(lambda: len(records(tmp_path)) == 3, what=f"job #{b} recorded")
-    wait_for(lambda: job_processes(cluster, "sleep 61", [b_node]) == "", what=f"job #{b} gone from its node")
+    wait_for(lambda: job_processes(cluster, long_sleep(2), [b_node]) == "", what=f"job #{b} gone from its node")
     cli(tmp_path, pegpar_env, "stop")
     assert ctl.wait() == 1, ctl.stderr()  # the killed jobs count as failed
     recs = {r.command: r for r in records(tmp_path)}
