@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import linecache
 import os
 import platform
 import re
@@ -203,6 +204,7 @@ class Timed:
     cpu: float
     began: float
     ended: float
+    said: str  # the last line on stderr (pegpar's summary)
 
 
 class Bench:
@@ -233,7 +235,7 @@ class Bench:
         path = os.path.join(self.root, "ssh")
         with open(path, "w") as f:
             f.write(f"#!/bin/sh\nexec ssh -F {self.cluster.ssh_config} -o ControlMaster=auto "
-                    f"-o ControlPath={cm}/%C -o ControlPersist=300 \"$@\"\n")
+                    f"-o ControlPath={cm}/%C -o ControlPersist=yes \"$@\"\n")
         os.chmod(path, 0o700)
         return path
 
@@ -269,10 +271,11 @@ class Bench:
         except subprocess.TimeoutExpired:
             raise BenchError(f"{what} did not finish within {self.cfg.hang_guard:g} s") from None
         wall = time.perf_counter() - t0
-        self.last = Timed(wall, children_cpu() - cpu0, began, time.time())
+        lines = [x for x in p.stderr.decode("utf-8", "replace").splitlines() if x.strip()]
+        said = lines[-1] if lines else "(no message)"
+        self.last = Timed(wall, children_cpu() - cpu0, began, time.time(), said)
         if p.returncode != 0:
-            lines = [x for x in p.stderr.decode("utf-8", "replace").splitlines() if x.strip()]
-            raise BenchError(f"{what} exited {p.returncode}: {lines[-1] if lines else '(no message)'}")
+            raise BenchError(f"{what} exited {p.returncode}: {said}")
         return wall
 
     def pegpar(self, args: List[str], cwd: str, what: str = "pegpar") -> float:
@@ -356,11 +359,15 @@ def main_joblog(workdir: str) -> str:
     return os.path.join(workdir, ".pegpar", "joblog")
 
 
-def check_records(path: str, expected: int, what: str) -> List[joblog.Record]:
+def check_records(path: str, expected: int, what: str, said: str = "") -> List[joblog.Record]:
     recs = joblog.read(path)
     bad = [r for r in recs if not r.ok]
     if len(recs) != expected or bad:
-        raise BenchError(f"{what}: {len(recs)} of {expected} jobs recorded, {len(bad)} failed")
+        seqs = {r.seq for r in recs}
+        missing = [i for i in range(1, max(seqs | {expected}) + 1) if i not in seqs][:10]
+        raise BenchError(f"{what}: {len(recs)} of {expected} jobs in the joblog, {len(bad)} failed"
+                         + (f", seqs missing: {missing}" if missing else "")
+                         + (f"; it said: {said}" if said else ""))
     return recs
 
 
@@ -485,21 +492,23 @@ def handover(b: Bench, ahead: bool) -> float:
     return recs[0].start - began
 
 
-def dispatch_why(b: Bench, bd: Optional[Breakdown], remote: bool, cpu: Optional[Tuple[Stat, Stat]] = None) -> str:
+def dispatch_why(b: Bench, bd: Optional[Breakdown], remote: bool, cpu: Optional[Tuple[Stat, Stat]] = None,
+                 profile: str = "") -> str:
     """What a sub-node's wait between two jobs is made of, with the figures that show it."""
     wall, wcpu = b.wave_cost(remote)
     cores = os.cpu_count() or 1
-    text = ("pegpar hands each dispatch turn's jobs to a new GNU parallel per host (a wave). ")
+    text = "pegpar hands each dispatch turn's jobs for a host to one GNU parallel (a wave). "
     if bd is not None:
         text += (f"Its last run sent {bd.jobs} jobs in about {bd.waves} waves "
                  f"({bd.jobs / bd.waves:.1f} jobs each). A sub-node's wait splits into "
                  f"{fmt(bd.notice.median, 's')} from the end of its job to pegpar reserving the next "
-                 f"(joblog polled every 0.05 s, queue pop, journal fsync) and {fmt(bd.handover.median, 's')} "
-                 f"from that reservation to GNU parallel starting the job (medians). ")
-    text += (f"One {'remote' if remote else 'local'} single-job wave started by pegpar's backend takes "
-             f"{fmt(wall.median, 's')} of wall time and {fmt(wcpu.median, 's')} of CPU here, GNU parallel's "
-             f"start-up (perl compiling its 15,000 lines) for the most part; {cores} cores fit at most "
-             f"{cores / wcpu.median:.0f} such start-ups a second, whatever the number of sub-nodes.")
+                 f"and {fmt(bd.handover.median, 's')} from that reservation to GNU parallel starting the "
+                 f"job (medians). ")
+    text += (f"One {'remote' if remote else 'local'} single-job wave started from scratch by pegpar's "
+             f"backend takes {fmt(wall.median, 's')} of wall time and {fmt(wcpu.median, 's')} of CPU "
+             f"here, GNU parallel's start-up for the most part (perl compiles its 15,000 lines); "
+             f"{cores} cores fit at most {cores / wcpu.median:.0f} such start-ups a second, started "
+             f"ahead of need or not.")
     if cpu is not None:
         text += (f" CPU per job over a whole run, everything included: {fmt(cpu[0].median, 's')} under pegpar, "
                  f"{fmt(cpu[1].median, 's')} under GNU parallel alone.")
@@ -507,10 +516,50 @@ def dispatch_why(b: Bench, bd: Optional[Breakdown], remote: bool, cpu: Optional[
         fresh, ahead = alternate(max(3, b.cfg.wave_reps // 2), lambda: handover(b, False), lambda: handover(b, True))
         b.handovers = (stat(fresh), stat(ahead))
     fresh, ahead = b.handovers
-    text += (f" For comparison, a local job handed to a GNU parallel started on the spot starts "
-             f"{fmt(fresh.median, 's')} later; handed to one started beforehand and idle on its input pipe, "
-             f"{fmt(ahead.median, 's')} later (medians).")
+    text += (f" The floor: a local job handed to a GNU parallel already waiting on its input starts "
+             f"{fmt(ahead.median, 's')} later, to one started on the spot {fmt(fresh.median, 's')} later.")
+    if profile:
+        text += f" {profile}"
     return text
+
+
+def profile(b: Bench, args: List[str], cwd: str) -> str:
+    """Where pegpar's own process spends its wall time during one run, by the
+    innermost pegpar line of each py-spy sample (waiting included); empty
+    without py-spy (it is on PyPI) or where it may not trace."""
+    spy = shutil.which("py-spy")
+    if spy is None or b.cfg.quick:
+        return ""
+    raw = os.path.join(b.root, "profile.txt")
+    try:
+        b.run([spy, "record", "--idle", "-r", "200", "-f", "raw", "-o", raw, "--"] + PEGPAR + args,
+              cwd, b.env, "py-spy")
+    except BenchError:
+        return ""
+    counts: Dict[str, int] = {}
+    total = 0
+    for line in _read(raw).splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        total += int(n)
+        frames = [f for f in stack.split(";") if "(pegpar/" in f]
+        key = frames[-1] if frames else "outside pegpar's code"
+        counts[key] = counts.get(key, 0) + int(n)
+    if not total:
+        return ""
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:4]
+    return ("Where pegpar's process spends that run's wall time (py-spy, waiting included, by the "
+            "innermost line of pegpar's code): " + ", ".join(f"{_source(k)} {v / total:.0%}" for k, v in top) + ".")
+
+
+def _source(frame: str) -> str:
+    """`func (pegpar/x.py:12)` -> `func (pegpar/x.py:12: the line's code)`."""
+    m = re.match(r"(.*) \((pegpar/[^:]+):(\d+)\)$", frame)
+    if not m:
+        return frame
+    code = linecache.getline(os.path.join(ROOT, m.group(2)), int(m.group(3))).strip()
+    return f"{m.group(1)} ({m.group(2)}:{m.group(3)}: `{code}`)" if code else frame
 
 
 # -- the figures -------------------------------------------------------------------------------
@@ -530,7 +579,7 @@ def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[st
         fresh_queue(wd, ["true"] * count)
         wall = b.pegpar(["q"] + pegpar_args, wd, "pegpar q")
         cpu["pegpar"].append(b.last.cpu / count)
-        last["pegpar"] = check_records(main_joblog(wd), count, "pegpar")
+        last["pegpar"] = check_records(main_joblog(wd), count, "pegpar", b.last.said)
         return wall
 
     def parallel_run(count: int = n) -> float:
@@ -563,8 +612,10 @@ def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[st
         f"{fmt(prt.median, 's')} under pegpar, {fmt(rrt.median, 's')} under GNU parallel (JobRuntime, "
         f"median). {subnodes} sub-nodes / (job + wait) = {subnodes / (prt.median + pg.median):.1f} jobs/s.")
     if row.met is False:
-        row.why.append(dispatch_why(b, breakdown(wd), hosts is not None,
-                                    (stat(cpu["pegpar"]), stat(cpu["ref"]))))
+        bd = breakdown(wd)
+        fresh_queue(wd, ["true"] * n)
+        row.why.append(dispatch_why(b, bd, hosts is not None, (stat(cpu["pegpar"]), stat(cpu["ref"])),
+                                    profile(b, ["q"] + pegpar_args, wd)))
 
 
 def row_remote_throughput(b: Bench, row: Row) -> None:
@@ -586,6 +637,7 @@ def row_dispatch(b: Bench, row: Row) -> None:
     b.pegpar(["q"] + b.remote_args(), wd, "pegpar q")
     g = stat(gaps(check_records(main_joblog(wd), n, "pegpar")))
     bd = breakdown(wd)
+    b.warm_wrapper()
     rtt = stat([b.run([b.wrapper, "node-1", "true"], b.root, b.env, "ssh") for _ in range(max(5, b.cfg.reps * 3))])
     row.pegpar = f"median {fmt(g.median, 's')}, p95 {fmt(g.pct(95), 's')} ({len(g.samples)} gaps)"
     row.reference = f"median {fmt(rtt.median, 's')}, p95 {fmt(rtt.pct(95), 's')}"
@@ -601,7 +653,8 @@ def row_dispatch(b: Bench, row: Row) -> None:
     row.notes.append(f"GNU parallel alone, one invocation fed the same {n} jobs for the same 4 hosts "
                      f"(one slot each): median {fmt(rg.median, 's')}, p95 {fmt(rg.pct(95), 's')}.")
     if row.met is False:
-        row.why.append(dispatch_why(b, bd, remote=True))
+        fresh_queue(wd, ["sleep 0.2"] * n)
+        row.why.append(dispatch_why(b, bd, remote=True, profile=profile(b, ["q"] + b.remote_args(), wd)))
 
 
 def row_broadcast(b: Bench, row: Row) -> None:

@@ -445,6 +445,11 @@ class Warm:
         self.stem = os.path.join(rt.waves_dir, f"warm-{os.getpid()}-{Warm._count}")
         self.fifo = self.stem + ".input"
         os.mkfifo(self.fifo, 0o600)
+        # pegpar holds the FIFO open (read-write, so the open cannot block):
+        # parallel's open() returns at once and it waits in read(); if pegpar
+        # dies, the kernel closes this end, parallel reads EOF and exits with
+        # nothing to do instead of waiting forever
+        self._fd: Optional[int] = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)
         argv = ["perl", parallel_script(), "-0", "--colsep", "\t", "-a", self.fifo,
                 "--joblog", self.stem + ".joblog", "-j", str(slots),
                 "--results", os.path.join(rt.logs_dir, "{2}")]
@@ -459,19 +464,15 @@ class Warm:
         with open(self.stem + ".stderr", "wb") as err:
             self.process = proc.spawn(argv, env=rt.env(), stderr=err)
 
-    def fill(self, jobs: List[Running], patience: float = 10.0) -> Optional[Wave]:
+    def fill(self, jobs: List[Running]) -> Optional[Wave]:
         """Hand the jobs over; None when this parallel is not (or no longer)
         there to take them, and the caller starts a wave the ordinary way."""
-        deadline = time.time() + patience
-        fd = None
-        while fd is None:
-            try:
-                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError:  # ENXIO: parallel has not opened it yet
-                if self.process.poll() is not None or time.time() > deadline:
-                    self.discard()
-                    return None
-                time.sleep(0.005)
+        fd, self._fd = self._fd, None
+        if fd is None or self.process.poll() is not None:
+            if fd is not None:
+                os.close(fd)
+            self.discard()
+            return None
         os.set_blocking(fd, True)
         data = b"".join(_encoded(j.command) + b"\t" + os.path.basename(j.out_path).encode() + b"\t"
                         + self.rt.job_id(j.seq).encode() + b"\0" for j in jobs)
@@ -488,6 +489,9 @@ class Warm:
 
     def discard(self) -> None:
         """Not needed after all (pegpar stops, the host left): end it and its files."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()

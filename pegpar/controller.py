@@ -517,7 +517,9 @@ class Controller:
             # parallel killed the job's ssh client (or its local process); with a
             # shared ssh connection the job itself goes on running on its node
             self.kill_jobs([job])
-        if rec.exitval == 255 and self._node_died(job, reason):
+        # 255: ssh's own failure; 129..254: killed by a signal, as the processes of a
+        # node that goes down are (the exit status may get out before the connection dies)
+        if rec.exitval > 128 and self._node_died(job, reason):
             return
         self.summary.failed.append(Failure(job.seq, job.node.name, job.command,
                                            rec.exitval, rec.signal, reason))
@@ -531,8 +533,9 @@ class Controller:
                 self.retry.append(job.job)
 
     def _node_died(self, job: Running, reason: str) -> bool:
-        """An exit 255 from a remote job is ssh's own failure when the host no
-        longer answers: the host goes down and the job is run again elsewhere."""
+        """A remote job that ended with ssh's failure (255) or by a signal, on a
+        host that no longer answers, died with its host: the host goes down and
+        the job is run again elsewhere."""
         if job.node.local or self.killing or job.job is None or self.opts.mode != "q":
             return False
         if job.node.host not in self.down:

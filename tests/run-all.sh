@@ -75,5 +75,4 @@ if [ "$status" -eq 5 ]; then
 fi
 [ "$status" -eq 0 ] || exit "$status"
 
-# BENCH: enable once bench/run.py exists (a short benchmark run):
-# "$PYTHON" bench/run.py --quick
+# The benchmark's quick pass (bench/run.py --quick) runs inside the suite: tests/test_bench.py.

@@ -67,7 +67,7 @@ def run_commands(tmp_path, cluster, env, commands: List[str]) -> Dict[int, bytes
     logs = tmp_path / ".pegpar" / "logs"
     out: Dict[int, bytes] = {}
     for err in logs.glob("*.err"):
-        index = int(err.read_text())
+        index = int(err.read_text().split()[-1])  # the last line: a node's login shell may say things first
         assert index not in out, f"command {index} ran twice"
         out[index] = (logs / err.name[:-len(".err")]).read_bytes()
     return out

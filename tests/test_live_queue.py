@@ -13,7 +13,8 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Callable, Dict, List, Optional
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -154,18 +155,25 @@ def test_a_held_lock_lets_nothing_start_until_it_is_released(tmp_path, bg, pegpa
     assert ctl.stdout().splitlines()[-1].endswith("] second")
 
 
-def test_pegpar_l_with_a_slow_editor_holds_back_the_running_controller(tmp_path, bg):
-    gate, editing, go = tmp_path / "gate", tmp_path / "editing", tmp_path / "go"
-    first = gate_command(gate, "first")
-    write_queue(tmp_path, f"- {first}\n- echo second\n")
-    editor = tmp_path / "slow-editor"
+def open_slow_editor(bg, folder, entry: str) -> Tuple[Child, Path]:
+    """`pegpar l` whose editor adds `entry` once the test creates the returned
+    file; returns when the editor runs (the lock is held)."""
+    editing, go, editor = folder / "editing", folder / "go", folder / "slow-editor"
     editor.write_text(f"#!/bin/sh\ntouch {editing}\nwhile [ ! -e {go} ]; do sleep 0.05; done\n"
-                      "echo '- echo third' >> \"$1\"\n")
+                      f"echo '- {entry}' >> \"$1\"\n")
     editor.chmod(0o700)
-    ctl = bg("q", "-j", "1")
-    wait_for(lambda: (tmp_path / "queue.yaml").read_text() == "- echo second\n", what="the first job taken")
     lock = bg("l", "--editor", str(editor))
     wait_for(editing.exists, what="the editor started, the lock held")
+    return lock, go
+
+
+def test_pegpar_l_with_a_slow_editor_holds_back_the_running_controller(tmp_path, bg):
+    gate = tmp_path / "gate"
+    first = gate_command(gate, "first")
+    write_queue(tmp_path, f"- {first}\n- echo second\n")
+    ctl = bg("q", "-j", "1")
+    wait_for(lambda: (tmp_path / "queue.yaml").read_text() == "- echo second\n", what="the first job taken")
+    lock, go = open_slow_editor(bg, tmp_path, "echo third")
     gate.touch()
     wait_for(lambda: commands(tmp_path) == [first], what="the first job recorded")
     turns_with(tmp_path, idle_after(1))
@@ -181,17 +189,12 @@ def test_pegpar_l_with_a_slow_editor_holds_back_the_running_controller(tmp_path,
 def test_a_run_does_not_end_while_the_queue_is_being_edited(tmp_path, bg):
     """The last job ends while `pegpar l` is open: the entries being added
     still run (the queue is empty only once nobody is editing it)."""
-    gate, editing, go = tmp_path / "gate", tmp_path / "editing", tmp_path / "go"
+    gate = tmp_path / "gate"
     last = gate_command(gate, "last")
     write_queue(tmp_path, f"- {last}\n")
-    editor = tmp_path / "slow-editor"
-    editor.write_text(f"#!/bin/sh\ntouch {editing}\nwhile [ ! -e {go} ]; do sleep 0.05; done\n"
-                      "echo '- echo added' >> \"$1\"\n")
-    editor.chmod(0o700)
     ctl = bg("q", "-j", "1")
     wait_for(lambda: dispatched(tmp_path), what="the last job taken")
-    lock = bg("l", "--editor", str(editor))
-    wait_for(editing.exists, what="the editor started, the lock held")
+    lock, go = open_slow_editor(bg, tmp_path, "echo added")
     gate.touch()
     wait_for(lambda: commands(tmp_path) == [last], what="the last job recorded")
     turns_with(tmp_path, idle_after(1))
