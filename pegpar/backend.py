@@ -430,10 +430,10 @@ _DECODE = "{=1 s/%([0-9A-F]{2})/chr(hex($1))/ge =}"
 
 class Warm:
     """A GNU parallel started ahead of need for one host (and session group):
-    it has compiled its 15,000 lines and parsed its options, and waits in
-    open() on its input FIFO. Filling it with a wave's jobs and closing the
-    FIFO hands it complete input (F2), so a freed sub-node's next job starts
-    without paying parallel's start-up, which overlaps the running jobs."""
+    it has compiled its 15,000 lines and parsed its options, and waits for
+    input on a pipe. Writing a wave's jobs and closing the pipe hands it
+    complete input (F2), so a freed sub-node's next job starts without paying
+    parallel's start-up, which overlaps the running jobs."""
 
     _count = 0
 
@@ -443,14 +443,7 @@ class Warm:
         self.node = node
         self.slots = slots
         self.stem = os.path.join(rt.waves_dir, f"warm-{os.getpid()}-{Warm._count}")
-        self.fifo = self.stem + ".input"
-        os.mkfifo(self.fifo, 0o600)
-        # pegpar holds the FIFO open (read-write, so the open cannot block):
-        # parallel's open() returns at once and it waits in read(); if pegpar
-        # dies, the kernel closes this end, parallel reads EOF and exits with
-        # nothing to do instead of waiting forever
-        self._fd: Optional[int] = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)
-        argv = ["perl", parallel_script(), "-0", "--colsep", "\t", "-a", self.fifo,
+        argv = ["perl", parallel_script(), "-0", "--colsep", "\t",
                 "--joblog", self.stem + ".joblog", "-j", str(slots),
                 "--results", os.path.join(rt.logs_dir, "{2}")]
         if not node.local:
@@ -461,8 +454,15 @@ class Warm:
         if timeout:
             argv += ["--timeout", f"{timeout:g}"]
         argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", _DECODE]
-        with open(self.stem + ".stderr", "wb") as err:
-            self.process = proc.spawn(argv, env=rt.env(), stderr=err)
+        # The input is a pipe whose writing end only pegpar holds: if pegpar
+        # dies, parallel reads EOF and exits with nothing to do.
+        read_end, write_end = os.pipe()
+        try:
+            with open(self.stem + ".stderr", "wb") as err:
+                self.process = proc.spawn(argv, env=rt.env(), stdin=read_end, stderr=err)
+        finally:
+            os.close(read_end)
+        self._fd: Optional[int] = write_end
 
     def fill(self, jobs: List[Running]) -> Optional[Wave]:
         """Hand the jobs over; None when this parallel is not (or no longer)
@@ -484,7 +484,7 @@ class Warm:
                 f.write(b"".join(self.rt.job_id(j.seq).encode() + b"\0" for j in jobs))
         finally:
             os.close(fd)  # EOF: parallel's input is complete (also when pegpar dies here)
-        files = [self.fifo, self.stem + ".ids", self.stem + ".joblog", self.stem + ".stderr"]
+        files = [self.stem + ".ids", self.stem + ".joblog", self.stem + ".stderr"]
         return Wave(self.node.host, jobs, self.process, joblog.Follower(self.stem + ".joblog"), files)
 
     def discard(self) -> None:
@@ -495,7 +495,7 @@ class Warm:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        for ext in (".input", ".ids", ".joblog", ".stderr"):
+        for ext in (".ids", ".joblog", ".stderr"):
             try:
                 os.unlink(self.stem + ext)
             except FileNotFoundError:
@@ -507,24 +507,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         view = view[os.write(fd, view):]
 
-
-def discard_left_warm(rt: Runtime) -> None:
-    """Ready parallels a controller that died left waiting on their FIFOs
-    (never filled: no `.ids`): they would wait forever."""
-    for name in os.listdir(rt.waves_dir):
-        if not (name.startswith("warm-") and name.endswith(".input")):
-            continue
-        stem = os.path.join(rt.waves_dir, name[:-len(".input")])
-        if os.path.exists(stem + ".ids"):
-            continue  # it was given jobs: crash recovery follows it
-        pid = LeftWave(stem, []).pid()
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for ext in (".input", ".joblog", ".stderr"):
-            try:
-                os.unlink(stem + ext)
-            except FileNotFoundError:
-                pass
