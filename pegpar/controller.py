@@ -394,6 +394,7 @@ class Controller:
                 "started": self.summary.started, "updated": now, "joblog": os.path.abspath(self.joblog_path),
                 "nodes": nodes, "running": len(self.busy), "done": self.summary.done,
                 "failed": len(self.summary.failed), "stopping": self.stopping,
+                "queue_error": self.queue_error,
                 **({"queued": self.source.pending()} if self.opts.stdin else {})}
 
     def _reload_hosts(self) -> None:

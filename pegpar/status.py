@@ -76,6 +76,9 @@ def _live(data: Dict[str, Any], state: StateDir, ctl: Dict[str, Any], now: float
         data[key] = snap.get(key, 0)
     if isinstance(snap.get("queued"), int):  # jobs from stdin: the controller knows how many
         data["queued"], data["queue_error"] = snap["queued"], None
+    if isinstance(snap.get("queue_error"), str) and not data["queue_error"]:
+        # the file parses, but its head cannot run (e.g. an unknown variable): the controller says so
+        data["queue_error"] = snap["queue_error"]
     started = ctl.get("started") or snap.get("started")
     data["elapsed"] = now - started if isinstance(started, (int, float)) else None
     data["stopping"] = bool(snap.get("stopping"))

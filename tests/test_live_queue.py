@@ -8,6 +8,7 @@ the journal, the loop's heartbeat) are shared with test_control_e2e.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -323,6 +324,9 @@ def test_daemon_waits_for_the_head_entry_to_be_fixed(tmp_path, bg, pegpar_env):
     assert (tmp_path / "queue.yaml").read_text() == BAD_QUEUE and records(tmp_path) == []
     errors = [line for line in ctl.stderr().splitlines() if BAD_WHERE in line]
     assert len(errors) == 1 and "`nope`" in errors[0], ctl.stderr()  # said once, not every turn
+    # a daemon's stderr may be nowhere to be seen: `pegpar status` says why nothing runs
+    r = pegpar(["status", "--json"], tmp_path, pegpar_env)
+    assert BAD_WHERE in (json.loads(r.stdout)["queue_error"] or ""), r.stdout
     fix = tmp_path / "fix"
     fix.write_text("#!/bin/sh\nsed -i 's/{{ nope }}/{{ hostname }}/' \"$1\"\n")
     fix.chmod(0o700)
