@@ -386,38 +386,6 @@ class Wave:
                 pass
 
 
-def start_wave(rt: Runtime, jobs: List[Running], *, timeout: Optional[float] = None,
-               group: int = 0) -> Wave:
-    """Hand `jobs` (all on one host, one session group) to one parallel invocation."""
-    node = jobs[0].node
-    assert all(j.node.host == node.host and j.node.local == node.local for j in jobs)
-    stem = os.path.join(rt.waves_dir, f"{jobs[0].seq}")
-    cmds, tags, ids, log = stem + ".cmds", stem + ".tags", stem + ".ids", stem + ".joblog"
-    for path, items in ((cmds, [j.command for j in jobs]),
-                        (tags, [os.path.basename(j.out_path) for j in jobs]),
-                        (ids, [rt.job_id(j.seq) for j in jobs])):
-        with open(path, "wb") as f:
-            f.write(b"".join(x.encode("utf-8", "surrogateescape") + b"\0" for x in items))
-    argv = ["perl", parallel_script(), "-0", "--link", "-a", cmds, "-a", tags, "-a", ids,
-            "--joblog", log, "-j", str(len(jobs)),
-            "--results", os.path.join(os.path.dirname(jobs[0].out_path), "{2}")]
-    if not node.local:
-        ssh = rt.ssh_for(group)
-        if not os.path.exists(ssh):
-            _write_wrapper(rt, group)
-        argv += ["--ssh", ssh, "-S", f"{len(jobs)}/{node.host}"]
-    if timeout:
-        argv += ["--timeout", f"{timeout:g}"]
-    # The marker in the job's environment lets pegpar find every process of
-    # the job on its node, background children included, to kill them: with
-    # connection sharing, a killed ssh client does not end the remote job.
-    argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", "{1}"]
-    # parallel's own messages go to a file: a pipe nobody drains could block it
-    with open(stem + ".stderr", "wb") as err:
-        p = proc.spawn(argv, env=rt.env(), stderr=err)
-    return Wave(node.host, jobs, p, joblog.Follower(log), [cmds, tags, ids, log, stem + ".stderr"])
-
-
 def _encoded(command: str) -> bytes:
     """A command as one column of a tab-separated input record: `%` and tab
     percent-encoded, decoded back by parallel (`{=1 ... =}`) byte for byte."""
@@ -507,3 +475,17 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         view = view[os.write(fd, view):]
 
+
+def start_wave(rt: Runtime, jobs: List[Running], *, timeout: Optional[float] = None,
+               group: int = 0) -> Wave:
+    """Hand `jobs` (all on one host, one session group) to a new parallel
+    invocation: a ready one, filled at once."""
+    warm = Warm(rt, jobs[0].node, len(jobs), group, timeout)
+    wave = warm.fill(jobs)
+    if wave is None:
+        with open(warm.stem + ".stderr", errors="replace") as f:
+            why = f.read().strip().splitlines()
+        warm.discard()
+        raise UserError("GNU parallel did not start" + (f": {why[-1]}" if why else ""),
+                        hint="is perl installed?")
+    return wave
