@@ -489,3 +489,16 @@ def start_wave(rt: Runtime, jobs: List[Running], *, timeout: Optional[float] = N
         raise UserError("GNU parallel did not start" + (f": {why[-1]}" if why else ""),
                         hint="is perl installed?")
     return wave
+
+
+def forget_unfilled(rt: Runtime) -> None:
+    """Files of ready parallels that a controller which died never filled (no
+    `.ids`): their parallel read EOF and exited, and they hold no job."""
+    names = set(os.listdir(rt.waves_dir))
+    for name in names:
+        stem, dot, ext = name.rpartition(".")
+        if name.startswith("warm-") and dot and stem + ".ids" not in names:
+            try:
+                os.unlink(os.path.join(rt.waves_dir, name))
+            except FileNotFoundError:
+                pass

@@ -173,6 +173,7 @@ class Controller:
                           "queue_file": os.path.abspath(self.opts.queue_file),
                           "hosts_file": os.path.abspath(self.opts.hosts_file), "run": self.run_id})
         self.rt = backend.runtime(self.state.path, self.opts.ssh_config, self.opts.connect_timeout)
+        backend.forget_unfilled(self.rt)
         followed = self._recover()
         # One atomic rewrite: the seqs given out so far, this run, and the jobs it
         # follows (a crash now still finds them).
