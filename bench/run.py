@@ -264,14 +264,21 @@ class Bench:
     def run(self, argv: List[str], cwd: str, env: Dict[str, str], what: str) -> float:
         """Run to the end and return the wall time; `self.last` has the details."""
         cpu0, began, t0 = children_cpu(), time.time(), time.perf_counter()
+        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            p = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               timeout=self.cfg.hang_guard)
+            _, err = p.communicate(timeout=self.cfg.hang_guard)
         except subprocess.TimeoutExpired:
-            raise BenchError(f"{what} did not finish within {self.cfg.hang_guard:g} s") from None
+            where = stuck_at(p.pid)
+            for pid in tree(p.pid):  # pegpar's children run in sessions of their own
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            p.communicate()
+            raise BenchError(f"{what} did not finish within {self.cfg.hang_guard:g} s{where}") from None
         wall = time.perf_counter() - t0
-        lines = [x for x in p.stderr.decode("utf-8", "replace").splitlines() if x.strip()]
+        lines = [x for x in err.decode("utf-8", "replace").splitlines() if x.strip()]
         said = lines[-1] if lines else "(no message)"
         self.last = Timed(wall, children_cpu() - cpu0, began, time.time(), said)
         if p.returncode != 0:
@@ -521,6 +528,24 @@ def dispatch_why(b: Bench, bd: Optional[Breakdown], remote: bool, cpu: Optional[
     if profile:
         text += f" {profile}"
     return text
+
+
+def stuck_at(pid: int) -> str:
+    """Where a hung pegpar is, by the innermost line of pegpar's code in a
+    `py-spy dump` (when py-spy is there)."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        return ""
+    try:
+        dump = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    for line in dump.splitlines():
+        m = re.match(r"\s+(\S+) \((pegpar/[^:]+):(\d+)\)", line)
+        if m:
+            return f"; it was at {_source(f'{m.group(1)} ({m.group(2)}:{m.group(3)})')}"
+    return ""
 
 
 def profile(b: Bench, args: List[str], cwd: str) -> str:
