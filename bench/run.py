@@ -500,7 +500,7 @@ def handover(b: Bench, ahead: bool) -> float:
 
 
 def dispatch_why(b: Bench, bd: Optional[Breakdown], remote: bool, cpu: Optional[Tuple[Stat, Stat]] = None,
-                 profile: str = "") -> str:
+                 profile: str = "", run_wall: Optional[float] = None) -> str:
     """What a sub-node's wait between two jobs is made of, with the figures that show it."""
     wall, wcpu = b.wave_cost(remote)
     cores = os.cpu_count() or 1
@@ -511,11 +511,15 @@ def dispatch_why(b: Bench, bd: Optional[Breakdown], remote: bool, cpu: Optional[
                  f"{fmt(bd.notice.median, 's')} from the end of its job to pegpar reserving the next "
                  f"and {fmt(bd.handover.median, 's')} from that reservation to GNU parallel starting the "
                  f"job (medians). ")
-    text += (f"One {'remote' if remote else 'local'} single-job wave started from scratch by pegpar's "
-             f"backend takes {fmt(wall.median, 's')} of wall time and {fmt(wcpu.median, 's')} of CPU "
-             f"here, GNU parallel's start-up for the most part (perl compiles its 15,000 lines); "
-             f"{cores} cores fit at most {cores / wcpu.median:.0f} such start-ups a second, started "
-             f"ahead of need or not.")
+    text += (f"Every wave pays GNU parallel's start-up (perl compiles its 15,000 lines), started ahead "
+             f"of need or on the spot: one {'remote' if remote else 'local'} single-job wave started from "
+             f"scratch by pegpar's backend takes {fmt(wall.median, 's')} of wall time and "
+             f"{fmt(wcpu.median, 's')} of CPU here")
+    if bd is not None and run_wall:
+        used = bd.waves * wcpu.median
+        text += (f"; {bd.waves} waves x {fmt(wcpu.median, 's')} = {used:.0f} CPU-s in a {run_wall:.0f} s run, "
+                 f"{used / run_wall:.1f} of the {cores} cores, which the jobs themselves then lack")
+    text += "."
     if cpu is not None:
         text += (f" CPU per job over a whole run, everything included: {fmt(cpu[0].median, 's')} under pegpar, "
                  f"{fmt(cpu[1].median, 's')} under GNU parallel alone.")
@@ -640,7 +644,7 @@ def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[st
         bd = breakdown(wd)
         fresh_queue(wd, ["true"] * n)
         row.why.append(dispatch_why(b, bd, hosts is not None, (stat(cpu["pegpar"]), stat(cpu["ref"])),
-                                    profile(b, ["q"] + pegpar_args, wd)))
+                                    profile(b, ["q"] + pegpar_args, wd), run_wall=peg[-1]))
 
 
 def row_remote_throughput(b: Bench, row: Row) -> None:
