@@ -209,7 +209,7 @@ class Controller:
         # would share wave files, job id and log files with a job that may still run.
         used = max((r["seq"] for r in records if isinstance(r.get("seq"), int)), default=0)
         self.next_seq = max(self.next_seq, used + 1)
-        done = {r["seq"] for r in records if r.get("event") in ("done", "cancel")}
+        done = {r["seq"] for r in records if r.get("event") == "done"}
         pending = list({r["seq"]: r for r in records if r.get("event") == "dispatch" and r["seq"] not in done}
                        .values())
         # a recovery cut short (pegpar killed again) may have recorded some already
@@ -314,7 +314,7 @@ class Controller:
                 if not self.opts.daemon and self.source.is_empty():
                     break
                 if self._stuck_at_start():
-                    raise UserError(self.queue_error_text)
+                    raise UserError(self.queue_error or "")
                 if self.nodes and all(n.host in self.down for n in self.nodes) and not self.opts.daemon:
                     self.printer.say("no host can be reached; giving up")
                     self.summary.unreachable = True
@@ -591,11 +591,9 @@ class Controller:
         self._launch(self._only_taken(placed, ready))
 
     def _only_taken(self, placed: List[Running], ready: int) -> List[Running]:
-        """Reservations whose job the queue did not let go of (an I/O error,
-        the file changed under the pop) are cancelled: the job stays queued."""
-        if len(placed) > ready:
-            self.state.journal_append([{"event": "cancel", "run": self.run_id, "seq": r.seq}
-                                       for r in placed[ready:]])
+        """Only the reservations whose job the queue let go of: the others (an
+        I/O error, the file changed under the pop) were never journalled and
+        their jobs stay queued."""
         return placed[:ready]
 
     def _take(self, n: int, accept, on_commit) -> int:
@@ -611,10 +609,6 @@ class Controller:
             if self.dispatched or self.opts.daemon:
                 self.printer.say(f"{error} (waiting for the queue to be fixed)")
         return len(taken)
-
-    @property
-    def queue_error_text(self) -> str:
-        return self.queue_error or ""
 
     def _reserve(self, job: Job, node: SubNode, command: str) -> Running:
         """Give a job its seq and its sub-node; `_journal_dispatch` records it."""
