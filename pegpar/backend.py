@@ -1,12 +1,19 @@
 """GNU parallel as the executor: the vendored script, the ssh wrapper, waves of jobs.
 
 pegpar decides placement; parallel runs what it is handed. A *wave* is one
-parallel invocation for jobs on ONE host, given all of its jobs up front (a
-complete input file), so parallel writes each job's joblog line the moment the
-job ends (notes F1/F2) and never reads ahead for more. One host per wave means
-no hostgroups (F3/F4) and no duplicate sshlogins (F5). Each job's output goes
-to its own files (`--results`), which pegpar tails: lines from different jobs
-never mix and a last line without a newline stays whole.
+parallel invocation for jobs on ONE host: no hostgroups (F3/F4), no duplicate
+sshlogins (F5). Its input is a pipe only pegpar writes. A *closed* wave has
+complete input, so parallel writes each job's joblog line the moment the job
+ends (notes F1/F2). An *open* wave keeps its pipe open and takes more jobs,
+one per sub-node that frees, so one parallel serves a host for as long as its
+sub-nodes keep getting work: parallel reaps a finished job only when more input
+arrives (F1), so each job also reports its end out of band, a line in the
+wave's `.done` file written by the job's local wrapper (the ssh wrapper for
+remote jobs), and pegpar either hands that sub-node its next job (input
+arrives: parallel reaps and records the finished one) or closes the wave.
+Each job's output goes to its own files (`--results`), which pegpar tails:
+lines from different jobs never mix and a last line without a newline stays
+whole.
 """
 
 from __future__ import annotations
@@ -134,7 +141,7 @@ def _write_wrapper(rt: Runtime, group: int) -> str:
     argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={rt.run_dir}/cm/%C{suffix}",
              "-o", "ControlPersist=600", "-o", f"ConnectTimeout={rt.connect_timeout}",
              "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "BatchMode=yes"]
-    script = "#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in argv) + ' "$@"\n'
+    script = "#!/bin/sh\n" + " ".join(shlex.quote(a) for a in argv) + ' "$@"\n' + REPORT_END
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(script)
@@ -142,6 +149,19 @@ def _write_wrapper(rt: Runtime, group: int) -> str:
     os.replace(tmp, path)
     return path
 
+
+# The end of a job run by a wave (PEGPAR_DONE names the wave's `.done` file;
+# parallel sets PARALLEL_SEQ): one line "SEQ STATUS", a single small append.
+REPORT_END = """s=$?
+[ -z "${PEGPAR_DONE:-}" ] || echo "${PARALLEL_SEQ:-0} $s" >> "$PEGPAR_DONE"
+exit $s
+"""
+
+# How a local wave runs a job (`sh -c LOCAL_JOB pegpar-job ID COMMAND`): the
+# job under its kill mark, then the report of its end; the exit status is the
+# job's, as parallel's shell would have it (a job killed by a signal: 128 + N).
+LOCAL_JOB = """env PEGPAR_JOB="$1" sh -c "$2"
+""" + REPORT_END
 
 SESSIONS_PER_MASTER = 8  # sshd's default MaxSessions is 10 per connection
 
@@ -267,7 +287,7 @@ def adopt_wave(left: LeftWave, host: str, jobs: List[Optional[Running]]) -> Opti
         return None
     stem = left.stem
     wave = Wave(host, jobs, _Adopted(left, pid), joblog.Follower(stem + ".joblog"),  # type: ignore[arg-type]
-                [stem + ext for ext in (".cmds", ".tags", ".ids", ".joblog", ".stderr")])
+                [stem + ext for ext in (".ids", ".joblog", ".done", ".stderr")])
     wave.finished.update({i: None for i, job in enumerate(jobs, 1) if job is None})  # type: ignore[misc]
     return wave
 
@@ -336,7 +356,8 @@ def log_name(seq: int, node: SubNode) -> str:
 
 @dataclass
 class Wave:
-    """One parallel invocation: jobs for one host, all known at start."""
+    """One parallel invocation for jobs on one host: closed (complete input)
+    or open (`fd`: more jobs can follow, one per sub-node that frees)."""
 
     host: str
     jobs: List[Running]
@@ -345,6 +366,12 @@ class Wave:
     files: List[str]
     finished: Dict[int, joblog.Record] = field(default_factory=dict)  # wave seq -> record
     errors: List[str] = field(default_factory=list)
+    fd: Optional[int] = None  # the input pipe, while open
+    slots: int = 0
+    ids_path: str = ""
+    ends: Optional[joblog.Follower] = None  # the `.done` file, read while open
+    ended: Dict[int, int] = field(default_factory=dict)  # wave seq -> exit status, not yet recorded
+    unflushed: int = 0  # ends reported since input last arrived (parallel has not reaped them)
 
     def new_records(self) -> List[tuple]:
         """(Running, parallel's Record) for jobs that ended since the last call."""
@@ -352,8 +379,65 @@ class Wave:
         for rec in self.follower.new_records():
             if 1 <= rec.seq <= len(self.jobs) and rec.seq not in self.finished:
                 self.finished[rec.seq] = rec
+                self.ended.pop(rec.seq, None)
                 out.append((self.jobs[rec.seq - 1], rec))
         return out
+
+    def new_ends(self) -> List[tuple]:
+        """(Running, exit status) for jobs of an open wave that reported their
+        end and are not recorded yet: parallel records them once input
+        arrives (`extend`) or ends (`close`)."""
+        if self.ends is None:
+            return []
+        out = []
+        for line in self.ends.new_lines():
+            seq, _, status = line.partition(" ")
+            if not (seq.isdigit() and status.lstrip("-").isdigit()):
+                continue
+            index = int(seq)
+            if 1 <= index <= len(self.jobs) and index not in self.finished and index not in self.ended:
+                self.ended[index] = int(status)
+                out.append((self.jobs[index - 1], int(status)))
+        return out
+
+    @property
+    def is_open(self) -> bool:
+        return self.fd is not None
+
+    def room(self) -> int:
+        """How many more jobs an open wave can take: its slots minus the jobs
+        that have not reported their end."""
+        if self.fd is None:
+            return 0
+        return self.slots - sum(1 for i in range(1, len(self.jobs) + 1)
+                                if i not in self.finished and i not in self.ended)
+
+    def extend(self, rt: Runtime, jobs: List[Running]) -> bool:
+        """Hand an open wave more jobs; False when its parallel is gone (the
+        wave is closed then, and the caller starts another)."""
+        if self.fd is None or self.process.poll() is not None:
+            self.close()
+            return False
+        # the ids first: a crash in between names a job parallel never got,
+        # which recovery reports as interrupted (never one that runs unnamed)
+        with open(self.ids_path, "ab") as f:
+            f.write(b"".join(rt.job_id(j.seq).encode() + b"\0" for j in jobs))
+        try:
+            _write_all(self.fd, _records(rt, jobs))
+        except OSError:  # parallel died just now
+            self.close()
+            self.jobs += jobs  # named in .ids: recorded as unfinished when the wave is read
+            return True
+        self.jobs += jobs
+        self.unflushed = 0
+        return True
+
+    def close(self) -> None:
+        """Complete the input: parallel records the jobs that ended, runs the
+        rest and exits."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def exited(self) -> bool:
         return self.process.poll() is not None
@@ -364,6 +448,7 @@ class Wave:
     def terminate(self) -> None:
         """Kill the wave's jobs: parallel applies its --term-seq to each job,
         and remote jobs die with their ssh (F8)."""
+        self.close()
         if self.process.poll() is None:
             try:
                 self.process.send_signal(signal.SIGTERM)
@@ -379,6 +464,7 @@ class Wave:
             return []
 
     def cleanup(self) -> None:
+        self.close()
         for path in self.files:
             try:
                 os.unlink(path)
@@ -394,6 +480,12 @@ def _encoded(command: str) -> bytes:
 
 
 _DECODE = "{=1 s/%([0-9A-F]{2})/chr(hex($1))/ge =}"
+
+
+def _records(rt: Runtime, jobs: List[Running]) -> bytes:
+    """A wave's input: per job the encoded command, its log name and its kill mark."""
+    return b"".join(_encoded(j.command) + b"\t" + os.path.basename(j.out_path).encode() + b"\t"
+                    + rt.job_id(j.seq).encode() + b"\0" for j in jobs)
 
 
 class Warm:
@@ -421,20 +513,26 @@ class Warm:
             argv += ["--ssh", ssh, "-S", f"{slots}/{node.host}"]
         if timeout:
             argv += ["--timeout", f"{timeout:g}"]
-        argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", _DECODE]
+        if node.local:
+            argv += ["sh", "-c", shlex.quote(LOCAL_JOB), "pegpar-job", "{3}", _DECODE]
+        else:
+            argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", _DECODE]
+        env = rt.env()
+        env["PEGPAR_DONE"] = self.stem + ".done"
         # The input is a pipe whose writing end only pegpar holds: if pegpar
         # dies, parallel reads EOF and exits with nothing to do.
         read_end, write_end = os.pipe()
         try:
             with open(self.stem + ".stderr", "wb") as err:
-                self.process = proc.spawn(argv, env=rt.env(), stdin=read_end, stderr=err)
+                self.process = proc.spawn(argv, env=env, stdin=read_end, stderr=err)
         finally:
             os.close(read_end)
         self._fd: Optional[int] = write_end
 
-    def fill(self, jobs: List[Running]) -> Optional[Wave]:
+    def fill(self, jobs: List[Running], keep_open: bool = False) -> Optional[Wave]:
         """Hand the jobs over; None when this parallel is not (or no longer)
-        there to take them, and the caller starts a wave the ordinary way."""
+        there to take them, and the caller starts a wave the ordinary way.
+        `keep_open`: the wave can take more jobs later (Wave.extend)."""
         fd, self._fd = self._fd, None
         if fd is None or self.process.poll() is not None:
             if fd is not None:
@@ -442,18 +540,21 @@ class Warm:
             self.discard()
             return None
         os.set_blocking(fd, True)
-        data = b"".join(_encoded(j.command) + b"\t" + os.path.basename(j.out_path).encode() + b"\t"
-                        + self.rt.job_id(j.seq).encode() + b"\0" for j in jobs)
         try:
-            _write_all(fd, data)
+            _write_all(fd, _records(self.rt, jobs))
             # crash recovery finds the jobs by this file; without it (a crash
             # just before), the parallel is taken for one never filled
             with open(self.stem + ".ids", "wb") as f:
                 f.write(b"".join(self.rt.job_id(j.seq).encode() + b"\0" for j in jobs))
-        finally:
+        except BaseException:
+            os.close(fd)
+            raise
+        if not keep_open:
             os.close(fd)  # EOF: parallel's input is complete (also when pegpar dies here)
-        files = [self.stem + ".ids", self.stem + ".joblog", self.stem + ".stderr"]
-        return Wave(self.node.host, jobs, self.process, joblog.Follower(self.stem + ".joblog"), files)
+        files = [self.stem + ".ids", self.stem + ".joblog", self.stem + ".done", self.stem + ".stderr"]
+        return Wave(self.node.host, jobs, self.process, joblog.Follower(self.stem + ".joblog"), files,
+                    fd=fd if keep_open else None, slots=self.slots, ids_path=self.stem + ".ids",
+                    ends=joblog.Follower(self.stem + ".done") if keep_open else None)
 
     def discard(self) -> None:
         """Not needed after all (pegpar stops, the host left): end it and its files."""
@@ -463,7 +564,7 @@ class Warm:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        for ext in (".ids", ".joblog", ".stderr"):
+        for ext in (".ids", ".joblog", ".done", ".stderr"):
             try:
                 os.unlink(self.stem + ext)
             except FileNotFoundError:
@@ -477,11 +578,11 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def start_wave(rt: Runtime, jobs: List[Running], *, timeout: Optional[float] = None,
-               group: int = 0) -> Wave:
+               group: int = 0, slots: int = 0, keep_open: bool = False) -> Wave:
     """Hand `jobs` (all on one host, one session group) to a new parallel
     invocation: a ready one, filled at once."""
-    warm = Warm(rt, jobs[0].node, len(jobs), group, timeout)
-    wave = warm.fill(jobs)
+    warm = Warm(rt, jobs[0].node, max(slots, len(jobs)), group, timeout)
+    wave = warm.fill(jobs, keep_open)
     if wave is None:
         with open(warm.stem + ".stderr", errors="replace") as f:
             why = f.read().strip().splitlines()

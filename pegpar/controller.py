@@ -104,6 +104,9 @@ class Controller:
         self.next_seq = joblog.last_seq(self.joblog_path) + 1
         self.waves: List[Wave] = []
         self.busy: Dict[str, Running] = {}  # sub-node name -> its job
+        self.live: Dict[int, Running] = {}  # seq -> job, until its end is recorded
+        self.open: Dict[Tuple[str, bool, int], Wave] = {}  # the open wave per host and session group
+        self.released = 0  # sub-nodes freed by a job's reported end, before its record
         self.tails: Dict[int, Tuple[Tail, Tail]] = {}
         self.summary = Summary(started=time.time())
         self.stopping = False  # no new jobs; running ones finish
@@ -146,6 +149,7 @@ class Controller:
         if not self.stopping:
             self.stopping = True
             self._discard_warm()
+            self._close_open()
             self.printer.say(f"stopping: no new jobs; waiting for {len(self.busy)} running "
                              "(Ctrl-C again kills them)")
 
@@ -153,6 +157,7 @@ class Controller:
         self.stopping = True
         if not self.killing:
             self.killing = True
+            self._close_open()
             self.kill_deadline = time.time() + KILL_GRACE
             self.printer.say(f"killing {len(self.busy)} running job(s)")
             self.kill_jobs(list(self.busy.values()))
@@ -184,6 +189,8 @@ class Controller:
                                  + [dict(r, run=self.run_id) for r in followed])
         for left in self.dead_waves:
             left.remove()
+        # GNU parallel compiles (a few tenths of a second) while the hosts are checked
+        self._warm_up()
         self.nodes = self._reachable(self.nodes, at_start=True)
 
     def _reachable(self, nodes: List[SubNode], at_start: bool) -> List[SubNode]:
@@ -274,6 +281,7 @@ class Controller:
                 self.printer.say(f"job #{job.seq} on {job.node.name} still runs (started before pegpar "
                                  f"stopped); following it: {_one_line(job.command)}")
                 self.busy[job.node.name] = job
+                self.live[job.seq] = job
                 self.tails[job.seq] = (Tail(job.out_path), Tail(job.err_path))
                 self.dispatched += 1
         self.waves.append(wave)
@@ -290,11 +298,11 @@ class Controller:
 
     def _loop(self) -> int:
         while True:
-            finished_before = self.summary.done + len(self.summary.failed)
+            finished_before = self.summary.done + len(self.summary.failed) + self.released
             self._handle_signals()
             self._observe()
             # a sub-node just freed: dispatch at once, sleep only when idle
-            progressed = self.summary.done + len(self.summary.failed) != finished_before
+            progressed = self.summary.done + len(self.summary.failed) + self.released != finished_before
             if time.time() >= self.next_slow:
                 self.next_slow = time.time() + SLOW_EVERY
                 self._slow_turn()
@@ -308,6 +316,7 @@ class Controller:
                     break
             elif not self.stopping and not self.aborted:
                 self._dispatch()
+            self._close_unflushed()
             if not self.busy and not self.waves:
                 if self.stopping or self.aborted:
                     break
@@ -462,6 +471,7 @@ class Controller:
                 self.printer.job_lines(job.node.name, err.lines(), self.printer.err)
         for wave in list(self.waves):
             exited = wave.exited()  # before reading: a record written just before exit is not missed
+            self._ends(wave)
             for job, rec in wave.new_records():
                 self._finished(job, rec)
             if exited:
@@ -470,20 +480,50 @@ class Controller:
                 if not self.killing:
                     for line in wave.messages():
                         self.printer.say(f"parallel: {line}")
+                self._close(wave)
                 wave.cleanup()
                 self.waves.remove(wave)
         if self.opts.mode == "b" and self.step_jobs and not any(
                 j.seq in self._running_seqs() for j in self.step_jobs):
             self._step_done()
 
+    def _ends(self, wave: Wave) -> None:
+        """Jobs of an open wave that reported their end: their sub-nodes are
+        free at once (their records follow when the wave gets input or is
+        closed). A remote job that ended with ssh's failure or a signal keeps
+        its sub-node until its record says whether the host died: the wave is
+        closed so that the record comes now."""
+        for job, status in wave.new_ends():
+            if not job.node.local and status > 128:
+                self._close(wave)
+                continue
+            if self.busy.get(job.node.name) is job:
+                del self.busy[job.node.name]
+                wave.unflushed += 1
+                self.released += 1
+
+    def _close(self, wave: Wave) -> None:
+        wave.close()
+        for key, other in list(self.open.items()):
+            if other is wave:
+                del self.open[key]
+
+    def _close_open(self) -> None:
+        for wave in list(self.open.values()):
+            self._close(wave)
+
+    def _close_unflushed(self) -> None:
+        """An open wave holding ended jobs that got no input since (their
+        sub-nodes took no new job) is closed: parallel then records them."""
+        for wave in list(self.open.values()):
+            if wave.unflushed:
+                self._close(wave)
+
     def _running_seqs(self):
         return {j.seq for j in self.busy.values()}
 
     def _job_by_seq(self, seq: int) -> Optional[Running]:
-        for job in self.busy.values():
-            if job.seq == seq:
-                return job
-        return None
+        return self.live.get(seq)
 
     def _finished(self, job: Running, rec: Optional[joblog.Record]) -> None:
         out, err = self.tails.pop(job.seq)
@@ -500,8 +540,10 @@ class Controller:
         joblog.append(self.joblog_path, [rec])
         self.state.journal_append([{"event": "done", "run": self.run_id, "seq": job.seq,
                                     "exitval": rec.exitval, "signal": rec.signal}])
-        self.busy.pop(job.node.name, None)
-        if job.node.name in self.leaving and self.opts.mode == "q":
+        self.live.pop(job.seq, None)
+        if self.busy.get(job.node.name) is job:
+            del self.busy[job.node.name]
+        if job.node.name in self.leaving and self.opts.mode == "q" and job.node.name not in self.busy:
             self.nodes = [n for n in self.nodes if n.name != job.node.name]
         if self.opts.mode == "b":
             self.step_results[-1][1][job.node.name] = (rec.exitval, rec.signal)
@@ -627,35 +669,55 @@ class Controller:
              "canonical": None if self.opts.stdin or r.job is None else r.job.canonical(), "start": r.started}
             for r in placed])
 
+    def _warm_up(self) -> None:
+        """A ready parallel for every host (and session group)."""
+        groups = backend.session_groups(self.nodes)
+        for node in self.nodes:
+            key = _key(node, groups)
+            if key not in self.warm:
+                self.warm[key] = backend.Warm(self.rt, node, self._slots(key, groups), key[2], self.opts.timeout)
+
+    def _slots(self, key: Tuple[str, bool, int], groups: Dict[str, int]) -> int:
+        return sum(1 for n in self.nodes if _key(n, groups) == key)
+
     def _launch(self, placed: List[Running]) -> List[Running]:
         by_host: Dict[Tuple[str, bool, int], List[Running]] = {}
         groups = backend.session_groups(self.nodes)
         for running in placed:
-            key = (running.node.host, running.node.local, groups.get(running.node.name, 0))
-            by_host.setdefault(key, []).append(running)
+            by_host.setdefault(_key(running.node, groups), []).append(running)
             self.busy[running.node.name] = running
+            self.live[running.seq] = running
             self.tails[running.seq] = (Tail(running.out_path), Tail(running.err_path))
             self.dispatched += 1
         for key, jobs in by_host.items():
+            wave = self.open.get(key)
+            if wave is not None and wave.room() >= len(jobs) and wave.extend(self.rt, jobs):
+                continue
+            if wave is not None:  # too small now (the hosts file grew) or gone
+                self._close(wave)
             self.waves.append(self._wave(key, jobs, groups))
         return placed
 
     def _wave(self, key: Tuple[str, bool, int], jobs: List[Running], groups: Dict[str, int]) -> Wave:
         """Start a wave, in the parallel made ready for this host if there is
         one, and make the next one ready while these jobs run."""
-        _, local, group = key
-        group = 0 if local else group
-        slots = sum(1 for n in self.nodes if (n.host, n.local, 0 if n.local else groups.get(n.name, 0))
-                    == (key[0], local, group))
+        group = key[2]
+        slots = self._slots(key, groups)
+        # Queue mode keeps the wave open for the host's next jobs; not with
+        # --timeout, which parallel applies only while it is not waiting for input.
+        keep_open = self.opts.mode == "q" and not self.opts.timeout
         warm = self.warm.pop(key, None)
         wave = None
         if warm is not None:
-            if warm.slots >= len(jobs):
-                wave = warm.fill(jobs)
+            if warm.slots >= max(slots, len(jobs)):
+                wave = warm.fill(jobs, keep_open)
             else:  # the hosts file gave this host more sub-nodes
                 warm.discard()
         if wave is None:
-            wave = backend.start_wave(self.rt, jobs, timeout=self.opts.timeout, group=group)
+            wave = backend.start_wave(self.rt, jobs, timeout=self.opts.timeout, group=group,
+                                      slots=slots, keep_open=keep_open)
+        if keep_open:
+            self.open[key] = wave
         if not self.stopping:
             self.warm[key] = backend.Warm(self.rt, jobs[0].node, max(slots, len(jobs)), group,
                                           self.opts.timeout)
@@ -726,6 +788,11 @@ class Controller:
                 cell = "-" if code is None else ("ok" if code == 0 and sig == 0 else f"exit {code}")
                 cells.append(cell.ljust(width))
             self.printer.say(f"{number:<4}  " + "  ".join(cells))
+
+
+def _key(node: SubNode, groups: Dict[str, int]) -> Tuple[str, bool, int]:
+    """Which wave a sub-node's jobs go to: its host and its shared connection."""
+    return (node.host, node.local, 0 if node.local else groups.get(node.name, 0))
 
 
 def _check_names(job: Job, nodes: Sequence[SubNode]) -> None:

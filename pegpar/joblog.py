@@ -73,14 +73,14 @@ def last_seq(path: str) -> int:
 
 
 class Follower:
-    """Reads the complete lines a joblog gains since the last call."""
+    """Reads the complete lines a file (a joblog) gains since the last call."""
 
     def __init__(self, path: str):
         self.path = path
         self._offset = 0
         self._partial = b""
 
-    def new_records(self) -> List[Record]:
+    def new_lines(self) -> List[str]:
         try:
             with open(self.path, "rb") as f:
                 f.seek(self._offset)
@@ -90,10 +90,12 @@ class Follower:
         if not data:
             return []
         self._offset += len(data)
-        data = self._partial + data
-        lines = data.split(b"\n")
+        lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
-        return [r for r in (parse_line(x.decode("utf-8", "replace")) for x in lines) if r is not None]
+        return [x.decode("utf-8", "replace") for x in lines]
+
+    def new_records(self) -> List[Record]:
+        return [r for r in map(parse_line, self.new_lines()) if r is not None]
 
 
 def append(path: str, records: List[Record]) -> None:

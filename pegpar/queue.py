@@ -497,7 +497,27 @@ def _splice(src: IO[bytes], out: IO[bytes], cuts: Sequence[_Cut]) -> None:
         out.write(cut.text)
         pos = cut.stop
     src.seek(pos)
-    _copy(src, out, -1)
+    if not _copy_in_kernel(src, out, pos):
+        _copy(src, out, -1)
+
+
+def _copy_in_kernel(src: IO[bytes], out: IO[bytes], pos: int) -> bool:
+    """Copy the rest of src from `pos` inside the kernel (a long queue's tail
+    never passes through pegpar); False where that is not possible."""
+    if not hasattr(os, "copy_file_range"):
+        return False
+    out.flush()
+    copied = 0
+    try:
+        while True:
+            n = os.copy_file_range(src.fileno(), out.fileno(), 1 << 30, pos + copied)
+            if n == 0:
+                return True
+            copied += n
+    except OSError:
+        if copied:
+            raise  # part of it is written: do not write it twice
+        return False
 
 
 def _copy(src: IO[bytes], out: IO[bytes], size: int) -> None:

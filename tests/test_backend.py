@@ -1,0 +1,136 @@
+"""Waves against the real vendored GNU parallel, locally and on a real sshd node:
+an open wave reports each job's end out of band, takes more jobs, records every
+job with its true exit status or signal, and ends when its input is closed.
+And a run of many short jobs is served by a few parallel invocations, not one
+per job."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from runner import pegpar, records, write_queue
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pegpar import backend  # noqa: E402
+from pegpar.expand import SubNode  # noqa: E402
+
+LOCAL = SubNode("localhost/1", "localhost", (), True)
+
+
+def _runtime(tmp_path, ssh_config=None) -> backend.Runtime:
+    return backend.runtime(str(tmp_path / ".pegpar"), ssh_config)
+
+
+def _job(rt, seq, node, command) -> backend.Running:
+    stem = os.path.join(rt.logs_dir, backend.log_name(seq, node))
+    return backend.Running(seq, node, command, stem, stem + ".err", time.time())
+
+
+def _until(read, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = read()
+        if got:
+            return got
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def _drive(rt, node, first, later):
+    """Open a wave with `first`, hand it one job of `later` each time a job
+    reports its end, close it when `later` runs out; (ends, records) by seq."""
+    wave = backend.start_wave(rt, [_job(rt, 1, node, first)], slots=1, keep_open=True)
+    ends, recs = {}, {}
+    try:
+        for seq, command in enumerate(later, 2):
+            for job, status in _until(wave.new_ends):
+                ends[job.seq] = status
+            assert wave.room() == 1
+            assert wave.extend(rt, [_job(rt, seq, node, command)])
+            for job, rec in wave.new_records():
+                recs[job.seq] = rec
+        for job, status in _until(wave.new_ends):
+            ends[job.seq] = status
+        wave.close()
+        wave.process.wait(timeout=30)
+        for job, rec in wave.new_records():
+            recs[job.seq] = rec
+    finally:
+        wave.terminate()
+        wave.cleanup()
+    return ends, recs
+
+
+def test_an_open_local_wave_takes_jobs_as_earlier_ones_end(tmp_path):
+    rt = _runtime(tmp_path)
+    ends, recs = _drive(rt, LOCAL, "echo one", ["exit 3", "echo 'it''s' $((1 + 1))", "kill -TERM $$"])
+    # the wave's own seqs, in input order: every job ended and is recorded once
+    assert sorted(ends) == sorted(recs) == [1, 2, 3, 4]
+    assert ends == {1: 0, 2: 3, 3: 0, 4: 143}
+    # the job's own exit status reaches the joblog (killed by a signal: 128 + N, as a shell says)
+    assert [(recs[i].exitval, recs[i].signal) for i in (1, 2, 3, 4)] == [(0, 0), (3, 0), (0, 0), (143, 0)]
+    out = {seq: open(os.path.join(rt.logs_dir, backend.log_name(seq, LOCAL))).read() for seq in (1, 3)}
+    assert out == {1: "one\n", 3: "its 2\n"}
+
+
+def test_an_open_remote_wave_reports_ends_through_the_ssh_wrapper(tmp_path, cluster):
+    rt = _runtime(tmp_path, cluster.ssh_config)
+    node = SubNode("node-2", "node-2", (), False)
+    ends, recs = _drive(rt, node, "echo $NODE", ["exit 7", "echo again $NODE"])
+    assert ends == {1: 0, 2: 7, 3: 0}
+    assert [(recs[i].exitval, recs[i].signal) for i in (1, 2, 3)] == [(0, 0), (7, 0), (0, 0)]
+    out = [open(os.path.join(rt.logs_dir, backend.log_name(seq, node))).read() for seq in (1, 3)]
+    assert out == ["node-2\n", "again node-2\n"]
+
+
+def test_a_closed_wave_writes_no_end_reports_it_does_not_need(tmp_path):
+    rt = _runtime(tmp_path)
+    wave = backend.start_wave(rt, [_job(rt, 1, LOCAL, "true")])
+    try:
+        wave.process.wait(timeout=30)
+        assert [rec.exitval for _, rec in wave.new_records()] == [0]
+        assert not wave.is_open and wave.new_ends() == []
+    finally:
+        wave.cleanup()
+    assert not [n for n in os.listdir(rt.waves_dir) if n.startswith("warm-")]
+
+
+def _perl_counter(tmp_path, env):
+    """A `perl` first on PATH that notes each start of GNU parallel, then runs
+    the real perl: how many parallel invocations served a run."""
+    bin_dir = tmp_path / "count-bin"
+    bin_dir.mkdir()
+    log = tmp_path / "perl-starts"
+    real = None
+    for d in env["PATH"].split(os.pathsep):
+        if os.access(os.path.join(d, "perl"), os.X_OK):
+            real = os.path.join(d, "perl")
+            break
+    assert real is not None
+    shim = bin_dir / "perl"
+    shim.write_text(f"#!/bin/sh\n[ \"$1\" = '{backend.parallel_script()}' ] && echo x >> '{log}'\n"
+                    f"exec '{real}' \"$@\"\n")
+    shim.chmod(0o755)
+    env = dict(env, PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
+    return env, log
+
+
+def test_many_short_jobs_share_a_few_parallel_invocations(tmp_path, pegpar_env):
+    env, log = _perl_counter(tmp_path, pegpar_env)
+    write_queue(tmp_path, "- command: ['echo $PARALLEL_SEQ {{ i }}']\n  i: [%s]\n"
+                % ", ".join(str(i) for i in range(60)))
+    r = pegpar(["q", "-j", "4", "--no-progress"], tmp_path, env)
+    assert r.returncode == 0, r.stderr
+    recs = records(tmp_path)
+    assert sorted(int(rec.command.split()[-1]) for rec in recs) == list(range(60))
+    assert all(rec.ok for rec in recs)
+    # one open wave takes the jobs as sub-nodes free; a few more parallels are
+    # started ahead of need (one at start, one after each wave opens)
+    starts = log.read_text().count("x")
+    assert starts <= 6, f"{starts} GNU parallel invocations for 60 jobs"
+    # parallel's own seqs in the job output: jobs after the first wave's four
+    # ran in the same invocation (seq 5 and beyond)
+    seqs = [int(line.split()[1]) for line in r.stdout.splitlines()]
+    assert max(seqs) > 30, r.stdout
