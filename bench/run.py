@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -421,15 +422,11 @@ class Breakdown:
     joblog (when GNU parallel started and ended it)."""
 
     jobs: int
-    waves: int  # GNU parallel invocations, counted as (host, dispatch turn)
     notice: Stat  # a sub-node's job ends -> pegpar reserves its next job
     handover: Stat  # reserved -> GNU parallel starts the job
     first_reserved: float
     records: Tuple[joblog.Record, ...]
     run_started: Optional[float]  # the controller's start, before it checks the hosts
-
-
-TURN_SPLIT = 0.03  # reservations of one turn follow each other closely; turns are >= 0.05 s apart
 
 
 def breakdown(workdir: str) -> Optional[Breakdown]:
@@ -448,10 +445,6 @@ def breakdown(workdir: str) -> Optional[Breakdown]:
     recs = [r for r in joblog.read(main_joblog(workdir)) if r.seq in reserved]
     if not recs:
         return None
-    waves = 0
-    for host in {h for _, h in reserved.values()}:
-        times = sorted(t for t, h in reserved.values() if h == host)
-        waves += 1 + sum(1 for a, b in zip(times, times[1:]) if b - a > TURN_SPLIT)
     notice = []
     by_node: Dict[str, List[joblog.Record]] = {}
     for r in recs:
@@ -460,7 +453,7 @@ def breakdown(workdir: str) -> Optional[Breakdown]:
         rs.sort(key=lambda r: r.start)
         notice += [reserved[b.seq][0] - (a.start + a.runtime) for a, b in zip(rs, rs[1:])]
     handover = [r.start - reserved[r.seq][0] for r in recs]
-    return Breakdown(len(recs), waves, stat(notice or [0.0]), stat(handover),
+    return Breakdown(len(recs), stat(notice or [0.0]), stat(handover),
                      min(t for t, _ in reserved.values()), tuple(recs), run_started)
 
 
@@ -499,26 +492,56 @@ def handover(b: Bench, ahead: bool) -> float:
     return recs[0].start - began
 
 
+def parallels_started(b: Bench, args: List[str], cwd: str) -> int:
+    """How many GNU parallel processes pegpar starts in one (untimed) run: its
+    waves, and those started ahead of need, seen by sampling /proc."""
+    seen: set = set()
+    looked: set = set()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for pid in sorted(_pids()):
+                if pid not in looked:
+                    looked.add(pid)
+                    line = cmdline(pid)
+                    fields = _proc_fields(pid)
+                    # parallel's own forks carry its command line until they exec: not counted
+                    if PARALLEL in line and "/waves/warm-" in line and fields and int(fields[1]) not in seen:
+                        seen.add(pid)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    try:
+        b.pegpar(args, cwd, "pegpar (counting its GNU parallels)")
+    finally:
+        done.set()
+        watcher.join()
+    return len(seen)
+
+
 def dispatch_why(b: Bench, bd: Optional[Breakdown], remote: bool, cpu: Optional[Tuple[Stat, Stat]] = None,
-                 profile: str = "", run_wall: Optional[float] = None) -> str:
+                 profile: str = "", run_wall: Optional[float] = None, parallels: int = 0) -> str:
     """What a sub-node's wait between two jobs is made of, with the figures that show it."""
     wall, wcpu = b.wave_cost(remote)
     cores = os.cpu_count() or 1
-    text = "pegpar hands each dispatch turn's jobs for a host to one GNU parallel (a wave). "
+    text = ("pegpar keeps one GNU parallel per host open while that host's sub-nodes keep getting jobs "
+            "(a job reports its end, pegpar pops the queue and writes the next job to that parallel). ")
+    if parallels and bd is not None:
+        text += f"A run of the same {bd.jobs} jobs started {parallels} GNU parallel processes in all. "
     if bd is not None:
-        text += (f"Its last run sent {bd.jobs} jobs in about {bd.waves} waves "
-                 f"({bd.jobs / bd.waves:.1f} jobs each). A sub-node's wait splits into "
+        text += ("A sub-node's wait splits into "
                  f"{fmt(bd.notice.median, 's')} from the end of its job to pegpar reserving the next "
                  f"and {fmt(bd.handover.median, 's')} from that reservation to GNU parallel starting the "
                  f"job (medians). ")
-    text += (f"Every wave pays GNU parallel's start-up (perl compiles its 15,000 lines), started ahead "
-             f"of need or on the spot: one {'remote' if remote else 'local'} single-job wave started from "
-             f"scratch by pegpar's backend takes {fmt(wall.median, 's')} of wall time and "
-             f"{fmt(wcpu.median, 's')} of CPU here")
-    if bd is not None and run_wall:
-        used = bd.waves * wcpu.median
-        text += (f"; {bd.waves} waves x {fmt(wcpu.median, 's')} = {used:.0f} CPU-s in a {run_wall:.0f} s run, "
-                 f"{used / run_wall:.1f} of the {cores} cores, which the jobs themselves then lack")
+    text += (f"Each GNU parallel costs its start-up (perl compiles its 15,000 lines): one "
+             f"{'remote' if remote else 'local'} single-job wave started from scratch by pegpar's backend "
+             f"takes {fmt(wall.median, 's')} of wall time and {fmt(wcpu.median, 's')} of CPU here")
+    if parallels and run_wall:
+        used = parallels * wcpu.median
+        text += (f"; {parallels} x {fmt(wcpu.median, 's')} = {used:.1f} CPU-s in a {run_wall:.0f} s run, "
+                 f"{used / run_wall:.2f} of the {cores} cores")
     text += "."
     if cpu is not None:
         text += (f" CPU per job over a whole run, everything included: {fmt(cpu[0].median, 's')} under pegpar, "
@@ -643,8 +666,10 @@ def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[st
     if row.met is False:
         bd = breakdown(wd)
         fresh_queue(wd, ["true"] * n)
+        started = parallels_started(b, ["q"] + pegpar_args, wd)
+        fresh_queue(wd, ["true"] * n)
         row.why.append(dispatch_why(b, bd, hosts is not None, (stat(cpu["pegpar"]), stat(cpu["ref"])),
-                                    profile(b, ["q"] + pegpar_args, wd), run_wall=peg[-1]))
+                                    profile(b, ["q"] + pegpar_args, wd), run_wall=peg[-1], parallels=started))
 
 
 def row_remote_throughput(b: Bench, row: Row) -> None:

@@ -309,18 +309,31 @@ def kill_jobs(rt: Runtime, node: SubNode, seqs: List[int]) -> subprocess.Popen:
 class Probe:
     """An ssh check of one host, running in the background. A successful check
     leaves a ControlMaster behind that later jobs share, so jobs starting
-    together never race to create one."""
+    together never race to create one. `shared_ok`: a live ControlMaster for
+    the host (`ssh -O check`, no round trip) counts as an answer; a master
+    whose host died exits within the ServerAlive bound (15 s)."""
 
-    def __init__(self, rt: Runtime, host: str, timeout: float):
+    def __init__(self, rt: Runtime, host: str, timeout: float, shared_ok: bool = False):
+        self.rt = rt
         self.host = host
         self.deadline = time.time() + timeout
         self.timeout = timeout
         self._err = tempfile.TemporaryFile()
-        self.process = proc.spawn([rt.ssh, host, "true"], env=rt.env(), stderr=self._err)
+        self.checking = shared_ok
+        argv = [rt.ssh, "-O", "check", host] if shared_ok else [rt.ssh, host, "true"]
+        self.process = proc.spawn(argv, env=rt.env(), stderr=self._err)
 
     def result(self) -> Optional[str]:
         """None while running; "" when the host answered; else the reason it failed."""
         code = self.process.poll()
+        if code is not None and self.checking:
+            self.checking = False
+            if code == 0:
+                return ""
+            self._err.seek(0)
+            self._err.truncate()
+            self.process = proc.spawn([self.rt.ssh, self.host, "true"], env=self.rt.env(), stderr=self._err)
+            return None
         if code is None:
             if time.time() < self.deadline:
                 return None
@@ -334,9 +347,9 @@ class Probe:
         return lines[-1] if lines else f"ssh exited {code}"
 
 
-def probe(rt: Runtime, hosts: List[str], timeout: float) -> Dict[str, str]:
+def probe(rt: Runtime, hosts: List[str], timeout: float, shared_ok: bool = False) -> Dict[str, str]:
     """Check hosts in parallel; {host: reason} for those that fail."""
-    probes = [Probe(rt, h, timeout) for h in hosts]
+    probes = [Probe(rt, h, timeout, shared_ok) for h in hosts]
     failed: Dict[str, str] = {}
     while probes:
         for p in list(probes):
@@ -352,6 +365,9 @@ def probe(rt: Runtime, hosts: List[str], timeout: float) -> Dict[str, str]:
 def log_name(seq: int, node: SubNode) -> str:
     """File name stem for a job's output: `SEQ.sub-node`, safe on any filesystem."""
     return f"{seq}.{_SAFE.sub('_', node.name).strip('_')}"
+
+
+MAX_WAVE_JOBS = 1000
 
 
 @dataclass
@@ -372,6 +388,11 @@ class Wave:
     ends: Optional[joblog.Follower] = None  # the `.done` file, read while open
     ended: Dict[int, int] = field(default_factory=dict)  # wave seq -> exit status, not yet recorded
     unflushed: int = 0  # ends reported since input last arrived (parallel has not reaped them)
+    running: int = -1  # jobs that have neither reported their end nor been recorded
+
+    def __post_init__(self) -> None:
+        if self.running < 0:
+            self.running = sum(1 for job in self.jobs if job is not None)
 
     def new_records(self) -> List[tuple]:
         """(Running, parallel's Record) for jobs that ended since the last call."""
@@ -379,7 +400,8 @@ class Wave:
         for rec in self.follower.new_records():
             if 1 <= rec.seq <= len(self.jobs) and rec.seq not in self.finished:
                 self.finished[rec.seq] = rec
-                self.ended.pop(rec.seq, None)
+                if self.ended.pop(rec.seq, None) is None:
+                    self.running -= 1
                 out.append((self.jobs[rec.seq - 1], rec))
         return out
 
@@ -397,6 +419,7 @@ class Wave:
             index = int(seq)
             if 1 <= index <= len(self.jobs) and index not in self.finished and index not in self.ended:
                 self.ended[index] = int(status)
+                self.running -= 1
                 out.append((self.jobs[index - 1], int(status)))
         return out
 
@@ -406,11 +429,11 @@ class Wave:
 
     def room(self) -> int:
         """How many more jobs an open wave can take: its slots minus the jobs
-        that have not reported their end."""
-        if self.fd is None:
+        that have not reported their end; none once it has taken MAX_WAVE_JOBS
+        (a new parallel then starts afresh: what a wave keeps stays bounded)."""
+        if self.fd is None or len(self.jobs) >= MAX_WAVE_JOBS:
             return 0
-        return self.slots - sum(1 for i in range(1, len(self.jobs) + 1)
-                                if i not in self.finished and i not in self.ended)
+        return self.slots - self.running
 
     def extend(self, rt: Runtime, jobs: List[Running]) -> bool:
         """Hand an open wave more jobs; False when its parallel is gone (the
@@ -427,8 +450,10 @@ class Wave:
         except OSError:  # parallel died just now
             self.close()
             self.jobs += jobs  # named in .ids: recorded as unfinished when the wave is read
+            self.running += len(jobs)
             return True
         self.jobs += jobs
+        self.running += len(jobs)
         self.unflushed = 0
         return True
 
@@ -491,9 +516,9 @@ def _records(rt: Runtime, jobs: List[Running]) -> bytes:
 class Warm:
     """A GNU parallel started ahead of need for one host (and session group):
     it has compiled its 15,000 lines and parsed its options, and waits for
-    input on a pipe. Writing a wave's jobs and closing the pipe hands it
-    complete input (F2), so a freed sub-node's next job starts without paying
-    parallel's start-up, which overlaps the running jobs."""
+    input on a pipe. Writing a wave's jobs hands them over without paying
+    parallel's start-up, which overlapped the running jobs; closing the pipe
+    then makes the input complete (F2), or it stays open for more (`fill`)."""
 
     _count = 0
 

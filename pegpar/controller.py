@@ -10,6 +10,7 @@ parallel. Signals only set flags; the loop acts on them.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,9 +27,11 @@ from pegpar.state import StateDir
 
 KILL_GRACE = 4.0  # seconds for jobs to die on their nodes before parallel is told to kill
 TICK = 0.05  # seconds between turns while jobs run
+FAST_TICK = 0.005  # right after a job ended: the next ones may end soon (short jobs)
 PROBE_EVERY = 3.0  # seconds between checks of a down host
 SLOW_EVERY = 1.0  # status snapshot, hosts file and control requests
 IDLE_TICK = 0.2  # while nothing runs: a new entry still starts well within 1 s
+PUT_BACK = "pegpar put back interrupted jobs: "  # the comment above them in the queue file
 
 
 @dataclass
@@ -195,7 +198,8 @@ class Controller:
 
     def _reachable(self, nodes: List[SubNode], at_start: bool) -> List[SubNode]:
         hosts = sorted({n.host for n in nodes if not n.local})
-        failed = backend.probe(self.rt, hosts, self.opts.connect_timeout + 1) if hosts else {}
+        # a live shared connection answers for its host (a check without a round trip)
+        failed = backend.probe(self.rt, hosts, self.opts.connect_timeout + 1, shared_ok=True) if hosts else {}
         for host, why in failed.items():
             self.printer.say(f"host {host} left out: {why}")
         if failed and self.opts.require_all_hosts and at_start:
@@ -254,14 +258,27 @@ class Controller:
                 self.printer.say(f"job #{r['seq']} on {r['node']} was interrupted (pegpar stopped while it ran; "
                                  f"it may still be running there): {_one_line(r['command'])}")
             if r.get("canonical") is not None:
-                requeue.append(r["canonical"])
+                requeue.append((r["seq"], r["canonical"]))
         if requeue and self.opts.requeue_interrupted and not self.opts.stdin:
-            self.source.add(requeue, front=True)
-            self.printer.say(f"{len(requeue)} interrupted job(s) put back at the top of {self.opts.queue_file}")
+            self._put_back(requeue)
         # their files go once the journal no longer names their jobs (start())
         self.dead_waves = list({left.stem: left for left, _ in ended
                                 if left is not None and left.pid() is None}.values())
         return followed
+
+    def _put_back(self, requeue: List[Tuple[int, object]]) -> None:
+        """Interrupted jobs go back to the top of the queue, under a comment
+        naming their seqs. A crash after this and before the journal is reset
+        finds the comment and does not put them back a second time."""
+        done = {int(n) for note in self.source.notes(PUT_BACK) for n in re.findall(r"#(\d+)", note)}
+        todo = [(seq, item) for seq, item in requeue if seq not in done]
+        if todo:
+            self.source.add([item for _, item in todo], front=True,
+                            note=PUT_BACK + " ".join(f"#{seq}" for seq, _ in todo))
+            self.printer.say(f"{len(todo)} interrupted job(s) put back at the top of {self.opts.queue_file}")
+        if len(todo) < len(requeue):
+            self.printer.say(f"{len(requeue) - len(todo)} interrupted job(s) were put back in "
+                             f"{self.opts.queue_file} already (by a recovery cut short)")
 
     def _follow(self, left: backend.LeftWave, pending: List[dict]) -> bool:
         """Take over a wave an earlier controller started and whose parallel
@@ -297,6 +314,7 @@ class Controller:
             self.state.release()
 
     def _loop(self) -> int:
+        tick = TICK
         while True:
             finished_before = self.summary.done + len(self.summary.failed) + self.released
             self._handle_signals()
@@ -328,8 +346,11 @@ class Controller:
                     self.printer.say("no host can be reached; giving up")
                     self.summary.unreachable = True
                     break
-            if not progressed:
-                time.sleep(TICK if self.busy else IDLE_TICK)
+            if progressed:
+                tick = FAST_TICK
+            else:
+                time.sleep(tick if self.busy or self.waves else IDLE_TICK)
+                tick = min(TICK, tick * 1.5)
         self._await_killers()
         return self._finish()
 
@@ -538,8 +559,10 @@ class Controller:
             self.summary.killed += 1
         rec = joblog.relabel(rec, job.seq, job.node.name, job.command)
         joblog.append(self.joblog_path, [rec])
+        # not synced: recovery also checks the joblog, and a job whose end is lost
+        # to a power cut is reported as interrupted, never lost
         self.state.journal_append([{"event": "done", "run": self.run_id, "seq": job.seq,
-                                    "exitval": rec.exitval, "signal": rec.signal}])
+                                    "exitval": rec.exitval, "signal": rec.signal}], sync=False)
         self.live.pop(job.seq, None)
         if self.busy.get(job.node.name) is job:
             del self.busy[job.node.name]

@@ -216,6 +216,16 @@ class QueueFile:
         except (OSError, UserError):
             return False  # something is there; take() reports what is wrong with it
 
+    def notes(self, prefix: str) -> List[str]:
+        """The rest of every comment line `# PREFIX...` in the file (reads all of it)."""
+        try:
+            with open(os.path.realpath(self.path), "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+        head = "# " + prefix
+        return [line[len(head):] for line in lines if line.startswith(head)]
+
     def mtime(self) -> float:
         """Modification time (0.0 when missing), for change detection."""
         try:
@@ -223,17 +233,21 @@ class QueueFile:
         except OSError:
             return 0.0
 
-    def add(self, items: List[Union[str, Any]], front: bool = False, timeout: float = -1) -> None:
+    def add(self, items: List[Union[str, Any]], front: bool = False, timeout: float = -1,
+            note: Optional[str] = None) -> None:
         """Append (or prepend) canonical YAML objects under the lock (waits for it).
 
         Items are validated first (nothing is written when one is invalid) and
         written in canonical form. `front` puts them before the first entry,
-        after the file's leading comments and `---`."""
+        after the file's leading comments and `---`. `note`: a one-line comment
+        written just before them."""
         entries = [spec.queue_entry_from_object(obj, Source("added entries", i + 1)) for i, obj in enumerate(items)]
         objs = [expand.canonical_entry(entry.dims, entry.plain) for entry in entries]
         if not objs:
             return
         text = _items_text(objs)
+        if note is not None:
+            text = b"# " + note.replace("\n", " ").encode() + b"\n" + text
         with hold_lock(self.path, "pegpar add", timeout, self.notify):
             self._add_locked(text, front)
 

@@ -114,8 +114,9 @@ class StateDir:
         return data if isinstance(data, dict) else None
 
     # -- the journal -----------------------------------------------------------
-    def journal_append(self, records: List[Dict[str, Any]]) -> None:
-        """Append JSON lines to `journal` and fsync (crash recovery reads it)."""
+    def journal_append(self, records: List[Dict[str, Any]], sync: bool = True) -> None:
+        """Append JSON lines to `journal` and fsync unless `sync` is False
+        (crash recovery reads it)."""
         if not records:
             return
         self._ensure()
@@ -128,7 +129,8 @@ class StateDir:
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 text = b"\n" + text
             _write_all(fd, text)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 

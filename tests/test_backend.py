@@ -134,3 +134,23 @@ def test_many_short_jobs_share_a_few_parallel_invocations(tmp_path, pegpar_env):
     # ran in the same invocation (seq 5 and beyond)
     seqs = [int(line.split()[1]) for line in r.stdout.splitlines()]
     assert max(seqs) > 30, r.stdout
+
+
+def _probe(rt, host, shared_ok):
+    p = backend.Probe(rt, host, 10, shared_ok)
+    return _until(lambda: (p.result(),) if p.result() is not None else None)[0], p
+
+
+def test_a_probe_takes_a_live_shared_connection_for_an_answer(tmp_path, cluster):
+    rt = _runtime(tmp_path, cluster.ssh_config)
+    first, _ = _probe(rt, "node-3", shared_ok=True)  # no master yet: a real round trip, which starts one
+    assert first == ""
+    again, p = _probe(rt, "node-3", shared_ok=True)
+    assert again == "" and p.process.args[1:3] == ["-O", "check"]
+    cluster.kill_node("node-3")  # its master's connection drops with it, and the master exits
+
+    def failed():
+        why, p = _probe(rt, "node-3", shared_ok=True)
+        return (why, p) if why else None
+    gone, p = _until(failed, timeout=20)
+    assert p.process.args[1:] == ["node-3", "true"], gone  # the real check said why

@@ -124,6 +124,30 @@ def test_sigkill_at_random_moments_then_restart_runs_every_job_once(tmp_path, cl
     assert [n for n in os.listdir(waves) if re.match(r"\d+\.", n)] == []
 
 
+def test_interrupted_jobs_put_back_once_even_when_pegpar_dies_right_after(tmp_path, pegpar_env):
+    """Recovery puts interrupted jobs back at the top of the queue, then resets
+    its journal. Killed in between, the next pegpar finds the same jobs in the
+    journal: the comment written above them tells it they are back already."""
+    state = tmp_path / ".pegpar"
+    state.mkdir(mode=0o700)
+    (state / "journal").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"event": "run", "run": "r", "pid": 1, "started": 1.0, "mode": "q"},
+        {"event": "dispatch", "run": "r", "seq": 1, "node": "localhost/1", "host": "localhost",
+         "command": "echo one >> ran", "canonical": "echo one >> ran", "start": 1.0},
+        {"event": "dispatch", "run": "r", "seq": 2, "node": "localhost/1", "host": "localhost",
+         "command": "echo two >> ran", "canonical": "echo two >> ran", "start": 1.0}]))
+    # as the first recovery left it: job #1 back at the top, then the kill
+    write_queue(tmp_path, "# pegpar put back interrupted jobs: #1\n- echo one >> ran\n- echo three >> ran\n")
+    r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert "1 interrupted job(s) put back at the top" in r.stderr, r.stderr
+    assert "1 interrupted job(s) were put back in queue.yaml already" in r.stderr, r.stderr
+    # #1 was back already and runs once; #2 goes back now (its own comment)
+    assert sorted((tmp_path / "ran").read_text().split()) == ["one", "three", "two"]
+    assert (tmp_path / "queue.yaml").read_text() == (
+        "# pegpar put back interrupted jobs: #1\n# pegpar put back interrupted jobs: #2\n")
+
+
 # -- a node dies and comes back ------------------------------------------------------
 
 def _node_jobs(ran, count, seconds):
