@@ -507,7 +507,8 @@ def parallels_started(b: Bench, args: List[str], cwd: str) -> int:
                     line = cmdline(pid)
                     fields = _proc_fields(pid)
                     # parallel's own forks carry its command line until they exec: not counted
-                    if PARALLEL in line and "/waves/warm-" in line and fields and int(fields[1]) not in seen:
+                    if PARALLEL in line and "/waves/warm-" in line and fields \
+                            and PARALLEL not in cmdline(int(fields[1])):
                         seen.add(pid)
             time.sleep(0.005)
 

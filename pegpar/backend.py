@@ -566,11 +566,13 @@ class Warm:
             return None
         os.set_blocking(fd, True)
         try:
-            _write_all(fd, _records(self.rt, jobs))
-            # crash recovery finds the jobs by this file; without it (a crash
-            # just before), the parallel is taken for one never filled
+            # Crash recovery finds the jobs by this file, so it comes first: a
+            # crash after it names jobs parallel may never have got (reported as
+            # interrupted and queued again, never lost); a crash before it leaves
+            # a parallel that got nothing and exits at EOF (forget_unfilled).
             with open(self.stem + ".ids", "wb") as f:
                 f.write(b"".join(self.rt.job_id(j.seq).encode() + b"\0" for j in jobs))
+            _write_all(fd, _records(self.rt, jobs))
         except BaseException:
             os.close(fd)
             raise

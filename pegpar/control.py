@@ -14,11 +14,10 @@ import socket
 from typing import Any, Dict, List, Optional
 
 from pegpar.errors import UserError
-from pegpar.state import StateDir
+from pegpar.state import StateDir, state_dir_for
 
 
 def _live(queue_file: str) -> "tuple[StateDir, Dict[str, Any]]":
-    from pegpar.controller import state_dir_for
 
     state = StateDir(state_dir_for(queue_file))
     ctl = state.controller()

@@ -23,7 +23,7 @@ from pegpar.backend import Running, Wave
 from pegpar.errors import UserError
 from pegpar.expand import Job, SubNode
 from pegpar.output import Printer, Tail
-from pegpar.state import StateDir
+from pegpar.state import StateDir, state_dir_for
 
 KILL_GRACE = 4.0  # seconds for jobs to die on their nodes before parallel is told to kill
 TICK = 0.05  # seconds between turns while jobs run
@@ -73,11 +73,6 @@ class Summary:
     killed: int = 0
     requeued: int = 0
     unreachable: bool = False
-
-
-def state_dir_for(queue_file: str) -> str:
-    """The state directory sits next to the queue file: `.pegpar/`."""
-    return os.path.join(os.path.dirname(os.path.abspath(queue_file)), ".pegpar")
 
 
 class Controller:

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 
 from pegpar import joblog
 from pegpar.errors import UserError
-from pegpar.state import StateDir, last_run
+from pegpar.state import StateDir, last_run, state_dir_for
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,6 @@ def log(queue_file: str, joblog_path: Optional[str] = None, *, failed: bool = Fa
     `joblog_path` None: the joblog of this queue's runs. `last`: only the jobs
     of the last run (by the journal). `summary`: per-sub-node totals instead of
     the jobs."""
-    from pegpar.controller import state_dir_for
 
     now = time.time() if now is None else now
     state = StateDir(state_dir_for(queue_file))
@@ -218,7 +217,6 @@ def _same_file(a: str, b: str) -> bool:
 def logs(queue_file: str, seq: int, which: str = "both") -> str:
     """The output of `pegpar logs SEQ`: the job's stdout, then its stderr
     (`which`: "out", "err" or "both"); partial while the job still runs."""
-    from pegpar.controller import state_dir_for
 
     state = StateDir(state_dir_for(queue_file))
     folder = os.path.join(state.path, "logs")

@@ -20,7 +20,7 @@ from pegpar import joblog, spec
 from pegpar.errors import UserError
 from pegpar.logview import local_time, one_line
 from pegpar.spec import QueueEntry, Source
-from pegpar.state import Run, StateDir
+from pegpar.state import Run, StateDir, state_dir_for
 
 
 @dataclass
@@ -88,7 +88,6 @@ def _waiting(job: QueueEntry, entries: Tuple[QueueEntry, ...]) -> bool:
 
 def retry_failed(queue_file: str) -> str:
     """`pegpar retry --failed`: re-queue the last run's failed jobs; says what it did."""
-    from pegpar.controller import state_dir_for
     from pegpar.queue import QueueFile
 
     state = StateDir(state_dir_for(queue_file))

@@ -207,6 +207,11 @@ class Run:
         return [d for seq, d in self.dispatched.items() if seq not in self.done]
 
 
+def state_dir_for(queue_file: str) -> str:
+    """The state directory sits next to the queue file: `.pegpar/`."""
+    return os.path.join(os.path.dirname(os.path.abspath(queue_file)), ".pegpar")
+
+
 def last_run(records: List[Dict[str, Any]]) -> Optional[Run]:
     """The last "run" event and the dispatch/done records that belong to it."""
     starts = [i for i, r in enumerate(records) if r.get("event") == "run"]

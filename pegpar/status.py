@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, TextIO, Tuple
 from pegpar import joblog
 from pegpar.errors import UserError
 from pegpar.logview import columns, duration, local_time, one_line
-from pegpar.state import StateDir
+from pegpar.state import StateDir, state_dir_for
 
 STALE_AFTER = 5.0  # seconds without a new snapshot before saying so
 MODES = {"q": "queue mode", "b": "broadcast mode"}
@@ -51,7 +51,6 @@ def consumed(queue_file: str) -> int:
 
 def snapshot(queue_file: str, now: Optional[float] = None) -> Dict[str, Any]:
     """Everything `pegpar status` shows, as the JSON of `--json`."""
-    from pegpar.controller import state_dir_for
 
     now = time.time() if now is None else now
     state = StateDir(state_dir_for(queue_file))

@@ -154,3 +154,26 @@ def test_a_probe_takes_a_live_shared_connection_for_an_answer(tmp_path, cluster)
         return (why, p) if why else None
     gone, p = _until(failed, timeout=20)
     assert p.process.args[1:] == ["node-3", "true"], gone  # the real check said why
+
+
+def test_a_wave_names_its_jobs_before_parallel_gets_them(tmp_path, monkeypatch):
+    """Crash recovery finds a dispatched job by its wave's `.ids` file: were the
+    job handed over first, a crash in between would leave a job that runs while
+    recovery takes it for one never started, and runs it again."""
+    rt = _runtime(tmp_path)
+    findable = []  # at each hand-over to parallel: the jobs recovery would find
+    write_all = backend._write_all
+
+    def handing_over(fd, data):
+        findable.append([seq for seq in (1, 2) if backend.left_wave(rt, seq) is not None])
+        write_all(fd, data)
+
+    monkeypatch.setattr(backend, "_write_all", handing_over)
+    wave = backend.start_wave(rt, [_job(rt, 1, LOCAL, "true")], slots=1, keep_open=True)
+    try:
+        _until(wave.new_ends)
+        assert wave.extend(rt, [_job(rt, 2, LOCAL, "true")])
+    finally:
+        wave.terminate()
+        wave.cleanup()
+    assert findable == [[1], [1, 2]]
