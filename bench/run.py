@@ -20,6 +20,7 @@ produced). `--only 1,3` runs some rows only, to look into one figure.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import json
 import linecache
@@ -1074,6 +1075,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     specs = [(rows, fn) for rows, fn in make_rows()
              if wanted is None or any({r.number, r.number.rstrip("ab")} & wanted for r in rows)]
 
+    # pegpar's modules byte-compiled, as pip leaves an installed package; without
+    # it, an environment with PYTHONDONTWRITEBYTECODE compiles them at every start
+    import pegpar
+    compileall.compile_dir(os.path.dirname(os.path.abspath(pegpar.__file__)), quiet=1)
     started, load = time.perf_counter(), os.getloadavg()[0]
     root = tempfile.mkdtemp(prefix="pb-")  # short: ControlPath sockets live below it
     cluster = cluster_lib.start(4)
