@@ -446,11 +446,12 @@ class Controller:
         new = {n.name for n in fresh}
         added = [n for n in fresh if n.name not in old]
         removed = [n for n in self.nodes if n.name not in new]
+        newly_removed = [n for n in removed if n.name not in self.leaving]
         if added:
             self.printer.say("sub-nodes added: " + ", ".join(n.name for n in added))
             self._reachable(added, at_start=False)
-        if removed:
-            self.printer.say("sub-nodes removed (running jobs finish): " + ", ".join(n.name for n in removed))
+        if newly_removed:
+            self.printer.say("sub-nodes removed (running jobs finish): " + ", ".join(n.name for n in newly_removed))
         self.leaving = {n.name for n in removed}
         self.nodes = fresh + [n for n in removed if n.name in self.busy]
 
@@ -494,8 +495,8 @@ class Controller:
                 for job in wave.unfinished():
                     self._finished(job, None)
                 if not self.killing:
-                    for line in wave.messages():
-                        self.printer.say(f"parallel: {line}")
+                    for line in wave.messages():  # GNU parallel's own: "parallel: Warning: ..."
+                        self.printer.say(line if line.startswith("parallel: ") else f"parallel: {line}")
                 self._close(wave)
                 wave.cleanup()
                 self.waves.remove(wave)
