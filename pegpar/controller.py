@@ -253,7 +253,9 @@ class Controller:
                 self.printer.say(f"job #{r['seq']} on {r['node']} was interrupted (pegpar stopped while it ran; "
                                  f"it may still be running there): {_one_line(r['command'])}")
             if r.get("canonical") is not None:
-                requeue.append((r["seq"], r["canonical"]))
+                # a broadcast step ran on every sub-node: it goes back once
+                if self.opts.mode != "b" or r["canonical"] not in [item for _, item in requeue]:
+                    requeue.append((r["seq"], r["canonical"]))
         if requeue and self.opts.requeue_interrupted and not self.opts.stdin:
             self._put_back(requeue)
         # their files go once the journal no longer names their jobs (start())

@@ -148,6 +148,24 @@ def test_interrupted_jobs_put_back_once_even_when_pegpar_dies_right_after(tmp_pa
         "# pegpar put back interrupted jobs: #1\n# pegpar put back interrupted jobs: #2\n")
 
 
+def test_an_interrupted_broadcast_step_goes_back_once(tmp_path, pegpar_env):
+    """A step interrupted on each of its sub-nodes is one entry of the queue: it
+    goes back once, and runs once more on every sub-node."""
+    state = tmp_path / ".pegpar"
+    state.mkdir(mode=0o700)
+    (state / "journal").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"event": "run", "run": "r", "pid": 1, "started": 1.0, "mode": "b"}] + [
+        {"event": "dispatch", "run": "r", "seq": seq, "node": f"localhost/{seq}", "host": "localhost",
+         "command": "echo $PARALLEL_SEQ >> ran", "canonical": "echo $PARALLEL_SEQ >> ran", "start": 1.0}
+        for seq in (1, 2)]))
+    write_queue(tmp_path, "- echo last >> ran\n")
+    r = pegpar(["b", "-j", "2", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert "1 interrupted job(s) put back at the top" in r.stderr, r.stderr
+    assert [rec.command for rec in records(tmp_path)] == ["echo $PARALLEL_SEQ >> ran"] * 2 + ["echo last >> ran"] * 2
+    assert sorted((tmp_path / "ran").read_text().split()) == ["1", "2", "last", "last"]
+
+
 # -- a node dies and comes back ------------------------------------------------------
 
 def _node_jobs(ran, count, seconds):
