@@ -26,7 +26,7 @@ def run(argv: List[str], *, timeout: float, env: Optional[Dict[str, str]] = None
         p = subprocess.run(argv, env=env, input=input_text, capture_output=True, text=True,
                            timeout=timeout, start_new_session=True,
                            stdin=None if input_text is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
+    except subprocess.TimeoutExpired:
         return 124, "", f"timed out after {timeout:g} s"
     except OSError as e:
         return 127, "", str(e)

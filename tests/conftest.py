@@ -7,6 +7,7 @@ brought back. Without sshd the end-to-end tests are skipped, except under
 missing sshd is a failure.
 
 `pegpar_env`: an environment for running pegpar (or the vendored parallel) as a child.
+`bg`: start pegpar children that run while the test goes on (runner.Child).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from typing import Dict, Iterator
+from typing import Callable, Dict, Iterator, List
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cluster as cluster_lib  # noqa: E402  (tests/ is not a package)
+from runner import Child  # noqa: E402
 
 NODES = 4
 TRAPPED = ("parallel", "sem")  # GNU parallel's names; `sem` is parallel too
@@ -97,3 +99,18 @@ def pegpar_env(tmp_path) -> Iterator[Dict[str, str]]:
     yield env
     if calls.exists():
         pytest.fail(f"a `parallel` from PATH was run:\n{calls.read_text()}", pytrace=False)
+
+
+@pytest.fixture
+def bg(tmp_path, pegpar_env) -> Callable[..., Child]:
+    """bg("q", "--daemon", ...) starts pegpar in tmp_path; every child is ended after the test."""
+    children: List[Child] = []
+
+    def run(*args: str, cwd=None) -> Child:
+        child = Child(list(args), cwd or tmp_path, pegpar_env)
+        children.append(child)
+        return child
+
+    yield run
+    for child in children:
+        child.end()

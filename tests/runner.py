@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Dict, List, Optional
 
@@ -12,6 +14,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pegpar import joblog  # noqa: E402
+from pegpar.state import StateDir  # noqa: E402
 
 HANG_GUARD = 120  # seconds: a hung pegpar fails the test instead of the suite
 
@@ -61,3 +64,63 @@ def load_yaml(path) -> object:
 
 def overlapping(a: joblog.Record, b: joblog.Record) -> bool:
     return a.start < b.start + b.runtime and b.start < a.start + a.runtime
+
+
+class Child:
+    """A pegpar child whose stdout and stderr are collected as they come: a
+    test can wait for a message, and a full pipe never blocks pegpar."""
+
+    def __init__(self, args: List[str], cwd, env: Dict[str, str]):
+        self.p = start(args, cwd, env)
+        self.out: List[str] = []
+        self.err: List[str] = []
+        self._readers = [threading.Thread(target=_drain, args=(stream, lines), daemon=True)
+                         for stream, lines in ((self.p.stdout, self.out), (self.p.stderr, self.err))]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def stdout(self) -> str:
+        return "".join(self.out)
+
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+    def running(self) -> bool:
+        return self.p.poll() is None
+
+    def wait(self, timeout: float = HANG_GUARD) -> int:
+        code = self.p.wait(timeout)
+        for reader in self._readers:
+            reader.join(timeout)
+        return code
+
+    def end(self) -> None:
+        """After a failed test: let pegpar kill its jobs (SIGTERM), then make sure."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+def _drain(stream, lines: List[str]) -> None:
+    for line in stream:
+        lines.append(line)
+
+
+def journal(folder) -> List[dict]:
+    return StateDir(os.path.join(str(folder), ".pegpar")).journal()
+
+
+def dispatched(folder, node: Optional[str] = None) -> List[dict]:
+    return [r for r in journal(folder) if r.get("event") == "dispatch" and node in (None, r.get("node"))]
+
+
+def commands(folder) -> List[str]:
+    return [rec.command for rec in records(folder)]

@@ -11,8 +11,7 @@ import signal
 import time
 from typing import List
 
-from runner import cluster_hosts, load_yaml, pegpar, records, wait_for, write_queue
-from test_live_queue import bg, commands, dispatched, journal  # noqa: F401  (bg is a fixture)
+from runner import cluster_hosts, commands, dispatched, journal, load_yaml, pegpar, records, wait_for, write_queue
 
 THREE = "- node-1\n- node-2\n- node-3\n"
 SIX = [f"sleep 3; echo job-{i}" for i in range(6)]

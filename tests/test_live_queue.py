@@ -2,99 +2,23 @@
 runs, and the running controller follows them (real processes, real sshd
 nodes, the vendored GNU parallel; nothing mocked).
 
-The helpers at the top (a pegpar child whose output is collected as it comes,
-the journal, the loop's heartbeat) are shared with test_control_e2e.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
-
-import pytest
+from typing import Callable, Dict, List, Tuple
 
 from pegpar.queue import hold_lock
 from pegpar.state import StateDir
-from runner import HANG_GUARD, cluster_hosts, load_yaml, pegpar, records, start, wait_for, write_queue
+from runner import (HANG_GUARD, Child, cluster_hosts, commands, dispatched, load_yaml, pegpar, records,
+                    wait_for, write_queue)
 
 SOON = 10  # seconds: "the next job starts" must happen well within this (a hang guard only)
-
-
-class Child:
-    """A pegpar child whose stdout and stderr are collected as they come: a
-    test can wait for a message, and a full pipe never blocks pegpar."""
-
-    def __init__(self, args: List[str], cwd, env: Dict[str, str]):
-        self.p = start(args, cwd, env)
-        self.out: List[str] = []
-        self.err: List[str] = []
-        self._readers = [threading.Thread(target=_drain, args=(stream, lines), daemon=True)
-                         for stream, lines in ((self.p.stdout, self.out), (self.p.stderr, self.err))]
-        for reader in self._readers:
-            reader.start()
-
-    @property
-    def pid(self) -> int:
-        return self.p.pid
-
-    def stdout(self) -> str:
-        return "".join(self.out)
-
-    def stderr(self) -> str:
-        return "".join(self.err)
-
-    def running(self) -> bool:
-        return self.p.poll() is None
-
-    def wait(self, timeout: float = HANG_GUARD) -> int:
-        code = self.p.wait(timeout)
-        for reader in self._readers:
-            reader.join(timeout)
-        return code
-
-    def end(self) -> None:
-        """After a failed test: let pegpar kill its jobs (SIGTERM), then make sure."""
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-
-
-def _drain(stream, lines: List[str]) -> None:
-    for line in stream:
-        lines.append(line)
-
-
-@pytest.fixture
-def bg(tmp_path, pegpar_env) -> Callable[..., Child]:
-    """bg("q", "--daemon", ...) starts pegpar in tmp_path; every child is ended after the test."""
-    children: List[Child] = []
-
-    def run(*args: str, cwd=None) -> Child:
-        child = Child(list(args), cwd or tmp_path, pegpar_env)
-        children.append(child)
-        return child
-
-    yield run
-    for child in children:
-        child.end()
-
-
-def journal(folder) -> List[dict]:
-    return StateDir(os.path.join(str(folder), ".pegpar")).journal()
-
-
-def dispatched(folder, node: Optional[str] = None) -> List[dict]:
-    return [r for r in journal(folder) if r.get("event") == "dispatch" and node in (None, r.get("node"))]
 
 
 def status_file(folder) -> dict:
@@ -130,10 +54,6 @@ def stop(folder, env, *extra: str) -> None:
 def gate_command(gate, text: str) -> str:
     """A local job that blocks until the test creates `gate`."""
     return f"while [ ! -e {gate} ]; do sleep 0.05; done; echo {text}"
-
-
-def commands(folder) -> List[str]:
-    return [rec.command for rec in records(folder)]
 
 
 # -- the queue lock ------------------------------------------------------------------

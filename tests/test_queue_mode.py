@@ -8,8 +8,6 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from runner import (cluster_hosts, load_yaml, overlapping, pegpar, records, start, wait_for,
                     write_queue)
 
