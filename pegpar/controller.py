@@ -253,8 +253,8 @@ class Controller:
                                  f"it may still be running there): {_one_line(r['command'])}")
             if r.get("canonical") is not None:
                 # a broadcast step ran on every sub-node: it goes back once
-                if self.opts.mode != "b" or r["canonical"] not in [item for _, item in requeue]:
-                    requeue.append((r["seq"], r["canonical"]))
+                if self.opts.mode != "b" or r["canonical"] not in [item for _, _, item in requeue]:
+                    requeue.append((r.get("run"), r["seq"], r["canonical"]))
         if requeue and self.opts.requeue_interrupted and not self.opts.stdin:
             self._put_back(requeue)
         # their files go once the journal no longer names their jobs (start())
@@ -262,15 +262,19 @@ class Controller:
                                 if left is not None and left.pid() is None}.values())
         return followed
 
-    def _put_back(self, requeue: List[Tuple[int, object]]) -> None:
+    def _put_back(self, requeue: List[Tuple[Optional[str], int, object]]) -> None:
         """Interrupted jobs go back to the top of the queue, under a comment
-        naming their seqs. A crash after this and before the journal is reset
-        finds the comment and does not put them back a second time."""
-        done = {int(n) for note in self.source.notes(PUT_BACK) for n in re.findall(r"#(\d+)", note)}
-        todo = [(seq, item) for seq, item in requeue if seq not in done]
+        naming them (seqs and run). A crash after this and before the journal
+        is reset finds the comment and does not put them back twice."""
+        done = {(run, int(seq)) for note in self.source.notes(PUT_BACK)
+                for seqs, run in re.findall(r"((?:#\d+ )+)\(run ([^)\s]+)\)", note)
+                for seq in re.findall(r"#(\d+)", seqs)}
+        todo = [(run, seq, item) for run, seq, item in requeue if (run, seq) not in done]
         if todo:
-            self.source.add([item for _, item in todo], front=True,
-                            note=PUT_BACK + " ".join(f"#{seq}" for seq, _ in todo))
+            runs = dict.fromkeys(run for run, _, _ in todo)
+            note = "; ".join("".join(f"#{seq} " for r, seq, _ in todo if r == run) + f"(run {run})"
+                             for run in runs)
+            self.source.add([item for _, _, item in todo], front=True, note=PUT_BACK + note)
             self.printer.say(f"{len(todo)} interrupted job(s) put back at the top of {self.opts.queue_file}")
         if len(todo) < len(requeue):
             self.printer.say(f"{len(requeue) - len(todo)} interrupted job(s) were put back in "

@@ -136,8 +136,10 @@ def test_interrupted_jobs_put_back_once_even_when_pegpar_dies_right_after(tmp_pa
          "command": "echo one >> ran", "canonical": "echo one >> ran", "start": 1.0},
         {"event": "dispatch", "run": "r", "seq": 2, "node": "localhost/1", "host": "localhost",
          "command": "echo two >> ran", "canonical": "echo two >> ran", "start": 1.0}]))
-    # as the first recovery left it: job #1 back at the top, then the kill
-    write_queue(tmp_path, "# pegpar put back interrupted jobs: #1\n- echo one >> ran\n- echo three >> ran\n")
+    # as the first recovery left it: job #1 back at the top, then the kill; the
+    # same seq of another run (state deleted since, seqs counted afresh) is no match
+    write_queue(tmp_path, "# pegpar put back interrupted jobs: #2 (run old)\n"
+                "# pegpar put back interrupted jobs: #1 (run r)\n- echo one >> ran\n- echo three >> ran\n")
     r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env)
     assert r.returncode == 0, r.stderr
     assert "1 interrupted job(s) put back at the top" in r.stderr, r.stderr
@@ -145,7 +147,8 @@ def test_interrupted_jobs_put_back_once_even_when_pegpar_dies_right_after(tmp_pa
     # #1 was back already and runs once; #2 goes back now (its own comment)
     assert sorted((tmp_path / "ran").read_text().split()) == ["one", "three", "two"]
     assert (tmp_path / "queue.yaml").read_text() == (
-        "# pegpar put back interrupted jobs: #1\n# pegpar put back interrupted jobs: #2\n")
+        "# pegpar put back interrupted jobs: #2 (run old)\n# pegpar put back interrupted jobs: #1 (run r)\n"
+        "# pegpar put back interrupted jobs: #2 (run r)\n")
 
 
 def test_an_interrupted_broadcast_step_goes_back_once(tmp_path, pegpar_env):
