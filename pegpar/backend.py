@@ -287,7 +287,7 @@ def adopt_wave(left: LeftWave, host: str, jobs: List[Optional[Running]]) -> Opti
         return None
     stem = left.stem
     wave = Wave(host, jobs, _Adopted(left, pid), joblog.Follower(stem + ".joblog"),  # type: ignore[arg-type]
-                [stem + ext for ext in (".ids", ".joblog", ".done", ".stderr")])
+                _wave_files(stem))
     wave.finished.update({i: None for i, job in enumerate(jobs, 1) if job is None})  # type: ignore[misc]
     return wave
 
@@ -578,8 +578,8 @@ class Warm:
             raise
         if not keep_open:
             os.close(fd)  # EOF: parallel's input is complete (also when pegpar dies here)
-        files = [self.stem + ".ids", self.stem + ".joblog", self.stem + ".done", self.stem + ".stderr"]
-        return Wave(self.node.host, jobs, self.process, joblog.Follower(self.stem + ".joblog"), files,
+        return Wave(self.node.host, jobs, self.process, joblog.Follower(self.stem + ".joblog"),
+                    _wave_files(self.stem),
                     fd=fd if keep_open else None, slots=self.slots, ids_path=self.stem + ".ids",
                     ends=joblog.Follower(self.stem + ".done") if keep_open else None)
 
@@ -591,11 +591,17 @@ class Warm:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        for ext in (".ids", ".joblog", ".done", ".stderr"):
+        for path in _wave_files(self.stem):
             try:
-                os.unlink(self.stem + ext)
+                os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+def _wave_files(stem: str) -> List[str]:
+    """A wave's files: the job ids it was given, parallel's joblog, the jobs'
+    end reports and parallel's own stderr (read last by Wave.messages)."""
+    return [stem + ext for ext in (".ids", ".joblog", ".done", ".stderr")]
 
 
 def _write_all(fd: int, data: bytes) -> None:
