@@ -152,16 +152,18 @@ def _write_wrapper(rt: Runtime, group: int) -> str:
 
 # The end of a job run by a wave (PEGPAR_DONE names the wave's `.done` file;
 # parallel sets PARALLEL_SEQ): one line "SEQ STATUS", a single small append.
+# No `${...}`: parallel reads the local job line below as its command template.
 REPORT_END = """s=$?
-[ -z "${PEGPAR_DONE:-}" ] || echo "${PARALLEL_SEQ:-0} $s" >> "$PEGPAR_DONE"
+[ -z "$PEGPAR_DONE" ] || echo "$PARALLEL_SEQ $s" >> "$PEGPAR_DONE"
 exit $s
 """
 
-# How a local wave runs a job (`sh -c LOCAL_JOB pegpar-job ID COMMAND`): the
-# job under its kill mark, then the report of its end; the exit status is the
-# job's, as parallel's shell would have it (a job killed by a signal: 128 + N).
-LOCAL_JOB = """env PEGPAR_JOB="$1" sh -c "$2"
-""" + REPORT_END
+# How a local wave runs a job: the command line parallel's shell (/bin/sh)
+# runs, parallel quoting the id and the decoded command into it: the job under
+# its kill mark, then the report of its end; the exit status is the job's, as
+# parallel's shell would have it (a job killed by a signal: 128 + N). One shell
+# and the job's own `sh -c`: no wrapper process in between.
+LOCAL_JOB = f"{JOB_MARK}={{3}} sh -c {{DECODE}}\n" + REPORT_END
 
 SESSIONS_PER_MASTER = 8  # sshd's default MaxSessions is 10 per connection
 
@@ -539,7 +541,7 @@ class Warm:
         if timeout:
             argv += ["--timeout", f"{timeout:g}"]
         if node.local:
-            argv += ["sh", "-c", shlex.quote(LOCAL_JOB), "pegpar-job", "{3}", _DECODE]
+            argv += [LOCAL_JOB.replace("{DECODE}", _DECODE)]
         else:
             argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", _DECODE]
         env = rt.env()
