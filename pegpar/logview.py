@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Container, Dict, List, Optional, Sequence
 
 from pegpar import joblog
 from pegpar.errors import UserError
@@ -100,7 +100,7 @@ def running_rows(state: StateDir, recorded: Sequence[int], now: float) -> List[R
 
 
 def select(rows: Sequence[Row], *, failed: bool = False, running: bool = False,
-           node: Optional[str] = None, seqs: Optional[set] = None) -> List[Row]:
+           node: Optional[str] = None, seqs: Optional[Container[int]] = None) -> List[Row]:
     """Rows that pass the filters: --failed and --running together mean either."""
     states = ({"failed"} if failed else set()) | ({"running"} if running else set())
     return [r for r in rows if (not states or r.state in states)
@@ -184,7 +184,7 @@ def log(queue_file: str, joblog_path: Optional[str] = None, *, failed: bool = Fa
         if run is None:
             raise UserError("no run is recorded in this queue's journal", where=queue_file,
                             hint="leave out --last to see the whole joblog")
-        seqs = set(run.dispatched)
+        seqs = run
     shown = select(rows, failed=failed, running=running, node=node, seqs=seqs)
     if summary:
         totals = summarize(shown)
@@ -256,7 +256,7 @@ def _known(state: StateDir, seq: int) -> bool:
     if any(r.seq == seq for r in joblog.read(state.joblog_path())):
         return True
     run = last_run(state.journal())
-    return run is not None and seq in run.dispatched
+    return run is not None and seq in run
 
 
 def _read_text(path: str) -> str:

@@ -11,7 +11,6 @@ are already waiting in the queue (so a second `pegpar retry` adds nothing).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple
@@ -20,7 +19,7 @@ from pegpar import joblog, spec
 from pegpar.errors import UserError
 from pegpar.logview import local_time, one_line
 from pegpar.spec import QueueEntry, Source
-from pegpar.state import Run, StateDir, state_dir_for
+from pegpar.state import Run, StateDir, entry_key, state_dir_for
 
 
 @dataclass
@@ -36,7 +35,7 @@ class Plan:
 def results(run: Run, records: List[joblog.Record]) -> Dict[int, Tuple[int, int]]:
     """seq -> (exitval, signal) for the run's jobs that ended: the journal's done
     records, else the joblog's (a controller that died before journalling)."""
-    out = {r.seq: (r.exitval, r.signal) for r in records if r.seq in run.dispatched}
+    out = {r.seq: (r.exitval, r.signal) for r in records if r.seq in run}
     for seq, done in run.done.items():
         out[seq] = (int(done.get("exitval", 0)), int(done.get("signal", 0)))
     return out
@@ -48,14 +47,14 @@ def plan(run: Run, ended: Dict[int, Tuple[int, int]], waiting: Tuple[QueueEntry,
     broadcast = run.info.get("mode") == "b"
     later: Dict[str, int] = {}  # canonical -> the last seq that ran it
     for seq, d in run.dispatched.items():
-        later[_key(d.get("canonical"))] = max(seq, later.get(_key(d.get("canonical")), seq))
+        later[entry_key(d.get("canonical"))] = max(seq, later.get(entry_key(d.get("canonical")), seq))
     taken = set()
     for seq, d in sorted(run.dispatched.items()):
         exitval, sig = ended.get(seq, (0, 0))
         if exitval == 0 and sig == 0:
             continue
         canonical = d.get("canonical")
-        key = _key(canonical)
+        key = entry_key(canonical)
         if canonical is None:
             result.from_stdin.append(d)
         elif broadcast and key in taken:
@@ -68,10 +67,6 @@ def plan(run: Run, ended: Dict[int, Tuple[int, int]], waiting: Tuple[QueueEntry,
             result.requeue.append(d)
         taken.add(key)
     return result
-
-
-def _key(canonical: Any) -> str:
-    return json.dumps(canonical, sort_keys=True)
 
 
 def _waiting(job: QueueEntry, entries: Tuple[QueueEntry, ...]) -> bool:

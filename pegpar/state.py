@@ -10,24 +10,27 @@ Layout:
     controller.lock   OS lock held by the live controller (dies with it)
     controller.json   who holds it: pid, start time, mode, files
     status.json       the live snapshot, rewritten about once a second
-    journal           JSON lines: run, dispatch, done (reset at each start)
+    journal           JSON lines: run, dispatch, done (reset at each start,
+                      compacted as it grows: see compact)
     control/          one JSON file per pending request (kill a job)
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import filelock
 
 from pegpar.errors import UserError
 
 CLAIM_WAIT = 0.5  # seconds: a reader probing the lock holds it for a moment only
+COMPACT_AT = 4 << 20  # bytes: the journal is compacted once past this and twice its last compacted size
 
 
 class StateDir:
@@ -37,6 +40,7 @@ class StateDir:
         self.path = path
         self._lock: Optional[filelock.FileLock] = None
         self._counter = 0
+        self._compact_at = COMPACT_AT
 
     def _file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -116,7 +120,7 @@ class StateDir:
     # -- the journal -----------------------------------------------------------
     def journal_append(self, records: List[Dict[str, Any]], sync: bool = True) -> None:
         """Append JSON lines to `journal` and fsync unless `sync` is False
-        (crash recovery reads it)."""
+        (crash recovery reads it). A journal grown past its bound is compacted."""
         if not records:
             return
         self._ensure()
@@ -133,6 +137,10 @@ class StateDir:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        if size + len(text) > self._compact_at:
+            # a long run (--daemon) would otherwise grow it by two lines a job
+            self.journal_reset(compact(self.journal()))
+            self._compact_at = max(COMPACT_AT, 2 * os.stat(self._file("journal")).st_size)
 
     def journal(self) -> List[Dict[str, Any]]:
         """Every journal record, in order (a torn last line is skipped)."""
@@ -152,7 +160,7 @@ class StateDir:
         return records
 
     def journal_reset(self, records: List[Dict[str, Any]]) -> None:
-        """Atomically replace the journal with `records` (compaction at start)."""
+        """Atomically replace the journal with `records` (at start, and compaction)."""
         self._ensure()
         _write_atomic(self._file("journal"), "".join(_dumps(r) + "\n" for r in records))
 
@@ -197,10 +205,18 @@ class Run:
     info: Dict[str, Any]  # the "run" event
     dispatched: Dict[int, Dict[str, Any]] = field(default_factory=dict)  # seq -> dispatch, in order
     done: Dict[int, Dict[str, Any]] = field(default_factory=dict)  # seq -> done
+    ran: Tuple[Tuple[int, int], ...] = ()  # sorted disjoint [first, last] seqs of compacted successes
 
     @property
     def id(self) -> Any:
         return self.info.get("run")
+
+    def __contains__(self, seq: object) -> bool:
+        """Whether the job `seq` was dispatched in this run (compacted or not)."""
+        if seq in self.dispatched:
+            return True
+        at = bisect.bisect_right(self.ran, (seq, float("inf"))) - 1 if isinstance(seq, int) else -1
+        return at >= 0 and self.ran[at][0] <= seq <= self.ran[at][1]
 
     def unfinished(self) -> List[Dict[str, Any]]:
         """Dispatches without a done record: running, or lost with their controller."""
@@ -220,15 +236,62 @@ def last_run(records: List[Dict[str, Any]]) -> Optional[Run]:
     info = records[starts[-1]]
     dispatched: Dict[int, Dict[str, Any]] = {}
     done: Dict[int, Dict[str, Any]] = {}
+    ran: List[Tuple[int, int]] = []
     for r in records[starts[-1] + 1:]:
         seq = r.get("seq")
-        if r.get("run") != info.get("run") or not isinstance(seq, int):
+        if r.get("run") != info.get("run"):
+            continue
+        if r.get("event") == "ran" and isinstance(r.get("seqs"), list):
+            ran += [(int(a), int(b)) for a, b in r["seqs"]]
+        if not isinstance(seq, int):
             continue
         if r.get("event") == "dispatch":
             dispatched[seq] = r
         elif r.get("event") == "done":
             done[seq] = r
-    return Run(info, dispatched, done)
+    return Run(info, dispatched, done, tuple(sorted(ran)))
+
+
+def compact(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The journal without what no reader needs: the last run's jobs that
+    succeeded lose their dispatch and done records to one "ran" record of seq
+    ranges (`seq in run` still holds for them). Kept whole: jobs running or
+    failed (recovery, `pegpar retry`) and successes of an entry that also
+    failed (retry tells a failed job that ran again later by them); the
+    highest seq given out stays in the "seqs" record."""
+    run = last_run(records)
+    if run is None:
+        return records
+    failed = {entry_key(d.get("canonical")) for seq, d in run.dispatched.items()
+              if seq in run.done and not _succeeded(run.done[seq])}
+    gone = {seq for seq, d in run.dispatched.items()
+            if seq in run.done and _succeeded(run.done[seq]) and entry_key(d.get("canonical")) not in failed}
+    used = max((r["seq"] for r in records if isinstance(r.get("seq"), int)), default=0)
+    ran = _merged(list(run.ran) + [(seq, seq) for seq in gone])
+    kept = [r for r in records[records.index(run.info) + 1:]
+            if r.get("run") == run.id and r.get("event") in ("dispatch", "done") and r.get("seq") not in gone]
+    return ([{"event": "seqs", "seq": used}, run.info]
+            + ([{"event": "ran", "run": run.id, "seqs": [list(r) for r in ran]}] if ran else []) + kept)
+
+
+def _succeeded(done: Dict[str, Any]) -> bool:
+    return done.get("exitval") == 0 and done.get("signal") == 0
+
+
+def entry_key(canonical: Any) -> str:
+    """A dispatch record's entry (its "canonical"), comparable across jobs."""
+    return json.dumps(canonical, sort_keys=True)
+
+
+def _merged(ranges: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """Inclusive seq ranges, sorted, touching ones joined."""
+    out: List[Tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
 
 
 def _busy(info: Dict[str, Any], holder: Any) -> UserError:

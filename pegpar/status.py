@@ -91,7 +91,7 @@ def _ended(data: Dict[str, Any], state: StateDir, queue_file: str) -> None:
     records = joblog.read(state.joblog_path())
     run = state.last_run()
     if run is not None:
-        records = [r for r in records if r.seq in run.dispatched]
+        records = [r for r in records if r.seq in run]
         recorded = {r.seq for r in records}
         data["last_run"] = run.info
         data["interrupted"] = sum(1 for seq in run.dispatched if seq not in recorded)

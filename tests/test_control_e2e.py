@@ -201,3 +201,25 @@ def test_kill_one_job_and_the_controller_carries_on(tmp_path, cluster, bg, pegpa
     recs = {r.command: r for r in records(tmp_path)}
     assert not recs[jobs[0]].ok and not recs[jobs[1]].ok and recs["echo after"].ok
     assert "never" not in ctl.stdout()
+
+
+def test_a_long_runs_journal_stays_bounded_and_its_readers_agree(tmp_path, pegpar_env):
+    # 600 jobs of 4 KB commands journal about 5 MB: past the journal's bound
+    # (state.COMPACT_AT, 4 MB), so the run compacts it on the way
+    failing = {7, 300, 555}
+    pad = "x" * 4000
+    write_queue(tmp_path, "- command: [': {{ pad }}; test {{ i }} -ne 7 -a {{ i }} -ne 300 -a {{ i }} -ne 555']\n"
+                          f"  pad: [{pad}]\n  i: [{', '.join(map(str, range(600)))}]\n")
+    r = pegpar(["q", "-j", "8", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 1, r.stderr
+    assert len(records(tmp_path)) == 600
+    assert os.path.getsize(tmp_path / ".pegpar" / "journal") < 4 << 20
+    assert len(dispatched(tmp_path)) < 600  # compacted: the successes left as seq ranges
+
+    data = status_json(tmp_path, pegpar_env)
+    assert (data["done"], data["failed"], data["interrupted"]) == (597, 3, 0)
+    assert len(json.loads(cli(tmp_path, pegpar_env, "log", "--last", "--json"))) == 600
+    rows = json.loads(cli(tmp_path, pegpar_env, "log", "--failed", "--last", "--json"))
+    assert sorted(int(row["command"].split("; test ")[1].split()[0]) for row in rows) == sorted(failing)
+    assert "3 failed job(s)" in cli(tmp_path, pegpar_env, "retry", "--failed")
+    assert sorted(entry["i"][0] for entry in load_yaml(tmp_path / "queue.yaml")) == sorted(failing)

@@ -12,9 +12,13 @@ import sys
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from pegpar import state as state_module
 from pegpar.errors import UserError
-from pegpar.state import StateDir, last_run
+from pegpar.retry import plan, results
+from pegpar.state import StateDir, compact, last_run
 
 HANG_GUARD = 30  # seconds; only a guard against a hung child, never a timing assertion
 
@@ -152,6 +156,73 @@ def test_last_run_keeps_only_the_last_runs_records():
     assert sorted(run.done) == [2]
     assert [d["seq"] for d in run.unfinished()] == [3]
     assert last_run([{"event": "dispatch", "run": "a", "seq": 1}]) is None
+
+
+SWEEP = {"command": ["train {{ lr }}"], "lr": [0.1]}
+# per job: its entry, and how it ended (None: still running)
+JOBS = st.lists(st.tuples(st.sampled_from(["a", "b", "c", SWEEP, None]),
+                          st.sampled_from([None, (0, 0), (1, 0), (0, 15), (2, 0)])), max_size=40)
+
+
+def journal_of(jobs, first_seq=1, lag=3):
+    """A run's records as a controller writes them: each job's done record a
+    few dispatches after its own."""
+    records = [{"event": "seqs", "seq": first_seq - 1}, {"event": "run", "run": "r", "mode": "q"}]
+    ends = []
+    for i, (canonical, end) in enumerate(jobs):
+        seq = first_seq + i
+        records.append({"event": "dispatch", "run": "r", "seq": seq, "node": "n", "canonical": canonical,
+                        "command": str(canonical)})
+        if end is not None:
+            ends.append({"event": "done", "run": "r", "seq": seq, "exitval": end[0], "signal": end[1]})
+        if len(ends) > lag:
+            records.append(ends.pop(0))
+    return records + ends
+
+
+def what_readers_see(records):
+    """Everything `pegpar status`, `log`, `retry` and recovery read in a journal."""
+    run = last_run(records)
+    todo = plan(run, results(run, []), ())
+    used = max((r["seq"] for r in records if isinstance(r.get("seq"), int)), default=0)
+    return (run.id, used, [seq for seq in range(-1, 50) if seq in run],
+            sorted(d["seq"] for d in run.unfinished()),
+            [[d["seq"] for d in part] for part in (todo.requeue, todo.from_stdin, todo.ran_again, todo.queued)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(JOBS, st.integers(min_value=2), st.integers(min_value=2))
+def test_compaction_changes_nothing_a_reader_sees(jobs, first, second):
+    records = journal_of(jobs)
+    assert what_readers_see(compact(records)) == what_readers_see(records)
+    assert compact(compact(records)) == compact(records)
+    # compacted twice during the run, appended to in between and after
+    first, second = sorted((first % (len(records) + 1), second % (len(records) + 1)))
+    first, second = max(first, 2), max(second, 2)
+    again = compact(compact(records[:first]) + records[first:second]) + records[second:]
+    assert what_readers_see(again) == what_readers_see(records)
+
+
+def test_compaction_keeps_failures_running_jobs_and_successes_of_failed_entries():
+    records = journal_of([("a", (0, 0)), ("b", (1, 0)), ("c", None), ("b", (0, 0)), ("a", (0, 0)),
+                          ("d", (0, 0))], first_seq=11, lag=0)
+    out = compact(records)
+    assert out[:3] == [{"event": "seqs", "seq": 16}, records[1], {"event": "ran", "run": "r", "seqs": [[11, 11],
+                                                                                                    [15, 16]]}]
+    assert [(r["event"], r["seq"]) for r in out[3:]] == [("dispatch", 12), ("done", 12), ("dispatch", 13),
+                                                          ("dispatch", 14), ("done", 14)]
+
+
+def test_a_journal_past_its_bound_compacts_itself(tmp_path, monkeypatch):
+    monkeypatch.setattr(state_module, "COMPACT_AT", 4096)
+    state = StateDir(str(tmp_path / ".pegpar"))
+    records = journal_of([(f"job {i} " + "x" * 50, (1 if i % 97 == 0 else 0, 0)) for i in range(2000)] + [("y", None)])
+    for i in range(0, len(records), 7):
+        state.journal_append(records[i:i + 7])
+    path = tmp_path / ".pegpar" / "journal"
+    assert os.path.getsize(path) < 3 * 4096  # 2001 jobs written: about 300 KB without compaction
+    assert what_readers_see(state.journal()) == what_readers_see(records)
+    assert [d["seq"] for d in last_run(state.journal()).unfinished()] == [2001]
 
 
 def test_requests_are_taken_once_in_order(tmp_path):
