@@ -133,7 +133,7 @@ def render(data: Dict[str, Any], now: Optional[float] = None, width: int = 100) 
             lines.append(f"  {data['interrupted']} job(s) of the last run have no result: its "
                          "controller stopped while they ran (the next run reports them)")
     if data["queue_error"]:
-        lines.append(f"  the queue cannot be read: {data['queue_error']}")
+        lines.append(f"  the queue has an error: {data['queue_error']}")
     updated = data.get("updated")
     if ctl is not None and isinstance(updated, (int, float)) and now - updated > STALE_AFTER:
         lines.append(f"  (the controller last reported {duration(now - updated)} ago: it may be stuck)")

@@ -125,7 +125,7 @@ def test_a_broken_queue_is_reported_not_raised(here):
     (here / "queue.yaml").write_text("- command: [a\n")
     data = snapshot(str(here / "queue.yaml"))
     assert data["queued"] is None and "queue.yaml" in data["queue_error"]
-    assert "queued ?" in render(data) and "the queue cannot be read" in render(data)
+    assert "queued ?" in render(data) and "the queue has an error: " in render(data)
 
 
 def test_watch_redraws_in_place(live):
