@@ -289,7 +289,7 @@ class Controller:
             node = nodes[r["node"]]
             stem = os.path.join(self.rt.logs_dir, backend.log_name(r["seq"], node))
             jobs[left.index(self.rt, r["seq"]) - 1] = Running(r["seq"], node, r["command"], stem, stem + ".err",
-                                                              r.get("start") or time.time())
+                                                              r.get("start") or time.time(), _queue_job(r))
         wave = backend.adopt_wave(left, nodes[pending[0]["node"]].host, jobs)
         if wave is None:
             return False
@@ -834,6 +834,20 @@ def _clock(seconds: float) -> str:
     seconds = int(seconds)
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _queue_job(record: dict) -> Optional[Job]:
+    """The queue job a dispatch record names, rebuilt from its canonical form
+    (None for a job read from stdin): a job followed after a restart gets
+    --retries and the re-run after a node death like any other."""
+    canonical = record.get("canonical")
+    path, _, line = str(record.get("source") or "").rpartition(":")
+    source = spec.Source(path, int(line)) if path and line.isdigit() else spec.Source("journal", record["seq"])
+    try:
+        entry = spec.queue_entry_from_object(canonical, source) if canonical is not None else None
+    except UserError:
+        return None
+    return next(expand.jobs(entry), None) if entry is not None else None
 
 
 def _one_line(text: str) -> str:

@@ -169,6 +169,25 @@ def test_an_interrupted_broadcast_step_goes_back_once(tmp_path, pegpar_env):
     assert sorted((tmp_path / "ran").read_text().split()) == ["1", "2", "last", "last"]
 
 
+def test_a_job_followed_after_a_restart_keeps_its_retries(tmp_path, pegpar_env):
+    """pegpar is killed while a job runs; the next pegpar follows the job to its
+    end, and with --retries the failed job runs again, rebuilt from the
+    journal's canonical form of it."""
+    write_queue(tmp_path, "- command: ['echo {{ k }} >> ran; sleep 1.5; exit 3']\n  k: [x]\n")
+    first, _, err = _spawn(["q", "--no-progress"], tmp_path, pegpar_env, "first")
+    try:
+        wait_for(lambda: (tmp_path / "ran").exists(), what="the job to start")
+    finally:
+        first.kill()
+    assert first.wait(timeout=60) == -signal.SIGKILL, err.read_text()
+    r = pegpar(["q", "--retries", "1", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 1, r.stderr
+    assert re.search(r"job #1 on localhost/1 still runs .*; following it", r.stderr), r.stderr
+    assert "job #1 failed on localhost/1; retrying (1/1)" in r.stderr, r.stderr
+    assert (tmp_path / "ran").read_text() == "x\nx\n"
+    assert [(rec.command, rec.exitval) for rec in records(tmp_path)] == [("echo x >> ran; sleep 1.5; exit 3", 3)] * 2
+
+
 # -- a node dies and comes back ------------------------------------------------------
 
 def _node_jobs(ran, count, seconds):
