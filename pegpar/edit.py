@@ -31,7 +31,7 @@ def edit_queue(queue_path: str, editor: Optional[str]) -> int:
 
     0: saved (or unchanged); 1: the editor failed, queue unchanged;
     2: the edited text was invalid, queue unchanged, text kept in the backup."""
-    argv = choose_editor(editor)
+    argv = choose_editor(editor, terminal=_interactive())
     real = os.path.realpath(queue_path)
     if os.path.isdir(real):
         raise UserError("is a directory, not a queue file", where=queue_path)
@@ -43,8 +43,14 @@ def edit_queue(queue_path: str, editor: Optional[str]) -> int:
         return 130
 
 
-def choose_editor(flag: Optional[str]) -> List[str]:
-    """The editor's argv: --editor, then $VISUAL, $EDITOR, then vi, vim or nano."""
+def choose_editor(flag: Optional[str], terminal: bool = True) -> List[str]:
+    """The editor's argv: --editor, then $VISUAL, $EDITOR, then vi, vim or nano.
+    Without a terminal only --editor counts: the others are editors for a
+    person at a terminal, and would wait for one forever."""
+    if not terminal and not (flag and flag.strip()):
+        raise UserError("no terminal to edit the queue in (standard input is not a terminal)",
+                        hint="pass --editor CMD, a command that edits the file named as its last argument "
+                             "without a terminal, or add entries with `pegpar add`")
     for origin, value in (("--editor", flag), ("$VISUAL", os.environ.get("VISUAL")),
                           ("$EDITOR", os.environ.get("EDITOR"))):
         if value and value.strip():

@@ -6,6 +6,8 @@ import multiprocessing
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
 
 import filelock
@@ -108,6 +110,24 @@ def test_editor_priority(tmp_path, monkeypatch):
     monkeypatch.delenv("VISUAL")
     with pytest.raises(UserError, match="no-such-editor.*EDITOR"):
         edit.choose_editor(None)
+
+
+def test_without_a_terminal_only_an_editor_given_with_editor_runs(tmp_path, qpath, monkeypatch):
+    monkeypatch.setenv("EDITOR", "vi")
+    with pytest.raises(UserError, match="no terminal.*--editor"):
+        edit.choose_editor(None, terminal=False)
+    assert edit.choose_editor("sh -c true", terminal=False) == ["sh", "-c", "true"]
+
+
+def test_pegpar_l_without_a_terminal_fails_at_once_instead_of_waiting(tmp_path, qpath, pegpar_env):
+    # vi, the fallback, would wait for a terminal forever; so would $EDITOR here
+    env = dict(pegpar_env, EDITOR="vi")
+    env.pop("VISUAL", None)
+    r = subprocess.run([sys.executable, "-m", "pegpar", "l"], cwd=str(tmp_path), env=env,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)  # a hang guard only
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "no terminal" in r.stderr and "--editor" in r.stderr
+    assert qpath.read_text() == ORIGINAL and lock_is_free(qpath)
 
 
 def test_interactive_edit_again_then_restore(tmp_path, qpath, monkeypatch):
