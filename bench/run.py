@@ -930,6 +930,76 @@ def row_idle(b: Bench, row: Row) -> None:
     row.notes.append(f"{c1 - c0:.2f} s of CPU in {t1 - t0:.0f} s (utime + stime of pegpar and its children).")
 
 
+def _record_start(wd: str, p: subprocess.Popen, count: int, timeout: float) -> float:
+    """The start time of the joblog's `count`-th record, once it is there."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        recs = joblog.read(main_joblog(wd))
+        if len(recs) >= count:
+            return recs[count - 1].start
+        if p.poll() is not None:
+            raise BenchError(f"pegpar exited {p.returncode} before job {count} ran")
+        time.sleep(0.005)
+    raise BenchError(f"job {count} did not run within {timeout:g} s")
+
+
+def row_live(b: Bench, rows: List[Row]) -> None:
+    """How fast a running `pegpar q --daemon` reacts to its files: the queue's
+    lock released, an entry added, a sub-node added to hosts.yaml; each from
+    the moment of the change to the start of the job it lets run."""
+    from pegpar.queue import QueueFile, hold_lock
+
+    n = 3 if b.cfg.quick else 10
+    reference = stat([handover(b, ahead=True) for _ in range(n)])
+    wd = b.workdir("live")
+    path = os.path.join(wd, "queue.yaml")
+    write_private(path, "[]\n")
+    p = subprocess.Popen(PEGPAR + ["q", "--daemon", "-j", "1", "--no-progress"], cwd=wd, env=b.env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    unlocked, added = [], []
+    try:
+        _wait_status(wd, p, 0, 60)
+        for i in range(n):
+            with hold_lock(path, "bench", -1, lambda _: None):
+                write_private(path, f"- true lock-{i}\n")
+                time.sleep(0.3)  # the controller sees the new entry and finds the lock held
+                began = time.time()
+            unlocked.append(_record_start(wd, p, 2 * i + 1, 60) - began)
+            time.sleep(0.3)
+            QueueFile(path).add([f"true add-{i}"])  # what `pegpar add` does
+            began = time.time()
+            added.append(_record_start(wd, p, 2 * i + 2, 60) - began)
+    finally:
+        _stop(p, signal.SIGUSR1, 30)
+    hosts_wd = b.workdir("live-hosts")
+    hosts = os.path.join(hosts_wd, "hosts.yaml")
+    one, two = "- hostname: [localhost]\n  slot: [1]\n", "- hostname: [localhost]\n  slot: [1, 2]\n"
+    write_private(hosts, one)
+    write_private(os.path.join(hosts_wd, "queue.yaml"), "- sleep 600\n")
+    p = subprocess.Popen(PEGPAR + ["q", "--daemon", "--no-progress"], cwd=hosts_wd, env=b.env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    joined = []
+    try:
+        _wait_status(hosts_wd, p, 1, 60)  # `sleep 600` holds slot 1 for the whole figure
+        for i in range(n):
+            write_private(hosts, one)
+            time.sleep(2.5)  # slot 2 leaves (within 2 s)
+            QueueFile(os.path.join(hosts_wd, "queue.yaml")).add([f"true join-{i}"])
+            time.sleep(0.3)  # the job waits: no free sub-node
+            began = time.time()
+            write_private(hosts, two + f"# {i}\n")
+            joined.append(_record_start(hosts_wd, p, i + 1, 60) - began)
+    finally:
+        _stop(p, signal.SIGTERM, 30)
+    for row, samples, bound in zip(rows, (unlocked, added, joined), (0.5, 1.0, 2.0)):
+        s = stat(samples)
+        row.pegpar = f"median {fmt(s.median, 's')}, max {fmt(s.hi, 's')} ({len(samples)} changes)"
+        row.reference = f"median {fmt(reference.median, 's')}"
+        row.compare(s.median / reference.median, s.hi <= bound)
+    rows[0].notes.append("reference of 9a-9c: a local job handed to a GNU parallel already waiting on its "
+                         f"input, from the write to its start ({n} hand-overs).")
+
+
 def _heaviest_imports(b: Bench, args: List[str], cwd: str) -> str:
     """pegpar's own modules that cost the most to import, from `python -X importtime`."""
     p = subprocess.run([sys.executable, "-X", "importtime", "-m", "pegpar"] + args, cwd=cwd, env=b.env,
@@ -987,6 +1057,10 @@ def make_rows() -> List[Tuple[List[Row], Callable[[Bench], None]]]:
 
     startup = [Row("8a", "`pegpar --help` wall time; ref.: `python -c pass`", "<= 0.3 s"),
                Row("8b", "`pegpar status` wall time (after a run); ref.: `python -c pass`", "<= 0.3 s")]
+    live = [Row("9a", "live queue: the queue's lock released -> the job waiting behind it starts "
+                      "(`pegpar q --daemon`, local)", "max <= 0.5 s"),
+            Row("9b", "live queue: an entry added to an empty queue (`pegpar add`) -> it starts", "max <= 1 s"),
+            Row("9c", "live hosts: a sub-node added to hosts.yaml -> a waiting job starts on it", "max <= 2 s")]
     return [
         one("1", "jobs/s, `true` jobs, 4 sub-nodes on 2 hosts (ssh); ref.: GNU parallel "
                  "`-S 2/node-1,2/node-2`, ControlMaster on", ">= 1.0 x ref.", row_remote_throughput),
@@ -1005,6 +1079,7 @@ def make_rows() -> List[Tuple[List[Row], Callable[[Bench], None]]]:
             "<= 30 MB per running job", row_memory_local),
         one("7", "CPU of an idle `pegpar q --daemon` (empty queue)", "< 2 % of one core", row_idle),
         (startup, lambda b: row_startup(b, startup)),
+        (live, lambda b: row_live(b, live)),
     ]
 
 
@@ -1073,7 +1148,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                        if args.quick else RESULTS)
     wanted = set(args.only.split(",")) if args.only else None
     specs = [(rows, fn) for rows, fn in make_rows()
-             if wanted is None or any({r.number, r.number.rstrip("ab")} & wanted for r in rows)]
+             if wanted is None or any({r.number, r.number.rstrip("abc")} & wanted for r in rows)]
 
     # pegpar's modules byte-compiled, as pip leaves an installed package; without
     # it, an environment with PYTHONDONTWRITEBYTECODE compiles them at every start

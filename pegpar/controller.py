@@ -325,6 +325,7 @@ class Controller:
                 self.next_slow = time.time() + SLOW_EVERY
                 self._slow_turn()
             self._probe_down()
+            self._reload_hosts()
             self.killers = [k for k in self.killers if k.poll() is None]
             if self.killing:
                 if time.time() > self.kill_deadline:
@@ -365,7 +366,7 @@ class Controller:
             except subprocess.TimeoutExpired:
                 pass
 
-    # -- once a second: status, control requests, hosts file --------------
+    # -- once a second: status, control requests ---------------------------
     def _slow_turn(self) -> None:
         for req in self.state.take_requests():
             target = req.get("kill") or {}
@@ -374,7 +375,6 @@ class Controller:
             if jobs:
                 self.printer.say("killing " + ", ".join(f"#{j.seq} on {j.node.name}" for j in jobs))
                 self.kill_jobs(jobs)
-        self._reload_hosts()
         self.state.write_status(self.snapshot())
         self._show_progress()
 
@@ -429,6 +429,7 @@ class Controller:
                 **({"queued": self.source.pending()} if self.opts.stdin else {})}
 
     def _reload_hosts(self) -> None:
+        """Every turn: a stat of hosts.yaml; read again only when it changed."""
         mtime = _mtime(self.opts.hosts_file)
         if mtime == self.hosts_mtime or self.opts.hosts_file is None:
             return
