@@ -430,8 +430,10 @@ class Controller:
 
     def _reload_hosts(self) -> None:
         """Every turn: a stat of hosts.yaml; read again only when it changed."""
+        if self.opts.hosts_file is None:
+            return
         mtime = _mtime(self.opts.hosts_file)
-        if mtime == self.hosts_mtime or self.opts.hosts_file is None:
+        if mtime == self.hosts_mtime:
             return
         self.hosts_mtime = mtime
         if mtime == 0.0:
@@ -842,13 +844,14 @@ def _queue_job(record: dict) -> Optional[Job]:
     (None for a job read from stdin): a job followed after a restart gets
     --retries and the re-run after a node death like any other."""
     canonical = record.get("canonical")
+    if canonical is None:
+        return None
     path, _, line = str(record.get("source") or "").rpartition(":")
     source = spec.Source(path, int(line)) if path and line.isdigit() else spec.Source("journal", record["seq"])
     try:
-        entry = spec.queue_entry_from_object(canonical, source) if canonical is not None else None
+        return next(expand.jobs(spec.queue_entry_from_object(canonical, source)), None)
     except UserError:
         return None
-    return next(expand.jobs(entry), None) if entry is not None else None
 
 
 def _one_line(text: str) -> str:
