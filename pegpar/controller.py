@@ -226,8 +226,7 @@ class Controller:
             if r["seq"] in recorded:
                 continue
             left = backend.left_wave(self.rt, r["seq"])
-            # broadcast steps are not followed: a step's bookkeeping starts with it
-            if left is not None and self.opts.mode == "q" and r["node"] in names:
+            if left is not None and r["node"] in names:
                 waves.setdefault(left.stem, (left, []))[1].append(r)
             else:
                 ended.append((left, r))
@@ -237,6 +236,11 @@ class Controller:
                 followed += rs
             else:
                 ended += [(left, r) for r in rs]
+        if followed and self.opts.mode == "b":
+            # the step that still runs is followed to its end; the next one waits for it
+            self.step += 1
+            self.step_results.append((self.step, {}))
+            self.step_jobs = [self.live[r["seq"]] for r in followed]
         requeue = []
         for left, r in sorted(ended, key=lambda x: x[1]["seq"]):
             rec = left.record(self.rt, r["seq"]) if left is not None else None

@@ -188,6 +188,29 @@ def test_a_job_followed_after_a_restart_keeps_its_retries(tmp_path, pegpar_env):
     assert [(rec.command, rec.exitval) for rec in records(tmp_path)] == [("echo x >> ran; sleep 1.5; exit 3", 3)] * 2
 
 
+def test_a_broadcast_step_still_running_after_a_restart_is_followed_not_run_again(tmp_path, pegpar_env):
+    """pegpar b is killed during a step; the next pegpar b follows the step to
+    its end on every sub-node, and starts the next step only then."""
+    write_queue(tmp_path, "- echo s1 >> ran; sleep 2\n- echo s2 >> ran\n")
+    first, _, err = _spawn(["b", "-j", "2", "--no-progress"], tmp_path, pegpar_env, "first")
+    try:
+        wait_for(lambda: (tmp_path / "ran").exists() and len((tmp_path / "ran").read_text().split()) == 2,
+                 what="step 1 to start on both sub-nodes")
+    finally:
+        first.kill()
+    assert first.wait(timeout=60) == -signal.SIGKILL, err.read_text()
+    r = pegpar(["b", "-j", "2", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("still runs (started before pegpar stopped); following it") == 2, r.stderr
+    assert "step 1: ok on 2/2" in r.stderr and "interrupted" not in r.stderr, r.stderr
+    assert (tmp_path / "ran").read_text().split() == ["s1", "s1", "s2", "s2"]
+    recs = records(tmp_path)
+    assert sorted(rec.command for rec in recs) == ["echo s1 >> ran; sleep 2"] * 2 + ["echo s2 >> ran"] * 2
+    assert all(rec.ok for rec in recs)
+    last_of_step_1 = max(rec.start + rec.runtime for rec in recs if "s1" in rec.command)
+    assert all(rec.start >= last_of_step_1 - 0.01 for rec in recs if "s2" in rec.command), recs
+
+
 # -- a node dies and comes back ------------------------------------------------------
 
 def _node_jobs(ran, count, seconds):
