@@ -139,7 +139,10 @@ class StateDir:
             os.close(fd)
         if size + len(text) > self._compact_at:
             # a long run (--daemon) would otherwise grow it by two lines a job
-            self.journal_reset(compact(self.journal()))
+            try:
+                self.journal_reset(compact(self.journal()))
+            except OSError:
+                pass  # a full disk, say: the journal stays whole, and the append above stands
             self._compact_at = max(COMPACT_AT, 2 * os.stat(self._file("journal")).st_size)
 
     def journal(self) -> List[Dict[str, Any]]:
@@ -338,12 +341,16 @@ def _write_atomic(path: str, text: str, durable: bool = True) -> None:
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        _write_all(fd, text.encode("utf-8"))
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            _write_all(fd, text.encode("utf-8"))
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -3,6 +3,7 @@ status snapshot, the journal, control requests."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -223,6 +224,21 @@ def test_a_journal_past_its_bound_compacts_itself(tmp_path, monkeypatch):
     assert os.path.getsize(path) < 3 * 4096  # 2001 jobs written: about 300 KB without compaction
     assert what_readers_see(state.journal()) == what_readers_see(records)
     assert [d["seq"] for d in last_run(state.journal()).unfinished()] == [2001]
+
+
+def test_a_compaction_that_fails_leaves_the_journal_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(state_module, "COMPACT_AT", 2048)
+    state = StateDir(str(tmp_path / ".pegpar"))
+    records = journal_of([(f"job {i} " + "x" * 50, (0, 0)) for i in range(100)])
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)  # appends with sync=False: only the rewrite syncs
+    for i in range(0, len(records), 10):
+        state.journal_append(records[i:i + 10], sync=False)
+    assert state.journal() == records
+    assert os.listdir(tmp_path / ".pegpar") == ["journal"]  # no temporary file left behind
 
 
 def test_requests_are_taken_once_in_order(tmp_path):
