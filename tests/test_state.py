@@ -208,8 +208,8 @@ def test_compaction_keeps_failures_running_jobs_and_successes_of_failed_entries(
     records = journal_of([("a", (0, 0)), ("b", (1, 0)), ("c", None), ("b", (0, 0)), ("a", (0, 0)),
                           ("d", (0, 0))], first_seq=11, lag=0)
     out = compact(records)
-    assert out[:3] == [{"event": "seqs", "seq": 16}, records[1], {"event": "ran", "run": "r", "seqs": [[11, 11],
-                                                                                                    [15, 16]]}]
+    ran = {"event": "ran", "run": "r", "seqs": [[11, 11], [15, 16]]}
+    assert out[:3] == [{"event": "seqs", "seq": 16}, records[1], ran]
     assert [(r["event"], r["seq"]) for r in out[3:]] == [("dispatch", 12), ("done", 12), ("dispatch", 13),
                                                           ("dispatch", 14), ("done", 14)]
 
@@ -217,7 +217,8 @@ def test_compaction_keeps_failures_running_jobs_and_successes_of_failed_entries(
 def test_a_journal_past_its_bound_compacts_itself(tmp_path, monkeypatch):
     monkeypatch.setattr(state_module, "COMPACT_AT", 4096)
     state = StateDir(str(tmp_path / ".pegpar"))
-    records = journal_of([(f"job {i} " + "x" * 50, (1 if i % 97 == 0 else 0, 0)) for i in range(2000)] + [("y", None)])
+    jobs = [(f"job {i} " + "x" * 50, (1 if i % 97 == 0 else 0, 0)) for i in range(2000)]
+    records = journal_of(jobs + [("y", None)])
     for i in range(0, len(records), 7):
         state.journal_append(records[i:i + 7])
     path = tmp_path / ".pegpar" / "journal"
