@@ -242,7 +242,14 @@ class Controller:
             self.step_results.append((self.step, {}))
             self.step_jobs = [self.live[r["seq"]] for r in followed]
         requeue = []
+        unreplaced = set()
         for left, r in sorted(ended, key=lambda x: x[1]["seq"]):
+            if left is None and r.get("pending") and os.path.exists(r["pending"]):
+                # pegpar died after journalling the job and before replacing the queue file
+                self.printer.say(f"job #{r['seq']} on {r['node']} never left {self.opts.queue_file} (pegpar "
+                                 f"stopped while taking it); it runs from there: {_one_line(r['command'])}")
+                unreplaced.add(r["pending"])
+                continue
             rec = left.record(self.rt, r["seq"]) if left is not None else None
             if rec is not None:  # it ended while no controller was watching
                 joblog.append(self.joblog_path, [joblog.relabel(rec, r["seq"], r["node"], r["command"])])
@@ -259,6 +266,8 @@ class Controller:
                 # a broadcast step ran on every sub-node: it goes back once
                 if self.opts.mode != "b" or r["canonical"] not in [item for _, _, item in requeue]:
                     requeue.append((r.get("run"), r["seq"], r["canonical"]))
+        for path in unreplaced:
+            _unlink(path)
         if requeue and self.opts.requeue_interrupted and not self.opts.stdin:
             self._put_back(requeue)
         # their files go once the journal no longer names their jobs (start())
@@ -660,7 +669,7 @@ class Controller:
         self._journal_dispatch(placed)
         if ready < len(free):
             ready += self._take(len(free) - ready, accept,
-                                lambda start=ready: self._journal_dispatch(placed[start:]))
+                                lambda pending, start=ready: self._journal_dispatch(placed[start:], pending))
         self._launch(self._only_taken(placed, ready))
 
     def _only_taken(self, placed: List[Running], ready: int) -> List[Running]:
@@ -690,14 +699,17 @@ class Controller:
         stem = os.path.join(self.rt.logs_dir, backend.log_name(seq, node))
         return Running(seq, node, command, stem, stem + ".err", time.time(), job)
 
-    def _journal_dispatch(self, placed: List[Running]) -> None:
+    def _journal_dispatch(self, placed: List[Running], pending: str = "") -> None:
         """Journal jobs at the moment the queue lets go of them (called by the
         queue just before it replaces its file): a crash before leaves them
-        queued and out of the journal, a crash after finds them in the journal."""
+        queued and out of the journal, a crash after finds them in the journal.
+        `pending`: the queue's new file until it replaces the old one (a crash
+        in between leaves it, and recovery knows the jobs are still queued)."""
         self.state.journal_append([
             {"event": "dispatch", "run": self.run_id, "seq": r.seq, "node": r.node.name, "host": r.node.host,
              "command": r.command, "source": str(r.job.source) if r.job else "",
-             "canonical": None if self.opts.stdin or r.job is None else r.job.canonical(), "start": r.started}
+             "canonical": None if self.opts.stdin or r.job is None else r.job.canonical(), "start": r.started,
+             **({"pending": pending} if pending else {})}
             for r in placed])
 
     def _warm_up(self) -> None:
@@ -769,7 +781,7 @@ class Controller:
                         if node.name not in self.leaving]
             placed.extend(self._reserve(job, node, command) for node, command in rendered)
 
-        taken = self._take(1, accept, lambda: self._journal_dispatch(placed))
+        taken = self._take(1, accept, lambda pending: self._journal_dispatch(placed, pending))
         placed = self._only_taken(placed, len(placed) if taken else 0)
         if placed:
             self.step += 1

@@ -161,7 +161,7 @@ class QueueFile:
         self.notify = notify
         self._lock = filelock.FileLock(lock_path(path))
 
-    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[], None]] = None
+    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[str], None]] = None
              ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         """Take up to n jobs from the head, in order, in one locked transaction.
 
@@ -175,9 +175,11 @@ class QueueFile:
         with the taken entries' text removed (a parametrized entry's remaining
         combinations written back in its place as compact products); every
         other byte of the file is unchanged. Reads only as much YAML as the
-        head entries need. `on_commit()` runs once both are certain, right
+        head entries need. `on_commit(pending)` runs once both are certain, right
         before the replacement (the controller journals the jobs there: a crash
-        before it leaves them queued and unjournaled).
+        before it leaves them queued and unjournaled). `pending` names the new
+        file until it replaces the old one: after a crash between the two, it
+        still exists, and tells that the jobs never left the queue file.
 
         Only the returned jobs are taken. A job accept()ed but not returned
         stays in the queue: that happens when the transaction fails (an I/O
@@ -251,7 +253,7 @@ class QueueFile:
         with hold_lock(self.path, "pegpar add", timeout, self.notify):
             self._add_locked(text, front)
 
-    def _take_locked(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[], None]]
+    def _take_locked(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[str], None]]
                      ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         real = os.path.realpath(self.path)
         try:
@@ -282,12 +284,12 @@ class QueueFile:
                 return [], error
             consumed = _items_text([job.canonical() for job in taken])
 
-            def commit() -> bool:
+            def commit(pending: str) -> bool:
                 if _changed(before, real):
                     return False  # written behind the lock's back: leave both files alone
                 _append_durably(self.consumed_path, consumed)
                 if on_commit is not None:
-                    on_commit()
+                    on_commit(pending)
                 return True
 
             if not _replace(real, src, cuts, commit):
@@ -314,7 +316,7 @@ class QueueFile:
             else:
                 at = end
                 cut = _Cut(at, at, (b"" if _ends_line(src, at) else b"\n") + text)
-            _replace(real, src, [cut], lambda: True)
+            _replace(real, src, [cut], lambda _: True)
 
 
 @dataclass(frozen=True)
@@ -543,10 +545,10 @@ def _copy(src: IO[bytes], out: IO[bytes], size: int) -> None:
         size -= len(block) if size > 0 else 0
 
 
-def _replace(real: str, src: IO[bytes], cuts: Sequence[_Cut], commit: Callable[[], bool]) -> bool:
+def _replace(real: str, src: IO[bytes], cuts: Sequence[_Cut], commit: Callable[[str], bool]) -> bool:
     """Atomically replace `real` with src spliced by cuts, keeping its permission
-    bits. `commit` runs once the new file is on disk, just before the rename;
-    it returns False to abandon the replacement."""
+    bits. `commit(temporary name)` runs once the new file is on disk, just
+    before the rename; it returns False to abandon the replacement."""
     mode = stat.S_IMODE(os.fstat(src.fileno()).st_mode)
 
     def fill(out: IO[bytes]) -> None:
@@ -564,10 +566,11 @@ def new_file_mode() -> int:
 
 
 def _create(real: str, text: bytes) -> None:
-    _write_atomically(real, lambda out: out.write(text), new_file_mode(), lambda: True)
+    _write_atomically(real, lambda out: out.write(text), new_file_mode(), lambda _: True)
 
 
-def _write_atomically(real: str, fill: Callable[[IO[bytes]], Any], mode: int, commit: Callable[[], bool]) -> bool:
+def _write_atomically(real: str, fill: Callable[[IO[bytes]], Any], mode: int,
+                      commit: Callable[[str], bool]) -> bool:
     folder, name = os.path.split(real)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     try:
@@ -576,7 +579,7 @@ def _write_atomically(real: str, fill: Callable[[IO[bytes]], Any], mode: int, co
             out.flush()
             os.fchmod(out.fileno(), mode)
             os.fsync(out.fileno())
-        if not commit():
+        if not commit(tmp):
             os.unlink(tmp)
             return False
         os.replace(tmp, real)

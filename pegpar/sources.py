@@ -46,7 +46,7 @@ class MemoryQueue:
     def __init__(self, jobs: List[Job]):
         self._jobs = list(reversed(jobs))
 
-    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[], None]] = None
+    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[str], None]] = None
              ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         taken: List[Job] = []
         error = None
@@ -58,7 +58,7 @@ class MemoryQueue:
                 break
             taken.append(self._jobs.pop())
         if taken and on_commit is not None:
-            on_commit()
+            on_commit("")  # no file to replace
         return taken, error
 
     def is_empty(self) -> bool:

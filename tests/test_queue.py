@@ -138,6 +138,20 @@ def test_one_at_a_time_follows_the_product_order_across_rewrites(qpath):
     assert read(qpath) == "- last\n"
 
 
+def test_the_pending_file_exists_until_it_replaces_the_queue(qpath):
+    write(qpath, "- a\n- b\n")
+    seen = []
+
+    def on_commit(pending):
+        seen.append((pending, read(pending), os.path.exists(pending)))
+
+    jobs, err = QueueFile(str(qpath)).take(1, accept_all, on_commit)
+    assert [j.command for j in jobs] == ["a"] and err is None
+    [(pending, text, existed)] = seen
+    assert existed and text == "- b\n" == read(qpath)
+    assert os.path.dirname(pending) == str(qpath.parent) and not os.path.exists(pending)
+
+
 def test_take_several_in_one_transaction(tmp_path, qpath):
     write(qpath, "- command: [a]\n  x: [1, 2, 3]\n# note\n- b\n- c\n")
     q = QueueFile(str(qpath))

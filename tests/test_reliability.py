@@ -151,6 +151,28 @@ def test_interrupted_jobs_put_back_once_even_when_pegpar_dies_right_after(tmp_pa
         "# pegpar put back interrupted jobs: #2 (run r)\n")
 
 
+def test_a_job_journalled_but_not_yet_out_of_the_queue_file_runs_once(tmp_path, pegpar_env):
+    """pegpar killed between journalling a job and replacing queue.yaml (a kill
+    during the journal's fsync lands there): the job is journalled and still in
+    the queue file. The new queue file, never renamed, is still there; recovery
+    sees it, does not put the job back, and the job runs once, from the queue."""
+    state = tmp_path / ".pegpar"
+    state.mkdir(mode=0o700)
+    pending = tmp_path / ".queue.yaml.abc123.tmp"
+    pending.write_text("- echo two >> ran\n")  # the queue as the pop would have left it
+    (state / "journal").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"event": "run", "run": "r", "pid": 1, "started": 1.0, "mode": "q"},
+        {"event": "dispatch", "run": "r", "seq": 1, "node": "localhost/1", "host": "localhost",
+         "command": "echo one >> ran", "canonical": "echo one >> ran", "start": 1.0, "pending": str(pending)}]))
+    write_queue(tmp_path, "- echo one >> ran\n- echo two >> ran\n")
+    r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert "job #1 on localhost/1 never left queue.yaml (pegpar stopped while taking it)" in r.stderr, r.stderr
+    assert "put back" not in r.stderr, r.stderr
+    assert (tmp_path / "ran").read_text().split() == ["one", "two"]
+    assert not pending.exists()
+
+
 def test_an_interrupted_broadcast_step_goes_back_once(tmp_path, pegpar_env):
     """A step interrupted on each of its sub-nodes is one entry of the queue: it
     goes back once, and runs once more on every sub-node."""
