@@ -117,6 +117,7 @@ class Controller:
         self.step_results: List[Tuple[int, Dict[str, Tuple[int, int]]]] = []
         self.killers: list = []
         self.dead_waves: List[backend.LeftWave] = []  # found by _recover, removed by start()
+        self.unreplaced: List[str] = []  # queue files a crash left unrenamed: likewise
         self.kill_deadline = 0.0
         self.pending_signals: List[str] = []
         self.warm: Dict[Tuple[str, bool, int], backend.Warm] = {}  # parallels ready per host
@@ -186,6 +187,8 @@ class Controller:
                                  + [dict(r, run=self.run_id) for r in followed])
         for left in self.dead_waves:
             left.remove()
+        for path in self.unreplaced:
+            _unlink(path)
         # GNU parallel compiles (a few tenths of a second) while the hosts are checked
         self._warm_up()
         self.nodes = self._reachable(self.nodes, at_start=True)
@@ -242,13 +245,14 @@ class Controller:
             self.step_results.append((self.step, {}))
             self.step_jobs = [self.live[r["seq"]] for r in followed]
         requeue = []
-        unreplaced = set()
         for left, r in sorted(ended, key=lambda x: x[1]["seq"]):
             if left is None and r.get("pending") and os.path.exists(r["pending"]):
                 # pegpar died after journalling the job and before replacing the queue file
                 self.printer.say(f"job #{r['seq']} on {r['node']} never left {self.opts.queue_file} (pegpar "
                                  f"stopped while taking it); it runs from there: {_one_line(r['command'])}")
-                unreplaced.add(r["pending"])
+                # removed once the journal no longer names the job (start()): a crash
+                # before that must find it again
+                self.unreplaced.append(r["pending"])
                 continue
             rec = left.record(self.rt, r["seq"]) if left is not None else None
             if rec is not None:  # it ended while no controller was watching
@@ -266,8 +270,6 @@ class Controller:
                 # a broadcast step ran on every sub-node: it goes back once
                 if self.opts.mode != "b" or r["canonical"] not in [item for _, _, item in requeue]:
                     requeue.append((r.get("run"), r["seq"], r["canonical"]))
-        for path in unreplaced:
-            _unlink(path)
         if requeue and self.opts.requeue_interrupted and not self.opts.stdin:
             self._put_back(requeue)
         # their files go once the journal no longer names their jobs (start())
