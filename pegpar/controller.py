@@ -22,7 +22,7 @@ from pegpar.backend import Running, Wave
 from pegpar.errors import UserError
 from pegpar.expand import Job, SubNode
 from pegpar.output import Printer, Tail
-from pegpar.state import StateDir, state_dir_for
+from pegpar.state import StateDir, highest_seq, state_dir_for
 
 KILL_GRACE = 4.0  # seconds for jobs to die on their nodes before parallel is told to kill
 TICK = 0.05  # seconds between turns while jobs run
@@ -215,8 +215,7 @@ class Controller:
         records = self.state.journal()
         # A seq given out stays used even when the joblog never got it: reused, it
         # would share wave files, job id and log files with a job that may still run.
-        used = max((r["seq"] for r in records if isinstance(r.get("seq"), int)), default=0)
-        self.next_seq = max(self.next_seq, used + 1)
+        self.next_seq = max(self.next_seq, highest_seq(records) + 1)
         done = {r["seq"] for r in records if r.get("event") == "done"}
         pending = list({r["seq"]: r for r in records if r.get("event") == "dispatch" and r["seq"] not in done}
                        .values())

@@ -269,12 +269,16 @@ def compact(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
               if seq in run.done and not _succeeded(run.done[seq])}
     gone = {seq for seq, d in run.dispatched.items()
             if seq in run.done and _succeeded(run.done[seq]) and entry_key(d.get("canonical")) not in failed}
-    used = max((r["seq"] for r in records if isinstance(r.get("seq"), int)), default=0)
     ran = _merged(list(run.ran) + [(seq, seq) for seq in gone])
     kept = [r for r in records[records.index(run.info) + 1:]
             if r.get("run") == run.id and r.get("event") in ("dispatch", "done") and r.get("seq") not in gone]
-    return ([{"event": "seqs", "seq": used}, run.info]
+    return ([{"event": "seqs", "seq": highest_seq(records)}, run.info]
             + ([{"event": "ran", "run": run.id, "seqs": [list(r) for r in ran]}] if ran else []) + kept)
+
+
+def highest_seq(records: List[Dict[str, Any]]) -> int:
+    """The highest job seq the journal names (0 when none): seqs given out stay used."""
+    return max((r["seq"] for r in records if isinstance(r.get("seq"), int)), default=0)
 
 
 def _succeeded(done: Dict[str, Any]) -> bool:

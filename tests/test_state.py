@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pegpar import state as state_module
 from pegpar.errors import UserError
 from pegpar.retry import plan, results
-from pegpar.state import StateDir, compact, last_run
+from pegpar.state import StateDir, compact, highest_seq, last_run
 
 HANG_GUARD = 30  # seconds; only a guard against a hung child, never a timing assertion
 
@@ -185,8 +185,7 @@ def what_readers_see(records):
     """Everything `pegpar status`, `log`, `retry` and recovery read in a journal."""
     run = last_run(records)
     todo = plan(run, results(run, []), ())
-    used = max((r["seq"] for r in records if isinstance(r.get("seq"), int)), default=0)
-    return (run.id, used, [seq for seq in range(-1, 50) if seq in run],
+    return (run.id, highest_seq(records), [seq for seq in range(-1, 50) if seq in run],
             sorted(d["seq"] for d in run.unfinished()),
             [[d["seq"] for d in part] for part in (todo.requeue, todo.from_stdin, todo.ran_again, todo.queued)])
 
