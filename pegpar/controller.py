@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from pegpar import backend, expand, joblog, spec
 from pegpar.backend import Running, Wave
@@ -23,6 +23,9 @@ from pegpar.errors import UserError
 from pegpar.expand import Job, SubNode
 from pegpar.output import Printer, Tail
 from pegpar.state import StateDir, highest_seq, state_dir_for
+
+if TYPE_CHECKING:
+    from pegpar.queue import Pending
 
 KILL_GRACE = 4.0  # seconds for jobs to die on their nodes before parallel is told to kill
 TICK = 0.05  # seconds between turns while jobs run
@@ -252,6 +255,10 @@ class Controller:
                 # removed once the journal no longer names the job (start()): a crash
                 # before that must find it again
                 self.unreplaced.append(r["pending"])
+                if r.get("consumed"):  # it will be consumed again, from the queue file
+                    from pegpar.queue import unconsume
+
+                    unconsume(*r["consumed"])
                 continue
             rec = left.record(self.rt, r["seq"]) if left is not None else None
             if rec is not None:  # it ended while no controller was watching
@@ -700,17 +707,19 @@ class Controller:
         stem = os.path.join(self.rt.logs_dir, backend.log_name(seq, node))
         return Running(seq, node, command, stem, stem + ".err", time.time(), job)
 
-    def _journal_dispatch(self, placed: List[Running], pending: str = "") -> None:
+    def _journal_dispatch(self, placed: List[Running], pending: Optional[Pending] = None) -> None:
         """Journal jobs at the moment the queue lets go of them (called by the
         queue just before it replaces its file): a crash before leaves them
         queued and out of the journal, a crash after finds them in the journal.
         `pending`: the queue's new file until it replaces the old one (a crash
-        in between leaves it, and recovery knows the jobs are still queued)."""
+        in between leaves it, and recovery knows the jobs are still queued) and
+        the part of consumed.yaml written for them (recovery takes it out)."""
         self.state.journal_append([
             {"event": "dispatch", "run": self.run_id, "seq": r.seq, "node": r.node.name, "host": r.node.host,
              "command": r.command, "source": str(r.job.source) if r.job else "",
              "canonical": None if self.opts.stdin or r.job is None else r.job.canonical(), "start": r.started,
-             **({"pending": pending} if pending else {})}
+             **({"pending": pending.file, "consumed": [pending.consumed, pending.start, pending.end]}
+                if pending else {})}
             for r in placed])
 
     def _warm_up(self) -> None:

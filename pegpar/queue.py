@@ -161,7 +161,7 @@ class QueueFile:
         self.notify = notify
         self._lock = filelock.FileLock(lock_path(path))
 
-    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[str], None]] = None
+    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[Pending], None]] = None
              ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         """Take up to n jobs from the head, in order, in one locked transaction.
 
@@ -177,9 +177,10 @@ class QueueFile:
         other byte of the file is unchanged. Reads only as much YAML as the
         head entries need. `on_commit(pending)` runs once both are certain, right
         before the replacement (the controller journals the jobs there: a crash
-        before it leaves them queued and unjournaled). `pending` names the new
-        file until it replaces the old one: after a crash between the two, it
-        still exists, and tells that the jobs never left the queue file.
+        before it leaves them queued and unjournaled). `pending.file` names the
+        new file until it replaces the old one: after a crash between the two,
+        it still exists, and tells that the jobs never left the queue file
+        (`unconsume` then takes them out of consumed.yaml again).
 
         Only the returned jobs are taken. A job accept()ed but not returned
         stays in the queue: that happens when the transaction fails (an I/O
@@ -253,7 +254,7 @@ class QueueFile:
         with hold_lock(self.path, "pegpar add", timeout, self.notify):
             self._add_locked(text, front)
 
-    def _take_locked(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[str], None]]
+    def _take_locked(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[Pending], None]]
                      ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         real = os.path.realpath(self.path)
         try:
@@ -284,12 +285,12 @@ class QueueFile:
                 return [], error
             consumed = _items_text([job.canonical() for job in taken])
 
-            def commit(pending: str) -> bool:
+            def commit(new_file: str) -> bool:
                 if _changed(before, real):
                     return False  # written behind the lock's back: leave both files alone
-                _append_durably(self.consumed_path, consumed)
+                start, end = _append_durably(self.consumed_path, consumed)
                 if on_commit is not None:
-                    on_commit(pending)
+                    on_commit(Pending(new_file, os.path.abspath(self.consumed_path), start, end))
                 return True
 
             if not _replace(real, src, cuts, commit):
@@ -317,6 +318,37 @@ class QueueFile:
                 at = end
                 cut = _Cut(at, at, (b"" if _ends_line(src, at) else b"\n") + text)
             _replace(real, src, [cut], lambda _: True)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A pop about to replace the queue file: `file` is the new queue file (it
+    exists until it replaces the old one), and consumed.yaml (`consumed`, an
+    absolute path) ends with the bytes [start, end) appended for its jobs."""
+
+    file: str
+    consumed: str
+    start: int
+    end: int
+
+
+def unconsume(consumed: str, start: int, end: int) -> bool:
+    """Take a pop's jobs out of consumed.yaml again when that pop never replaced
+    the queue file (they are still queued, and will be consumed again): cut the
+    file back to `start`, only if it still ends at `end` (nothing was appended
+    since). True when it was cut."""
+    try:
+        fd = os.open(consumed, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_size != end or not 0 <= start < end:
+            return False
+        os.ftruncate(fd, start)
+        os.fsync(fd)
+        return True
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -612,7 +644,8 @@ def _changed(before: os.stat_result, real: str) -> bool:
     return (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns)
 
 
-def _append_durably(path: str, data: bytes) -> None:
+def _append_durably(path: str, data: bytes) -> Tuple[int, int]:
+    """Append whole lines and fsync; returns the file's size before and after."""
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         size = os.fstat(fd).st_size
@@ -621,6 +654,7 @@ def _append_durably(path: str, data: bytes) -> None:
         while data:
             data = data[os.write(fd, data):]
         os.fsync(fd)
+        return size, os.fstat(fd).st_size
     finally:
         os.close(fd)
 

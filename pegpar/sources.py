@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Tuple
 
 from pegpar.errors import UserError
 from pegpar.expand import Job
 from pegpar.spec import Source
+
+if TYPE_CHECKING:
+    from pegpar.queue import Pending
 
 STDIN = "<stdin>"
 _USES_LINE = re.compile(r"\{\{[^}]*\bline\b")
@@ -46,7 +49,7 @@ class MemoryQueue:
     def __init__(self, jobs: List[Job]):
         self._jobs = list(reversed(jobs))
 
-    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[str], None]] = None
+    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[Optional[Pending]], None]] = None
              ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         taken: List[Job] = []
         error = None
@@ -58,7 +61,7 @@ class MemoryQueue:
                 break
             taken.append(self._jobs.pop())
         if taken and on_commit is not None:
-            on_commit("")  # no file to replace
+            on_commit(None)  # no file to replace
         return taken, error
 
     def is_empty(self) -> bool:

@@ -14,7 +14,7 @@ import yaml
 
 from pegpar import queue
 from pegpar.errors import UserError
-from pegpar.queue import QueueFile
+from pegpar.queue import QueueFile, unconsume
 
 HEADER = """\
 # experiments for the paper
@@ -138,18 +138,32 @@ def test_one_at_a_time_follows_the_product_order_across_rewrites(qpath):
     assert read(qpath) == "- last\n"
 
 
-def test_the_pending_file_exists_until_it_replaces_the_queue(qpath):
+def test_the_pending_file_exists_until_it_replaces_the_queue(tmp_path, qpath):
     write(qpath, "- a\n- b\n")
+    write(tmp_path / "consumed.yaml", "- old")  # no newline at its end
     seen = []
 
     def on_commit(pending):
-        seen.append((pending, read(pending), os.path.exists(pending)))
+        seen.append((pending, read(pending.file), os.path.exists(pending.file), read(pending.consumed)))
 
     jobs, err = QueueFile(str(qpath)).take(1, accept_all, on_commit)
     assert [j.command for j in jobs] == ["a"] and err is None
-    [(pending, text, existed)] = seen
+    [(pending, text, existed, consumed)] = seen
     assert existed and text == "- b\n" == read(qpath)
-    assert os.path.dirname(pending) == str(qpath.parent) and not os.path.exists(pending)
+    assert os.path.dirname(pending.file) == str(qpath.parent) and not os.path.exists(pending.file)
+    # the bytes appended for the pop, the newline it had to add included
+    assert consumed == "- old\n- a\n" and (pending.start, pending.end) == (5, 10)
+    assert pending.consumed == str(tmp_path / "consumed.yaml")
+
+
+def test_unconsume_cuts_a_pop_out_of_consumed_yaml_only_if_nothing_followed(tmp_path):
+    path = tmp_path / "consumed.yaml"
+    write(path, "- old\n- a\n")
+    assert unconsume(str(path), 6, 10) and read(path) == "- old\n"
+    assert not unconsume(str(path), 6, 10) and read(path) == "- old\n"  # done already: nothing more
+    write(path, "- old\n- a\n- b\n")  # something was appended since
+    assert not unconsume(str(path), 6, 10) and read(path) == "- old\n- a\n- b\n"
+    assert not unconsume(str(tmp_path / "missing.yaml"), 0, 4)
 
 
 def test_take_several_in_one_transaction(tmp_path, qpath):

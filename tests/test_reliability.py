@@ -18,6 +18,7 @@ import tempfile
 import time
 
 import pytest
+import yaml
 
 from runner import cluster_hosts, pegpar, records, wait_for, write_queue
 from test_cli_errors import BOMB
@@ -27,6 +28,8 @@ BATCH = 30  # jobs per queue in the SIGKILL test
 # what a restarted pegpar says of a job that ran while no pegpar watched and
 # whose end it cannot know: it may run twice
 INTERRUPTED = r"job #\d+ on \S+ was interrupted.*?: echo (job-\d+-\d+)"
+# what it says of a job it queues again (which is consumed once more)
+REQUEUED = r"job #\d+ on \S+ (?:was interrupted|never started).*?: echo (job-\d+-\d+)"
 
 
 def _spawn(args, cwd, env, name):
@@ -53,7 +56,7 @@ def _batch_queue(ran, batch):
     return names, "".join(f"- echo {n} >> {ran}; sleep 0.2; echo {n}\n" for n in names)
 
 
-def _check_batch(tmp_path, names, ran, interrupted):
+def _check_batch(tmp_path, names, ran, interrupted, requeued):
     recs = records(tmp_path)
     ok = {m.group(1) for r in recs if r.ok for m in [re.match(r"echo (job-\d+-\d+) ", r.command)] if m}
     missing = [n for n in names if n not in ok]
@@ -62,6 +65,11 @@ def _check_batch(tmp_path, names, ran, interrupted):
     for n in names:
         limit = 2 if n in interrupted else 1
         assert 1 <= counts[n] <= limit, (n, counts[n], sorted(interrupted))
+    # consumed.yaml lists a job once, and once more each time it was queued again
+    consumed = collections.Counter(re.match(r"echo (job-\d+-\d+) ", c).group(1)
+                                   for c in yaml.safe_load((tmp_path / "consumed.yaml").read_text()))
+    for n in names:
+        assert 1 <= consumed[n] <= 1 + requeued[n], (n, consumed[n], requeued[n])
 
 
 def test_sigkill_at_random_moments_then_restart_runs_every_job_once(tmp_path, cluster, pegpar_env):
@@ -82,6 +90,7 @@ def test_sigkill_at_random_moments_then_restart_runs_every_job_once(tmp_path, cl
     names, text = _batch_queue(ran, batch)
     write_queue(tmp_path, text)
     interrupted = set()
+    requeued = collections.Counter()
     kills = 0
     started = time.time()
     while kills < ROUNDS:
@@ -96,8 +105,9 @@ def test_sigkill_at_random_moments_then_restart_runs_every_job_once(tmp_path, cl
             kills += 1
         p.wait(timeout=60)
         interrupted |= set(re.findall(INTERRUPTED, err.read_text()))
+        requeued.update(re.findall(REQUEUED, err.read_text()))
         if p.returncode == 0:  # the batch ran to its end before the kill: check it, start another
-            _check_batch(tmp_path, names, ran, interrupted)
+            _check_batch(tmp_path, names, ran, interrupted, requeued)
             batch += 1
             names, text = _batch_queue(ran, batch)
             write_queue(tmp_path, text)
@@ -112,7 +122,8 @@ def test_sigkill_at_random_moments_then_restart_runs_every_job_once(tmp_path, cl
     log = err.read_text()
     assert final.returncode == 0, log
     interrupted |= set(re.findall(INTERRUPTED, log))
-    _check_batch(tmp_path, names, ran, interrupted)
+    requeued.update(re.findall(REQUEUED, log))
+    _check_batch(tmp_path, names, ran, interrupted, requeued)
     # a job is recorded once, and a seq names one job only
     recs = records(tmp_path)
     successes = collections.Counter(r.command for r in recs if r.ok)
@@ -155,15 +166,20 @@ def test_a_job_journalled_but_not_yet_out_of_the_queue_file_runs_once(tmp_path, 
     """pegpar killed between journalling a job and replacing queue.yaml (a kill
     during the journal's fsync lands there): the job is journalled and still in
     the queue file. The new queue file, never renamed, is still there; recovery
-    sees it, does not put the job back, and the job runs once, from the queue."""
+    sees it, does not put the job back, and the job runs once, from the queue;
+    consumed.yaml, which the pop had written, lists it once."""
     state = tmp_path / ".pegpar"
     state.mkdir(mode=0o700)
     pending = tmp_path / ".queue.yaml.abc123.tmp"
     pending.write_text("- echo two >> ran\n")  # the queue as the pop would have left it
+    consumed = tmp_path / "consumed.yaml"
+    before, appended = "- echo zero >> ran\n", "- echo one >> ran\n"  # the pop wrote the second line
+    consumed.write_text(before + appended)
     (state / "journal").write_text("".join(json.dumps(r) + "\n" for r in [
         {"event": "run", "run": "r", "pid": 1, "started": 1.0, "mode": "q"},
         {"event": "dispatch", "run": "r", "seq": 1, "node": "localhost/1", "host": "localhost",
-         "command": "echo one >> ran", "canonical": "echo one >> ran", "start": 1.0, "pending": str(pending)}]))
+         "command": "echo one >> ran", "canonical": "echo one >> ran", "start": 1.0, "pending": str(pending),
+         "consumed": [str(consumed), len(before), len(before + appended)]}]))
     write_queue(tmp_path, "- echo one >> ran\n- echo two >> ran\n")
     r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env)
     assert r.returncode == 0, r.stderr
@@ -171,6 +187,7 @@ def test_a_job_journalled_but_not_yet_out_of_the_queue_file_runs_once(tmp_path, 
     assert "put back" not in r.stderr, r.stderr
     assert (tmp_path / "ran").read_text().split() == ["one", "two"]
     assert not pending.exists()
+    assert yaml.safe_load(consumed.read_text()) == ["echo zero >> ran", "echo one >> ran", "echo two >> ran"]
 
 
 def test_an_interrupted_broadcast_step_goes_back_once(tmp_path, pegpar_env):
