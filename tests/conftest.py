@@ -6,7 +6,8 @@ brought back. Without sshd the end-to-end tests are skipped, except under
 `sh tests/run-all.sh` (which installs sshd and sets PEGPAR_TEST_REQUIRE_SSHD=1), where a
 missing sshd is a failure.
 
-`pegpar_env`: an environment for running pegpar (or the vendored parallel) as a child.
+`pegpar_env`: an environment for running pegpar (or the vendored parallel) as a child;
+its TMPDIR, where pegpar keeps its run directories, is removed after the session.
 `bg`: start pegpar children that run while the test goes on (runner.Child).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from typing import Callable, Dict, Iterator, List
 
 import pytest
@@ -66,8 +68,18 @@ def _heal_cluster(request: pytest.FixtureRequest) -> Iterator[None]:
         c.heal()
 
 
+@pytest.fixture(scope="session")
+def run_tmp() -> Iterator[str]:
+    """The TMPDIR of pegpar children: the run directory of each test's state
+    directory (ControlMaster sockets, wave files) goes there, not into the
+    machine's temporary directory, and is removed after the session."""
+    path = tempfile.mkdtemp(prefix="pegpar-t")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
-def pegpar_env(tmp_path) -> Iterator[Dict[str, str]]:
+def pegpar_env(tmp_path, run_tmp) -> Iterator[Dict[str, str]]:
     """Environment for a pegpar child process.
 
     A `parallel` (and `sem`) found on PATH is a trap that fails loudly, and the test
@@ -76,7 +88,7 @@ def pegpar_env(tmp_path) -> Iterator[Dict[str, str]]:
     directory comes next, so the `pegpar` installed with it is found (also in an
     unactivated virtualenv). Settings that would change parallel's or pegpar's
     behaviour (PARALLEL, PARALLEL_*, PEGPAR_*) and the ssh agent are dropped;
-    NO_COLOR=1 keeps output plain.
+    NO_COLOR=1 keeps output plain; TMPDIR is `run_tmp`.
     """
     trap = tmp_path / "trap-bin"
     trap.mkdir()
@@ -96,6 +108,7 @@ def pegpar_env(tmp_path) -> Iterator[Dict[str, str]]:
     path = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if d]
     env["PATH"] = os.pathsep.join([str(trap), os.path.dirname(sys.executable)] + path)
     env["NO_COLOR"] = "1"
+    env["TMPDIR"] = run_tmp
     yield env
     if calls.exists():
         pytest.fail(f"a `parallel` from PATH was run:\n{calls.read_text()}", pytrace=False)

@@ -14,7 +14,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -131,7 +130,7 @@ def test_sigkill_at_random_moments_then_restart_runs_every_job_once(tmp_path, cl
     seqs = collections.Counter(r.seq for r in recs)
     assert max(seqs.values()) == 1, [s for s, k in seqs.items() if k > 1]
     # and the waves' files, read, are gone (where backend.runtime() keeps them)
-    waves = os.path.join(_run_dir(tmp_path / ".pegpar"), "waves")
+    waves = os.path.join(_run_dir(tmp_path / ".pegpar", pegpar_env), "waves")
     assert [n for n in os.listdir(waves) if re.match(r"\d+\.", n)] == []
 
 
@@ -412,7 +411,7 @@ def test_state_is_private_and_the_ssh_wrapper_keeps_host_key_checking(tmp_path, 
             assert stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) == 0o600, (folder, name)
             seen += 1
     assert seen >= 6  # joblog, journal, job outputs at least
-    run_dir = _run_dir(state)
+    run_dir = _run_dir(state, pegpar_env)
     wrapper = os.path.join(run_dir, "ssh")
     assert stat.S_IMODE(os.stat(run_dir).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(wrapper).st_mode) == 0o700
@@ -423,10 +422,10 @@ def test_state_is_private_and_the_ssh_wrapper_keeps_host_key_checking(tmp_path, 
     assert "userknownhostsfile" not in text.lower()
 
 
-def _run_dir(state):
+def _run_dir(state, env):
     """Where backend.runtime() puts the run directory of a state directory."""
     key = hashlib.sha1(str(state).encode()).hexdigest()[:12]
-    return os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}", key)
+    return os.path.join(env["TMPDIR"], f"pegpar-{os.getuid()}", key)
 
 
 def test_a_host_with_an_unknown_key_is_refused(tmp_path, cluster, pegpar_env):
