@@ -530,7 +530,7 @@ class Warm:
         self.node = node
         self.slots = slots
         self.stem = os.path.join(rt.waves_dir, f"warm-{os.getpid()}-{Warm._count}")
-        argv = ["perl", parallel_script(), "-0", "--colsep", "\t",
+        argv = ["perl", parallel_script(), "-0", "--colsep", "\t", "--trim", "n",
                 "--joblog", self.stem + ".joblog", "-j", str(slots),
                 "--results", os.path.join(rt.logs_dir, "{2}")]
         if not node.local:

@@ -56,12 +56,15 @@ def command(texts: List[str], index: int) -> str:
 
 
 def run_commands(tmp_path, cluster, env, commands: List[str]) -> Dict[int, bytes]:
-    """Run the commands, one job each, in one `pegpar q`; {index: the job's stdout bytes}."""
-    cluster_hosts(tmp_path, HOSTS)
+    """Run the commands, one job each, in one `pegpar q` (cluster None: on 4
+    local sub-nodes); {index: the job's stdout bytes}."""
+    if cluster is not None:
+        cluster_hosts(tmp_path, HOSTS)
     # as a user would: `pegpar add` writes each argument into queue.yaml as one entry
     added = pegpar(["add", *commands], tmp_path, env)
     assert added.returncode == 0, added.stderr
-    r = pegpar(["q", "--ssh-config", cluster.ssh_config], tmp_path, env, timeout=600)
+    where = ["--ssh-config", cluster.ssh_config] if cluster is not None else ["-j", "4"]
+    r = pegpar(["q", *where], tmp_path, env, timeout=600)
     assert r.returncode == 0, r.stderr
     assert len(records(tmp_path)) == len(commands)
     logs = tmp_path / ".pegpar" / "logs"
@@ -118,3 +121,18 @@ def test_the_check_sees_a_changed_byte(tmp_path, cluster, pegpar_env, monkeypatc
                         if index == 1 else real(texts, index))
     with pytest.raises(AssertionError, match=r"1 of 3 texts changed on the way; the shortest: \[\(\['b'\]"):
         check(tmp_path, cluster, pegpar_env, ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("remote", [True, False], ids=["ssh", "local"])
+def test_a_command_keeps_its_own_leading_and_trailing_whitespace(tmp_path, request, pegpar_env, remote):
+    """The whole command is sh -c's argument as written: whitespace around it
+    included (each job prints its shell's argv, which holds the command)."""
+    cluster = request.getfixturevalue("cluster") if remote else None
+    around = ["", " ", "  ", "\t", "\n", " \n\t "]
+    commands = [f"{lead}cat /proc/$$/cmdline; echo {i} >&2{trail}"
+                for i, (lead, trail) in enumerate((a, b) for a in around for b in around if a or b)]
+    got = run_commands(tmp_path, cluster, pegpar_env, commands)
+    assert len(got) == len(commands)
+    wrong = [(c, got.get(i, b"").split(b"\0")[2:3]) for i, c in enumerate(commands)
+             if got.get(i, b"").split(b"\0")[:3] != [b"sh", b"-c", c.encode()]]
+    assert not wrong, wrong[:3]
