@@ -530,6 +530,7 @@ class Warm:
         self.node = node
         self.slots = slots
         self.stem = os.path.join(rt.waves_dir, f"warm-{os.getpid()}-{Warm._count}")
+        # --colsep alone would also trim whitespace around every column (the command)
         argv = ["perl", parallel_script(), "-0", "--colsep", "\t", "--trim", "n",
                 "--joblog", self.stem + ".joblog", "-j", str(slots),
                 "--results", os.path.join(rt.logs_dir, "{2}")]
