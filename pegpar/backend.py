@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 from pegpar import joblog, proc
 from pegpar.errors import UserError
@@ -80,6 +80,9 @@ class Runtime:
     ssh: str  # the wrapper script
     ssh_config: Optional[str]
     connect_timeout: int = 10
+    # session groups whose wrapper this process wrote (an earlier run's may
+    # name another ssh config or timeout)
+    written: Set[int] = field(default_factory=set, compare=False)
 
     @property
     def logs_dir(self) -> str:
@@ -129,6 +132,11 @@ def runtime(state_dir: str, ssh_config: Optional[str], connect_timeout: int = 10
     return rt
 
 
+def ssh_wrapper(rt: Runtime, group: int) -> str:
+    """The ssh command of a session group, written when first needed."""
+    return rt.ssh_for(group) if group in rt.written else _write_wrapper(rt, group)
+
+
 def _write_wrapper(rt: Runtime, group: int) -> str:
     """The ssh command parallel runs for one session group (see session_groups):
     connection sharing through its own ControlMaster; host-key checking is left
@@ -147,6 +155,7 @@ def _write_wrapper(rt: Runtime, group: int) -> str:
         f.write(script)
     os.chmod(tmp, 0o700)
     os.replace(tmp, path)
+    rt.written.add(group)
     return path
 
 
@@ -311,47 +320,96 @@ def kill_jobs(rt: Runtime, node: SubNode, seqs: List[int]) -> subprocess.Popen:
 class Probe:
     """An ssh check of one host, running in the background. A successful check
     leaves a ControlMaster behind that later jobs share, so jobs starting
-    together never race to create one. `shared_ok`: a live ControlMaster for
-    the host (`ssh -O check`, no round trip) counts as an answer; a master
-    whose host died exits within the ServerAlive bound (15 s)."""
+    together never race to create one: one master per session group of the
+    host (`groups`, see session_groups), the first checked first, the others
+    then made MASTERS_AT_ONCE at a time (sshd drops connections beyond its
+    MaxStartups, 10 by default). `shared_ok`: a live ControlMaster for the
+    host (`ssh -O check`, no round trip) counts as an answer; a master whose
+    host died exits within the ServerAlive bound (15 s)."""
 
-    def __init__(self, rt: Runtime, host: str, timeout: float, shared_ok: bool = False):
+    def __init__(self, rt: Runtime, host: str, timeout: float, shared_ok: bool = False, groups: int = 1):
         self.rt = rt
         self.host = host
         self.deadline = time.time() + timeout
         self.timeout = timeout
         self._err = tempfile.TemporaryFile()
         self.checking = shared_ok
+        self.later = list(range(1, groups))  # the other groups' masters, once the host answered
+        self.others: List[subprocess.Popen] = []
+        self.answered = False  # the first check succeeded: the others' turn
         argv = [rt.ssh, "-O", "check", host] if shared_ok else [rt.ssh, host, "true"]
         self.process = proc.spawn(argv, env=rt.env(), stderr=self._err)
 
     def result(self) -> Optional[str]:
         """None while running; "" when the host answered; else the reason it failed."""
+        if self.answered:
+            return self._others()
         code = self.process.poll()
         if code is not None and self.checking:
             self.checking = False
             if code == 0:
-                return ""
+                return self._answered()
             self._err.seek(0)
             self._err.truncate()
             self.process = proc.spawn([self.rt.ssh, self.host, "true"], env=self.rt.env(), stderr=self._err)
             return None
         if code is None:
-            if time.time() < self.deadline:
-                return None
-            self.process.kill()
-            self.process.wait()
-            return f"no answer within {self.timeout:g} s"
+            return self._waiting()
         if code == 0:
-            return ""
+            return self._answered()
+        return self._reason(code)
+
+    def _answered(self) -> Optional[str]:
+        self.answered = True
+        self._err.seek(0)
+        self._err.truncate()  # what the first check said ("Master running"): not a reason
+        return self._others()
+
+    def _others(self) -> Optional[str]:
+        """The other groups' masters: "" once all are up."""
+        for p in list(self.others):
+            code = p.poll()
+            if code is None:
+                continue
+            self.others.remove(p)
+            if code != 0:
+                self.later.clear()
+                return self._reason(code)
+        while self.later and len(self.others) < MASTERS_AT_ONCE:
+            ssh = ssh_wrapper(self.rt, self.later.pop(0))
+            self.others.append(proc.spawn([ssh, self.host, "true"], env=self.rt.env(), stderr=self._err))
+        if self.others:
+            return self._waiting()
+        return ""
+
+    def _waiting(self) -> Optional[str]:
+        if time.time() < self.deadline:
+            return None
+        for p in [self.process] + self.others:
+            p.kill()
+            p.wait()
+        self.others.clear()
+        self.later.clear()
+        return f"no answer within {self.timeout:g} s"
+
+    def _reason(self, code: int) -> str:
         self._err.seek(0)
         lines = [x for x in self._err.read().decode("utf-8", "replace").splitlines() if x.strip()]
+        for p in self.others:
+            p.kill()
+            p.wait()
+        self.others.clear()
         return lines[-1] if lines else f"ssh exited {code}"
 
 
-def probe(rt: Runtime, hosts: List[str], timeout: float, shared_ok: bool = False) -> Dict[str, str]:
-    """Check hosts in parallel; {host: reason} for those that fail."""
-    probes = [Probe(rt, h, timeout, shared_ok) for h in hosts]
+MASTERS_AT_ONCE = 4
+
+
+def probe(rt: Runtime, hosts: List[str], timeout: float, shared_ok: bool = False,
+          groups: Optional[Dict[str, int]] = None) -> Dict[str, str]:
+    """Check hosts in parallel; {host: reason} for those that fail. `groups`:
+    how many session groups (shared connections) each host has (default 1)."""
+    probes = [Probe(rt, h, timeout, shared_ok, (groups or {}).get(h, 1)) for h in hosts]
     failed: Dict[str, str] = {}
     while probes:
         for p in list(probes):
@@ -362,6 +420,14 @@ def probe(rt: Runtime, hosts: List[str], timeout: float, shared_ok: bool = False
                     failed[p.host] = r
         time.sleep(0.02)
     return failed
+
+
+def group_counts(nodes: List[SubNode]) -> Dict[str, int]:
+    """Host -> how many session groups (shared connections) its sub-nodes use."""
+    counts: Dict[str, int] = {}
+    for node in nodes:
+        counts[node.host] = counts.get(node.host, 0) + 1
+    return {host: -(-n // SESSIONS_PER_MASTER) for host, n in counts.items()}
 
 
 def log_name(seq: int, node: SubNode) -> str:
@@ -535,10 +601,7 @@ class Warm:
                 "--joblog", self.stem + ".joblog", "-j", str(slots),
                 "--results", os.path.join(rt.logs_dir, "{2}")]
         if not node.local:
-            ssh = rt.ssh_for(group)
-            if not os.path.exists(ssh):
-                _write_wrapper(rt, group)
-            argv += ["--ssh", ssh, "-S", f"{slots}/{node.host}"]
+            argv += ["--ssh", ssh_wrapper(rt, group), "-S", f"{slots}/{node.host}"]
         if timeout:
             argv += ["--timeout", f"{timeout:g}"]
         if node.local:

@@ -196,10 +196,15 @@ class Controller:
         self._warm_up()
         self.nodes = self._reachable(self.nodes, at_start=True)
 
-    def _reachable(self, nodes: List[SubNode], at_start: bool) -> List[SubNode]:
+    def _reachable(self, nodes: List[SubNode], at_start: bool, every: Optional[List[SubNode]] = None
+                   ) -> List[SubNode]:
+        """Check the hosts of `nodes` (of `every` sub-node there will be: how
+        many shared connections each host needs) and start their connections."""
         hosts = sorted({n.host for n in nodes if not n.local})
+        groups = backend.group_counts(every or nodes)
         # a live shared connection answers for its host (a check without a round trip)
-        failed = backend.probe(self.rt, hosts, self.opts.connect_timeout + 1, shared_ok=True) if hosts else {}
+        failed = backend.probe(self.rt, hosts, self.opts.connect_timeout + 1, shared_ok=True,
+                               groups=groups) if hosts else {}
         for host, why in failed.items():
             self.printer.say(f"host {host} left out: {why}")
         if failed and self.opts.require_all_hosts and at_start:
@@ -478,7 +483,7 @@ class Controller:
         newly_removed = [n for n in removed if n.name not in self.leaving]
         if added:
             self.printer.say("sub-nodes added: " + ", ".join(n.name for n in added))
-            self._reachable(added, at_start=False)
+            self._reachable(added, at_start=False, every=fresh)
         if newly_removed:
             self.printer.say("sub-nodes removed (running jobs finish): " + ", ".join(n.name for n in newly_removed))
         self.leaving = {n.name for n in removed}
@@ -490,7 +495,8 @@ class Controller:
             probe = self.probes.get(host)
             if probe is None:
                 if now >= self.next_probe.get(host, 0):
-                    self.probes[host] = backend.Probe(self.rt, host, self.opts.connect_timeout + 1)
+                    self.probes[host] = backend.Probe(self.rt, host, self.opts.connect_timeout + 1,
+                                                      groups=backend.group_counts(self.nodes).get(host, 1))
                 continue
             result = probe.result()
             if result is None:

@@ -7,6 +7,7 @@ per job."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 
@@ -154,6 +155,27 @@ def test_a_probe_takes_a_live_shared_connection_for_an_answer(tmp_path, cluster)
         return (why, p) if why else None
     gone, p = _until(failed, timeout=20)
     assert p.process.args[1:] == ["node-3", "true"], gone  # the real check said why
+
+
+def test_a_probe_starts_the_shared_connection_of_every_session_group(tmp_path, cluster):
+    """A host with 20 sub-nodes has 3 session groups: once the probe answers,
+    each group's ControlMaster runs (jobs starting together never race to
+    create one). A wrapper an earlier run left behind is rewritten: it may
+    name another ssh config."""
+    old = _runtime(tmp_path, cluster.ssh_config)
+    stale = old.ssh_for(2)
+    with open(stale, "w") as f:
+        f.write("#!/bin/sh\nexit 255\n")
+    os.chmod(stale, 0o700)
+    rt = _runtime(tmp_path, cluster.ssh_config)
+    nodes = [SubNode(f"node-2 (slot={i})", "node-2", (("slot", i),), False) for i in range(20)]
+    groups = backend.group_counts(nodes)
+    assert groups == {"node-2": 3}
+    assert backend.probe(rt, ["node-2"], 10, shared_ok=True, groups=groups) == {}
+    for group in range(3):
+        check = subprocess.run([rt.ssh_for(group), "-O", "check", "node-2"], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True)
+        assert check.returncode == 0 and "Master running" in check.stderr, (group, check.stderr)
 
 
 def test_a_wave_names_its_jobs_before_parallel_gets_them(tmp_path, monkeypatch):

@@ -184,3 +184,26 @@ def test_no_hosts_file_runs_the_bundled_example_locally(tmp_path, pegpar_env):
     assert recs and all(rec.host.startswith("localhost/") for rec in recs)
     assert all(line.startswith("[localhost/") for line in r.stdout.splitlines())
     assert expected and load_yaml(tmp_path / "ex" / "queue.yaml") in (None, [])
+
+
+def test_a_host_with_forty_sub_nodes_runs_every_job_on_shared_connections(tmp_path, cluster, pegpar_env):
+    """40 sub-nodes on one host use 5 shared connections (8 sessions each):
+    all are up before jobs start, so 40 jobs starting together never race to
+    create them (the losers would open connections of their own, which sshd
+    drops past its MaxStartups)."""
+    slots = list(range(1, 41))
+    cluster_hosts(tmp_path, f"- hostname: [node-1]\n  slot: {slots}\n")
+    write_queue(tmp_path, f"- command: ['echo {{{{i}}}} {{{{slot}}}} $NODE; sleep 2']\n  i: {list(range(40))}\n")
+    r = q(tmp_path, cluster, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert "multiplexing" not in r.stderr, r.stderr
+    recs = records(tmp_path)
+    assert len(recs) == 40 and all(rec.ok for rec in recs)
+    got = sorted(tuple(line.partition("] ")[2].split()) for line in r.stdout.splitlines())
+    assert [g[0] for g in got] == sorted(str(i) for i in range(40))
+    assert {g[2] for g in got} == {"node-1"}
+    # each job printed the slot of the sub-node it ran on
+    for line in r.stdout.splitlines():
+        prefix, _, text = line.partition("] ")
+        assert prefix == f"[node-1 (slot={text.split()[1]})", line
+    assert len({line.partition("] ")[0] for line in r.stdout.splitlines()}) == 40  # one job each
