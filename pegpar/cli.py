@@ -25,13 +25,18 @@ def _fail(err: UserError) -> None:
 
 
 class _Group(click.Group):
-    """Turns UserError into one line on stderr and exit code 2."""
+    """Turns UserError, and a command line click cannot parse, into one line
+    on stderr and exit code 2."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except UserError as err:
             _fail(err)
+        except click.UsageError as err:
+            where = " ".join(["pegpar"] + ([err.ctx.info_name] if err.ctx is not None and err.ctx is not ctx else []))
+            click.echo(f"{where}: {err.format_message()} (see `{where} --help`)", err=True)
+            sys.exit(2)
 
 
 def _files(f):
@@ -61,6 +66,12 @@ def expand(queue_file: str, hosts_file: str, local_slots: Optional[int], show_al
                          show_all=show_all, as_json=as_json), nl=False)
 
 
+def _seconds(ctx, param, value: Optional[float]) -> Optional[float]:
+    if value is not None and not 0 < value < float("inf"):  # nan fails too
+        raise click.BadParameter(f"{value:g} is not a number of seconds above 0")
+    return value
+
+
 def _run_options(f):
     f = _files(f)
     f = click.option("-d", "--daemon", is_flag=True, help="Keep running and wait for new entries.")(f)
@@ -69,7 +80,8 @@ def _run_options(f):
                      help="GNU parallel joblog to append to (default: .pegpar/joblog next to the queue).")(f)
     f = click.option("-j", "--jobs", "local_slots", type=click.IntRange(min=1), default=None,
                      help="Sub-nodes on the local machine when there is no hosts file (default: CPU cores).")(f)
-    f = click.option("--timeout", type=float, default=None, help="Kill a job after this many seconds.")(f)
+    f = click.option("--timeout", type=float, default=None, callback=_seconds,
+                     help="Kill a job after this many seconds.")(f)
     f = click.option("--no-logs", is_flag=True, help="Do not keep each job's output under .pegpar/logs.")(f)
     f = click.option("--no-progress", is_flag=True, help="No status line at the bottom of the terminal.")(f)
     f = click.option("--dry-run", is_flag=True, help="Show what would run (like `pegpar expand`) and exit.")(f)
@@ -137,14 +149,14 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
     sys.exit(controller.run(opts, source))
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+@main.command()
 @_run_options
 def q(**kw) -> None:
     """Queue mode: run each job once, on the next free sub-node."""
     _run("q", **kw)
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+@main.command()
 @_run_options
 @click.option("-e", "--error-aborts", is_flag=True,
               help="Stop after a step that failed on any sub-node (the default).")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from pegpar.errors import UserError
-from pegpar.spec import HostEntry, Params, QueueEntry, Scalar, Source, scalar_text
+from pegpar.spec import HostEntry, Params, QueueEntry, Scalar, Source, check_command, scalar_text
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 Combination = Tuple[Tuple[str, Scalar], ...]  # ((name, value), ...) in dims order
@@ -222,4 +222,6 @@ def render(job: Job, node: SubNode) -> str:
     (via pegpar.template; strict, no HTML escaping)."""
     from pegpar import template
 
-    return template.render(job.command, {**node.variables(), **job.variables()}, job.source)
+    command = template.render(job.command, {**node.variables(), **job.variables()}, job.source)
+    check_command(command, job.source)  # a value may bring one in
+    return command

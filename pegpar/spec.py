@@ -327,12 +327,21 @@ def _host_entry(node: _Node, source: Source) -> HostEntry:
 
 def _queue_entry(node: _Node, source: Source) -> QueueEntry:
     if node.kind == "scalar":
-        return QueueEntry((("command", (_required_text(node, source, "command"),)),), source, plain=True)
-    dims = _dims(node, "command", source, "a command, or a map with a `command` list")
-    for command in dict(dims)["command"]:
-        if not str(command).strip():
+        entry = QueueEntry((("command", (_required_text(node, source, "command"),)),), source, plain=True)
+    else:
+        entry = QueueEntry(_dims(node, "command", source, "a command, or a map with a `command` list"), source)
+    for command in entry.commands:
+        if not command.strip():
             raise UserError("empty command", where=str(source))
-    return QueueEntry(dims, source)
+        check_command(command, source)
+    return entry
+
+
+def check_command(command: str, source: Source) -> None:
+    """A command sh -c can run: no NUL character (an argument cannot hold one)."""
+    if "\0" in command:
+        raise UserError("the command holds a NUL character (\\0), which no shell command can hold",
+                        where=str(source))
 
 
 def _required_text(node: _Node, source: Source, what: str) -> str:

@@ -10,6 +10,8 @@ from typing import Dict, Optional
 
 import pytest
 
+from runner import write_queue
+
 BOMB = "- command: [x]\n" + '  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
     f"  {c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
 
@@ -65,6 +67,9 @@ CASES = {
     "deep nesting": ({"queue.yaml": "[" * 50_000 + "]" * 50_000}, "queue.yaml:1", "plain value"),
     "unsupported tag": ({"queue.yaml": "- !!binary aGk=\n"}, "queue.yaml:1", "tag"),
     "queue file is a directory": ({"queue.yaml/keep": "x"}, "queue.yaml", "directory"),
+    "NUL in a command": ({"queue.yaml": '- "echo first\\0echo second"\n'}, "queue.yaml:1", "NUL"),
+    "NUL from a value": ({"queue.yaml": "- command: ['echo {{x}}']\n  x: [ok, \"a\\0b\"]\n"}, "queue.yaml:1",
+                         "NUL"),
 }
 
 
@@ -103,3 +108,18 @@ def test_the_same_files_when_valid_exit_0(tmp_path, pegpar_env):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stderr == ""
     assert "2 sub-nodes" in proc.stdout and "1 job from queue.yaml" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [["--dameon"], ["--timeout", "-1"], ["--timeout", "0"], ["--timeout", "nan"],
+                                  ["--timeout", "inf"], ["-j", "0"], ["--bogus", "echo", "x"]])
+@pytest.mark.parametrize("mode", ["q", "b"])
+def test_a_bad_option_is_one_line_exit_2_and_runs_nothing(mode, args, tmp_path, pegpar_env):
+    """Options are checked before anything is taken: a misspelt one is not a
+    command to run, and a bad value does not cost the queue its head entry."""
+    write_queue(tmp_path, "- echo ran >> ran\n")
+    before = snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "pegpar", mode, *args], cwd=tmp_path, env=pegpar_env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"pegpar {mode}: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert snapshot(tmp_path) == before
