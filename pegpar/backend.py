@@ -174,6 +174,14 @@ exit $s
 # and the job's own `sh -c`: no wrapper process in between.
 LOCAL_JOB = f"{JOB_MARK}={{3}} sh -c {{DECODE}}\n" + REPORT_END
 
+def sshlogin(host: str) -> str:
+    """A host as GNU parallel's --sshlogin takes it: ssh's URL form
+    `ssh://[user@]host[:port]` becomes `[user@]host[:port]` (parallel would
+    read `ssh` as a user and the rest as a password); the ssh it runs gets
+    `-p PORT -l USER host`, which shares the connection ssh://... opened."""
+    return host[len("ssh://"):] if host.startswith("ssh://") else host
+
+
 SESSIONS_PER_MASTER = 8  # sshd's default MaxSessions is 10 per connection
 
 
@@ -601,7 +609,7 @@ class Warm:
                 "--joblog", self.stem + ".joblog", "-j", str(slots),
                 "--results", os.path.join(rt.logs_dir, "{2}")]
         if not node.local:
-            argv += ["--ssh", ssh_wrapper(rt, group), "-S", f"{slots}/{node.host}"]
+            argv += ["--ssh", ssh_wrapper(rt, group), "-S", f"{slots}/{sshlogin(node.host)}"]
         if timeout:
             argv += ["--timeout", f"{timeout:g}"]
         if node.local:

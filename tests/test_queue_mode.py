@@ -207,3 +207,29 @@ def test_a_host_with_forty_sub_nodes_runs_every_job_on_shared_connections(tmp_pa
         prefix, _, text = line.partition("] ")
         assert prefix == f"[node-1 (slot={text.split()[1]})", line
     assert len({line.partition("] ")[0] for line in r.stdout.splitlines()}) == 40  # one job each
+
+
+def test_hosts_written_as_ssh_urls_run_jobs(tmp_path, cluster, pegpar_env):
+    """`ssh://user@host:port` and `ssh://host:port` (Pegasus's forms) reach
+    their node, in a run that shares each host's connection."""
+    config = tmp_path / "ssh_config"
+    config.write_text("".join([
+        "Host 127.0.0.*\n",
+        f"  User {cluster.user}\n",
+        f"  IdentityFile {cluster.identity}\n",
+        "  IdentitiesOnly yes\n  IdentityAgent none\n",
+        f"  UserKnownHostsFile {cluster.known_hosts}\n",
+        "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  BatchMode yes\n"]))
+    one = f"ssh://{cluster.user}@{cluster.address('node-1')}:{cluster.port}"
+    two = f"ssh://{cluster.address('node-2')}:{cluster.port}"
+    cluster_hosts(tmp_path, f"- hostname: ['{one}', '{two}']\n  slot: [a, b]\n")
+    write_queue(tmp_path, "- command: ['echo {{i}} $NODE; sleep 0.5']\n  i: [0, 1, 2, 3, 4, 5, 6, 7]\n")
+    r = pegpar(["q", "--ssh-config", str(config)], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    recs = records(tmp_path)
+    assert len(recs) == 8 and all(rec.ok for rec in recs)
+    for line in r.stdout.splitlines():
+        prefix, _, text = line.partition("] ")
+        expected = "node-1" if prefix.startswith(f"[{one} ") else "node-2"
+        assert prefix.startswith((f"[{one} ", f"[{two} ")) and text.split()[1] == expected, line
+    assert len({line.partition("] ")[0] for line in r.stdout.splitlines()}) == 4
