@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from pegpar import backend, expand, joblog, spec
 from pegpar.backend import Running, Wave
-from pegpar.errors import UserError
+from pegpar.errors import NotYet, UserError
 from pegpar.expand import Job, SubNode
 from pegpar.output import Printer, Tail
 from pegpar.state import StateDir, highest_seq, state_dir_for
@@ -74,6 +74,7 @@ class Summary:
     failed: List[Failure] = field(default_factory=list)
     killed: int = 0
     requeued: int = 0
+    not_run: int = 0  # taken, then no sub-node could run it
     unreachable: bool = False
 
 
@@ -671,20 +672,49 @@ class Controller:
         if not free:
             return
         placed: List[Running] = []
+        idle = list(free)
 
         def accept(job: Job) -> None:
-            node = free[len(placed)]
             _check_names(job, self.nodes)
-            placed.append(self._reserve(job, node, expand.render(job, node)))
+            node, command = self._placement(job, idle)
+            idle.remove(node)
+            placed.append(self._reserve(job, node, command))
 
-        while self.retry and len(placed) < len(free):
-            accept(self.retry.pop(0))
+        while self.retry and idle:
+            try:
+                accept(self.retry[0])
+            except NotYet:
+                break  # it keeps its place in line
+            except UserError as err:  # its sub-node is gone and no other renders it
+                self.printer.say(f"{err}; job not run: {_one_line(self.retry[0].command)}")
+                self.summary.not_run += 1
+            self.retry.pop(0)
         ready = len(placed)
         self._journal_dispatch(placed)
         if ready < len(free):
             ready += self._take(len(free) - ready, accept,
                                 lambda pending, start=ready: self._journal_dispatch(placed[start:], pending))
         self._launch(self._only_taken(placed, ready))
+
+    def _placement(self, job: Job, idle: List[SubNode]) -> Tuple[SubNode, str]:
+        """The first idle sub-node the job renders on, with its command. When
+        none does but a busy one would, NotYet (the job waits for it); when no
+        sub-node at all would, the error of the first idle one."""
+        first: Optional[UserError] = None
+        for node in idle:
+            try:
+                return node, expand.render(job, node)
+            except UserError as err:
+                first = first or err
+        for node in self.nodes:
+            if node not in idle and node.name not in self.leaving:
+                try:
+                    expand.render(job, node)
+                except UserError:
+                    continue
+                raise NotYet(f"waits for {node.name} or another sub-node it renders on")
+        assert first is not None
+        raise first
 
     def _only_taken(self, placed: List[Running], ready: int) -> List[Running]:
         """Only the reservations whose job the queue let go of: the others (an
@@ -699,7 +729,7 @@ class Controller:
         if result is None:
             return 0  # the queue is locked (pegpar l, pegpar add): try again next turn
         taken, error = result
-        if error is not None:
+        if error is not None and not isinstance(error, NotYet):
             self.queue_error = str(error)
             self.queue_error_mtime = mtime
             if self.dispatched or self.opts.daemon:
@@ -825,6 +855,7 @@ class Controller:
         self.printer.say(f"{s.done + failed} job(s) run, {failed} failed"
                          + (f" ({s.killed} killed)" if s.killed else "")
                          + (f", {s.requeued} re-queued from down hosts" if s.requeued else "")
+                         + (f", {s.not_run} not run" if s.not_run else "")
                          + f", {elapsed:.1f} s")
         for f in s.failed:
             how = f"signal {f.signal}" if f.signal else f"exit {f.exitval}"
@@ -834,7 +865,10 @@ class Controller:
             self._print_step_table()
         if self.aborted:
             self.printer.say("stopped after the failed step; the rest of the queue is untouched")
-        return 1 if failed or s.unreachable else 0
+        if self.queue_error is not None:  # stopped while waiting for a fix
+            self.printer.say(f"the queue still has an error: {self.queue_error}")
+            return 2
+        return 1 if failed or s.not_run or s.unreachable else 0
 
     def _print_step_table(self) -> None:
         names = [n.name for n in self.nodes]

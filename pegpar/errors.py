@@ -22,3 +22,8 @@ class UserError(Exception):
         if self.hint:
             text += f" ({self.hint})"
         return text
+
+
+class NotYet(UserError):
+    """Raised by a queue's `accept` for a job that only busy sub-nodes can run:
+    taking stops there, and the job waits in the queue without an error."""

@@ -11,6 +11,8 @@ import signal
 import time
 from typing import List
 
+import pytest
+
 from runner import cluster_hosts, commands, dispatched, journal, load_yaml, pegpar, records, wait_for, write_queue
 
 THREE = "- node-1\n- node-2\n- node-3\n"
@@ -223,3 +225,35 @@ def test_a_long_runs_journal_stays_bounded_and_its_readers_agree(tmp_path, pegpa
     assert sorted(int(row["command"].split("; test ")[1].split()[0]) for row in rows) == sorted(failing)
     assert "3 failed job(s)" in cli(tmp_path, pegpar_env, "retry", "--failed")
     assert sorted(entry["i"][0] for entry in load_yaml(tmp_path / "queue.yaml")) == sorted(failing)
+
+
+@pytest.mark.parametrize("hosts", ["- hostname: [localhost]\n  gpu: [0, 1]\n- 127.0.0.1\n",
+                                   "- 127.0.0.1\n- hostname: [localhost]\n  gpu: [0, 1]\n"],
+                         ids=["gpus-first", "gpus-last"])
+def test_a_job_that_renders_on_some_sub_nodes_only_waits_for_one_of_them(tmp_path, pegpar_env, hosts):
+    """`{{gpu}}` exists on the two gpu sub-nodes only: its jobs run there, one
+    after another, and the sub-node without a gpu takes the entry after them;
+    nothing stalls, whatever the order of the hosts."""
+    cluster_hosts(tmp_path, hosts)
+    write_queue(tmp_path, "- command: ['sleep 0.3; echo gpu={{gpu}}']\n  i: [1, 2, 3, 4]\n- echo plain\n")
+    r = pegpar(["q", "--no-progress"], tmp_path, pegpar_env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = sorted(r.stdout.splitlines())
+    assert len(lines) == 5, r.stdout
+    gpu_lines = [line for line in lines if "gpu=" in line.partition("] ")[2]]
+    assert len(gpu_lines) == 4 and all(line.startswith("[localhost (gpu=") for line in gpu_lines), lines
+    assert all(line.partition("] ")[2] == f"gpu={line[len('[localhost (gpu='):][0]}" for line in gpu_lines)
+    assert load_yaml(tmp_path / "queue.yaml") in (None, [])
+
+
+def test_a_job_no_sub_node_renders_stops_the_queue_and_a_stop_exits_2(tmp_path, pegpar_env, bg):
+    """After a job ran, a head entry that renders on no sub-node stops the
+    queue (the file untouched) until it is fixed; stopped in that state,
+    pegpar says so and exits 2, not 0."""
+    write_queue(tmp_path, "- echo first\n- echo {{ nope }}\n")
+    child = bg("q", "--no-progress", "-j", "1")
+    wait_for(lambda: "unknown variable" in child.stderr(), timeout=30)
+    assert (tmp_path / "queue.yaml").read_text() == "- echo {{ nope }}\n"
+    child.p.send_signal(signal.SIGTERM)
+    assert child.wait(30) == 2, child.stderr()
+    assert "the queue still has an error" in child.stderr()
