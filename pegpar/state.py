@@ -227,8 +227,11 @@ class Run:
 
 
 def state_dir_for(queue_file: str) -> str:
-    """The state directory sits next to the queue file: `.pegpar/`."""
-    return os.path.join(os.path.dirname(os.path.abspath(queue_file)), ".pegpar")
+    """The state directory sits next to the queue file: `.pegpar/` for
+    `queue.yaml`, `.pegpar-NAME/` for a queue file of another NAME (two queues
+    in one directory keep apart runs, status, logs and retries)."""
+    folder, name = os.path.split(os.path.abspath(queue_file))
+    return os.path.join(folder, ".pegpar" if name == "queue.yaml" else f".pegpar-{name}")
 
 
 def last_run(records: List[Dict[str, Any]]) -> Optional[Run]:

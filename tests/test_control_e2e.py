@@ -13,6 +13,8 @@ from typing import List
 
 import pytest
 
+from pegpar import joblog
+
 from runner import cluster_hosts, commands, dispatched, journal, load_yaml, pegpar, records, wait_for, write_queue
 
 THREE = "- node-1\n- node-2\n- node-3\n"
@@ -257,3 +259,22 @@ def test_a_job_no_sub_node_renders_stops_the_queue_and_a_stop_exits_2(tmp_path, 
     child.p.send_signal(signal.SIGTERM)
     assert child.wait(30) == 2, child.stderr()
     assert "the queue still has an error" in child.stderr()
+
+
+def test_two_queues_in_one_directory_keep_their_runs_apart(tmp_path, pegpar_env, bg):
+    """a.yaml's jobs pass, b.yaml's fail: retry and status of a.yaml see a.yaml's
+    run only, and both queues can run at the same time."""
+    for name, text in (("a.yaml", "- echo a1\n- echo a2\n"), ("b.yaml", "- exit 3\n- sleep 30\n")):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o600)
+    b = bg("q", "--queue-file", "b.yaml", "-j", "2", "--no-progress")
+    b_joblog = str(tmp_path / ".pegpar-b.yaml" / "joblog")
+    wait_for(lambda: any(r.exitval == 3 for r in joblog.read(b_joblog)), timeout=30)
+    cli(tmp_path, pegpar_env, "q", "--queue-file", "a.yaml", "-j", "1", "--no-progress")  # beside b's run
+    b.p.send_signal(signal.SIGTERM)
+    assert b.wait(30) == 1, b.stderr()
+    assert "no job failed in the last run" in cli(tmp_path, pegpar_env, "retry", "--failed", "--queue-file", "a.yaml")
+    assert load_yaml(tmp_path / "a.yaml") in (None, [])
+    assert json.loads(cli(tmp_path, pegpar_env, "status", "--json", "--queue-file", "a.yaml"))["done"] == 2
+    out = cli(tmp_path, pegpar_env, "retry", "--failed", "--queue-file", "b.yaml")
+    assert "put back" in out and "exit 3" in (tmp_path / "b.yaml").read_text() + out
