@@ -135,7 +135,7 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
                               ignore_errors=ignore_errors, timeout=timeout, keep_logs=not no_logs,
                               retries=retries, requeue_interrupted=not no_requeue_interrupted,
                               require_all_hosts=require_all_hosts, connect_timeout=connect_timeout,
-                              progress=not no_progress)
+                              progress=not no_progress, allow_shared=allow_shared_queue)
     words = list(command)
     if words or _stdin_has_input():
         opts.daemon = False
@@ -145,7 +145,7 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
         from pegpar.queue import QueueFile
 
         check_queue_file(queue_file, allow_shared_queue)
-        source = QueueFile(queue_file)
+        source = QueueFile(queue_file, allow_shared=allow_shared_queue)
     sys.exit(controller.run(opts, source))
 
 

@@ -55,6 +55,7 @@ class Options:
     retries: int = 0  # re-run a failed job up to this many times
     stdin: bool = False  # jobs come from stdin: no queue file is read or written
     progress: bool = True  # the status line at the bottom of a terminal
+    allow_shared: bool = False  # accept queue/hosts files group or others may write
 
 
 @dataclass
@@ -469,7 +470,10 @@ class Controller:
             # the local machine, and the fleet's jobs would run here.
             self.printer.say(f"{self.opts.hosts_file} is missing (keeping the previous sub-nodes)")
             return
+        from pegpar.queue import check_not_shared
+
         try:
+            check_not_shared(self.opts.hosts_file, "the hosts file", self.opts.allow_shared)
             fresh = load_nodes(self.opts)
         except UserError as err:
             if str(err) != self.hosts_error:
@@ -926,8 +930,9 @@ def _one_line(text: str) -> str:
 
 
 def _mtime(path: Optional[str]) -> float:
+    """When the file last changed, its permissions included (ctime)."""
     try:
-        return os.stat(path).st_mtime if path else 0.0
+        return os.stat(path).st_ctime if path else 0.0
     except OSError:
         return 0.0
 

@@ -89,9 +89,13 @@ def check_not_shared(path: str, what: str, allow_shared: bool = False) -> None:
     except OSError:
         return  # missing: nothing to refuse (readers report other problems)
     if mode & (stat.S_IWGRP | stat.S_IWOTH) and not allow_shared:
-        raise UserError(f"{what} is writable by group or others: anyone who can write it can run "
-                        "commands on every node", where=path,
-                        hint=f"fix with `chmod go-w {path}`, or pass --allow-shared-queue if that is intended")
+        raise _shared(path, what)
+
+
+def _shared(path: str, what: str) -> UserError:
+    return UserError(f"{what} is writable by group or others: anyone who can write it can run "
+                     "commands on every node", where=path,
+                     hint=f"fix with `chmod go-w {path}`, or pass --allow-shared-queue if that is intended")
 
 
 def holder(path: str) -> str:
@@ -155,10 +159,11 @@ class QueueFile:
     unreadable or unwritable file) are returned like a head entry's error."""
 
     def __init__(self, path: str, consumed_path: Optional[str] = None, *,
-                 notify: Optional[Callable[[str], None]] = None):
+                 notify: Optional[Callable[[str], None]] = None, allow_shared: bool = False):
         self.path = path
         self.consumed_path = consumed_path or os.path.join(os.path.dirname(path), CONSUMED_FILE)
         self.notify = notify
+        self.allow_shared = allow_shared  # else take() refuses a file group or others may write
         self._lock = filelock.FileLock(lock_path(path))
 
     def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[Pending], None]] = None
@@ -230,9 +235,10 @@ class QueueFile:
         return [line[len(head):] for line in lines if line.startswith(head)]
 
     def mtime(self) -> float:
-        """Modification time (0.0 when missing), for change detection."""
+        """When the file last changed, its permissions included (its ctime;
+        0.0 when missing), for change detection."""
         try:
-            return os.stat(os.path.realpath(self.path)).st_mtime
+            return os.stat(os.path.realpath(self.path)).st_ctime
         except OSError:
             return 0.0
 
@@ -263,6 +269,8 @@ class QueueFile:
             return [], None
         with src:
             before = os.fstat(src.fileno())
+            if before.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not self.allow_shared:
+                return [], _shared(self.path, "the queue file")  # made so during the run
             scanner = _Scanner(src, self.path)
             taken: List[Job] = []
             cuts: List[_Cut] = []

@@ -268,3 +268,27 @@ def test_daemon_on_an_empty_queue_starts_a_new_entry(tmp_path, bg, pegpar_env):
     stop(tmp_path, pegpar_env)
     assert ctl.wait() == 0, ctl.stderr()
     assert ctl.stdout() == "[localhost/1] hello\n"
+
+
+def test_files_made_writable_by_others_during_a_run_are_refused(tmp_path, bg, pegpar_env):
+    """The start's check holds for the whole run: a queue file that group or
+    others may write gives no job until its mode is fixed, and a hosts file
+    rewritten so keeps the previous sub-nodes."""
+    cluster_hosts(tmp_path, "- localhost\n")
+    write_queue(tmp_path, "")
+    ctl = bg("q", "--daemon", "--no-progress")
+    wait_for(lambda: (tmp_path / ".pegpar" / "status.json").exists(), what="the controller's start")
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("- localhost\n- 127.0.0.1\n")
+    hosts.chmod(0o666)
+    wait_for(lambda: "the hosts file is writable by group or others" in ctl.stderr(), SOON, what="the hosts refusal")
+    queue = tmp_path / "queue.yaml"
+    queue.chmod(0o666)
+    queue.write_text("- echo injected\n")
+    wait_for(lambda: "the queue file is writable by group or others" in ctl.stderr(), SOON, what="the refusal")
+    assert records(tmp_path) == [] and queue.read_text() == "- echo injected\n"
+    queue.chmod(0o600)
+    wait_for(lambda: len(records(tmp_path)) == 1, SOON, what="the job, once the mode is fixed")
+    stop(tmp_path, pegpar_env)
+    assert ctl.wait() == 0, ctl.stderr()
+    assert "sub-nodes added" not in ctl.stderr() and ctl.stdout() == "[localhost] injected\n"
