@@ -251,6 +251,7 @@ class QueueFile:
         after the file's leading comments and `---`. `note`: a one-line comment
         written just before them."""
         entries = [spec.queue_entry_from_object(obj, Source("added entries", i + 1)) for i, obj in enumerate(items)]
+        _check_templates(entries)
         objs = [expand.canonical_entry(entry.dims, entry.plain) for entry in entries]
         if not objs:
             return
@@ -676,6 +677,7 @@ def check_text(data: bytes, path: str) -> Tuple[QueueEntry, ...]:
         line = data[:err.start].count(b"\n") + 1
         raise UserError("not valid UTF-8 text", where=f"{path}:{line}") from None
     entries = spec.parse_queue(text.lstrip("\ufeff"), path)
+    _check_templates(entries)
     scanner = _Scanner(io.BytesIO(data), path)
     line = scanner.head()
     count = 0
@@ -693,3 +695,13 @@ def check_text(data: bytes, path: str) -> Tuple[QueueEntry, ...]:
         raise UserError(f"found {count} entries starting with `- ` at column 0 but the file holds {len(entries)}",
                         where=path, hint="start each entry with `- ` at column 0")
     return entries
+
+
+def _check_templates(entries: Sequence[QueueEntry]) -> None:
+    """Template syntax errors, which a pop would stop at (variables are the
+    sub-nodes' business, checked when a job is placed)."""
+    from pegpar import template
+
+    for entry in entries:
+        for command in entry.commands:
+            template.check_syntax(command, entry.source)

@@ -64,6 +64,15 @@ def check(text: str, names: Iterable[str], source: Source) -> None:
         _checked(text, frozenset(names), source)
 
 
+def check_syntax(text: str, source: Source) -> None:
+    """UserError for a template that cannot parse, whatever the variables
+    (cheap for plain commands and `{{ name }}` placeholders)."""
+    if is_template(text) and _simple(text) is None:
+        problem = _parse(text)[1]
+        if problem:
+            raise UserError(f"template: {problem.message}", where=str(source), hint=problem.hint)
+
+
 def is_template(text: str) -> bool:
     """True when `text` contains Handlebars syntax at all (fast path: plain
     commands skip pybars entirely)."""

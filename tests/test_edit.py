@@ -65,6 +65,14 @@ def test_invalid_edit_is_kept_aside_and_the_queue_restored(tmp_path, qpath, caps
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no edit copy left
 
 
+def test_an_edit_with_a_template_syntax_error_is_rejected(tmp_path, qpath, capsys):
+    editor = script(tmp_path, "ed.sh", "printf '%s\\n' '- echo {{#if x}}' >> \"$1\"\n")
+    assert edit.edit_queue(str(qpath), editor) == 2
+    assert qpath.read_text() == ORIGINAL
+    assert "is not closed" in capsys.readouterr().err
+    assert lock_is_free(qpath)
+
+
 def test_valid_edit_replaces_the_queue_keeping_its_mode(tmp_path, qpath):
     # saves by renaming a new file over the copy, as some editors do
     editor = script(tmp_path, "ed.sh", "{ cat \"$1\"; printf -- '- echo new\\n'; } > \"$1.new\"\n"

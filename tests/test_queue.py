@@ -355,7 +355,13 @@ def test_add_validates_everything_first(qpath):
     write(qpath, "- a\n")
     with pytest.raises(UserError):
         QueueFile(str(qpath)).add(["b", {"no_command": [1]}])
+    # a template that cannot parse would stop the queue at its turn
+    for bad in ("echo {{#if x}}", "echo {{/if}}", "echo {{bad", {"command": ["{{#each x}}"], "x": [1]}):
+        with pytest.raises(UserError, match="template"):
+            QueueFile(str(qpath)).add(["b", bad])
     assert read(qpath) == "- a\n"
+    QueueFile(str(qpath)).add(["echo {{x}}", "{{#each a}}{{this}}{{/each}}"])  # variables are not checked here
+    assert read(qpath) == "- a\n- echo {{x}}\n- '{{#each a}}{{this}}{{/each}}'\n"
 
 
 def test_pop_keeps_permission_bits_and_crlf(qpath):
