@@ -54,7 +54,7 @@ def main() -> None:
 
 @main.command()
 @_files
-@click.option("-j", "--jobs", "local_slots", type=int, default=None,
+@click.option("-j", "--jobs", "local_slots", type=click.IntRange(min=1), default=None,
               help="Sub-nodes on the local machine when there is no hosts file (default: CPU cores).")
 @click.option("--all", "show_all", is_flag=True, help="List every job even for very large sweeps.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -253,14 +253,15 @@ def log(**kw) -> None:
 
 @main.command()
 @click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
-@click.option("--stdout", "which", flag_value="out", help="Only stdout.")
-@click.option("--stderr", "which", flag_value="err", help="Only stderr.")
+@click.option("--stdout", "out", is_flag=True, help="Only stdout.")
+@click.option("--stderr", "err", is_flag=True, help="Only stderr.")
 @click.argument("seq", type=int)
-def logs(queue_file: str, seq: int, which: Optional[str]) -> None:
+def logs(queue_file: str, seq: int, out: bool, err: bool) -> None:
     """Print one job's output (stdout, then stderr)."""
     from pegpar import logview
 
-    click.echo(logview.logs(queue_file, seq, which or "both"), nl=False)
+    which = "out" if out and not err else "err" if err and not out else "both"
+    click.echo(logview.logs(queue_file, seq, which), nl=False)
 
 
 @main.command()

@@ -297,7 +297,8 @@ class QueueFile:
             def commit(new_file: str) -> bool:
                 if _changed(before, real):
                     return False  # written behind the lock's back: leave both files alone
-                start, end = _append_durably(self.consumed_path, consumed)
+                # a new consumed.yaml is as private as the queue file
+                start, end = _append_durably(self.consumed_path, consumed, stat.S_IMODE(before.st_mode) & 0o666)
                 if on_commit is not None:
                     on_commit(Pending(new_file, os.path.abspath(self.consumed_path), start, end))
                 return True
@@ -653,9 +654,10 @@ def _changed(before: os.stat_result, real: str) -> bool:
     return (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns)
 
 
-def _append_durably(path: str, data: bytes) -> Tuple[int, int]:
-    """Append whole lines and fsync; returns the file's size before and after."""
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+def _append_durably(path: str, data: bytes, mode: int = 0o644) -> Tuple[int, int]:
+    """Append whole lines and fsync; returns the file's size before and after.
+    `mode`: the permission bits of a file created here."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":

@@ -278,3 +278,16 @@ def test_two_queues_in_one_directory_keep_their_runs_apart(tmp_path, pegpar_env,
     assert json.loads(cli(tmp_path, pegpar_env, "status", "--json", "--queue-file", "a.yaml"))["done"] == 2
     out = cli(tmp_path, pegpar_env, "retry", "--failed", "--queue-file", "b.yaml")
     assert "put back" in out and "exit 3" in (tmp_path / "b.yaml").read_text() + out
+
+
+def test_logs_shows_what_its_flags_ask_for(tmp_path, pegpar_env):
+    write_queue(tmp_path, "- echo out; echo err >&2\n")
+    cli(tmp_path, pegpar_env, "q", "-j", "1", "--no-progress")
+    [rec] = records(tmp_path)
+    seq = str(rec.seq)
+    assert cli(tmp_path, pegpar_env, "logs", seq) == "out\nerr\n"
+    assert cli(tmp_path, pegpar_env, "logs", seq, "--stdout", "--stderr") == "out\nerr\n"
+    assert cli(tmp_path, pegpar_env, "logs", seq, "--stdout") == "out\n"
+    assert cli(tmp_path, pegpar_env, "logs", seq, "--stderr") == "err\n"
+    # consumed.yaml, created by the run, is as private as the queue file
+    assert (tmp_path / "consumed.yaml").stat().st_mode & 0o777 == 0o600
