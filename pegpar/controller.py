@@ -625,14 +625,22 @@ class Controller:
             return
         self.summary.failed.append(Failure(job.seq, job.node.name, job.command,
                                            rec.exitval, rec.signal, reason))
-        if self.opts.retries and not self.killing and job.job is not None and self.opts.mode == "q":
-            key = (job.job.command, job.job.params, str(job.job.source))
+        if self.opts.retries and not self.killing and job.job is not None and not self.aborted:
+            # queue mode: the job again, on the next free sub-node; broadcast: the
+            # step's job again on the same sub-node, and the step waits for it
+            key = (job.job.command, job.job.params, str(job.job.source),
+                   job.node.name if self.opts.mode == "b" else "", self.step)
             self.attempts[key] = self.attempts.get(key, 0) + 1
             if self.attempts[key] <= self.opts.retries:
                 self.printer.say(f"job #{job.seq} failed on {job.node.name}; retrying "
                                  f"({self.attempts[key]}/{self.opts.retries})")
                 self.summary.failed.pop()
-                self.retry.append(job.job)
+                if self.opts.mode == "q":
+                    self.retry.append(job.job)
+                else:
+                    again = self._reserve(job.job, job.node, job.command)
+                    self._journal_dispatch([again])
+                    self.step_jobs += self._launch([again])
 
     def _node_died(self, job: Running, reason: str) -> bool:
         """A remote job that ended with ssh's failure (255) or by a signal, on a

@@ -291,3 +291,21 @@ def test_logs_shows_what_its_flags_ask_for(tmp_path, pegpar_env):
     assert cli(tmp_path, pegpar_env, "logs", seq, "--stderr") == "err\n"
     # consumed.yaml, created by the run, is as private as the queue file
     assert (tmp_path / "consumed.yaml").stat().st_mode & 0o777 == 0o600
+
+
+def test_broadcast_retries_a_failed_step_on_its_sub_node_before_the_next_step(tmp_path, pegpar_env):
+    cluster_hosts(tmp_path, "- hostname: [localhost]\n  slot: [a, b]\n")
+    write_queue(tmp_path, "- if [ -e tried-{{slot}} ]; then echo ok {{slot}}; else touch tried-{{slot}}; exit 1; fi\n"
+                          "- echo second {{slot}}; ls tried-a tried-b\n")
+    r = pegpar(["b", "--retries", "1", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("retrying (1/1)") == 2, r.stderr
+    out = sorted(line.partition("] ")[2] for line in r.stdout.splitlines())
+    assert out == ["ok a", "ok b", "second a", "second b", "tried-a", "tried-a", "tried-b", "tried-b"]
+    assert sorted(rec.exitval for rec in records(tmp_path)) == [0, 0, 0, 0, 1, 1]
+    # without --retries the step fails and the run stops there
+    for name in ("tried-a", "tried-b"):
+        (tmp_path / name).unlink()
+    write_queue(tmp_path, "- if [ -e tried-{{slot}} ]; then echo ok; else touch tried-{{slot}}; exit 1; fi\n- echo x\n")
+    r = pegpar(["b", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 1 and "step 1: FAILED" in r.stderr, r.stderr
