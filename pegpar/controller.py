@@ -93,6 +93,8 @@ class Controller:
         self.run_id = f"{int(time.time())}-{os.getpid()}"
         self.down: Dict[str, str] = {}  # host -> why
         self.probes: Dict[str, backend.Probe] = {}
+        # jobs put back from a host that went down: killed there if it comes back
+        self.left_behind: Dict[str, List[Running]] = {}
         self.next_probe: Dict[str, float] = {}
         self.leaving: set = set()  # sub-node names removed from the hosts file
         self.hosts_mtime = _mtime(opts.hosts_file)
@@ -510,6 +512,11 @@ class Controller:
             if result == "":
                 del self.down[host]
                 self.printer.say(f"host {host} is back in service")
+                left = self.left_behind.pop(host, [])
+                if left:  # the host was cut off, not dead: their copies ran elsewhere
+                    self.printer.say(f"killing what is left on {host} of job(s) run again elsewhere: "
+                                     + ", ".join(f"#{j.seq}" for j in left))
+                    self.kill_jobs(left)
             else:
                 self.down[host] = result
                 self.next_probe[host] = now + PROBE_EVERY
@@ -656,6 +663,7 @@ class Controller:
             self.next_probe[job.node.host] = time.time() + PROBE_EVERY
         self.printer.say(f"host {job.node.host} is down ({reason or self.down[job.node.host]}); job #{job.seq} "
                          "goes back to the queue")
+        self.left_behind.setdefault(job.node.host, []).append(job)
         self._requeue(job.job)
         self.summary.requeued += 1
         return True

@@ -554,3 +554,35 @@ def test_allow_shared_queue_accepts_what_others_may_write(name, tmp_path, pegpar
     r = pegpar(args + ["--allow-shared-queue"], tmp_path, pegpar_env)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ran").read_text() == "ran\n"
+
+
+def test_a_job_run_again_elsewhere_is_killed_on_its_host_when_that_comes_back(tmp_path, cluster, pegpar_env, bg):
+    """A frozen host looks dead: its job runs again on another host. When it
+    answers again, what is left of the first copy there is killed, so the job
+    does not finish twice. (The nodes are local processes: the first copy's
+    shell is checked by its pid.)"""
+    cluster_hosts(tmp_path, "- node-2\n- node-1\n")  # the job goes to node-2, the first free
+    ran = tmp_path / "ran"
+    write_queue(tmp_path, f"- command: ['echo $$ > {tmp_path}/pid-$NODE-{{{{i}}}}; echo start {{{{i}}}} $NODE >> {ran}; "
+                          f"sleep 60; echo end {{{{i}}}} $NODE >> {ran}']\n  i: [7]\n")
+    ctl = bg("q", "--daemon", "--no-progress", "--ssh-config", cluster.ssh_config)
+    wait_for(lambda: ran.exists() and " node-2" in ran.read_text(), timeout=30, what="a job on node-2")
+    [on_two] = [line.split()[1] for line in ran.read_text().splitlines() if line.endswith(" node-2")]
+    first = int((tmp_path / f"pid-node-2-{on_two}").read_text())
+    cluster.freeze_node(2)
+    wait_for(lambda: "host node-2 is down" in ctl.stderr(), timeout=60, what="node-2 given up")
+    cluster.thaw_node(2)
+    wait_for(lambda: "killing what is left on node-2" in ctl.stderr(), timeout=30, what="the leftover killed")
+
+    def gone():
+        try:
+            os.kill(first, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    wait_for(gone, timeout=30, what="the first copy's end")
+    assert f"end {on_two} node-2" not in ran.read_text(), (ran.read_text(), ctl.stderr())
+    wait_for(lambda: f"start {on_two} node-1" in ran.read_text(), timeout=30, what="the copy on node-1")
+    r = pegpar(["stop", "--kill"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    ctl.wait(30)
