@@ -124,6 +124,7 @@ class Controller:
         self.step_results: List[Tuple[int, Dict[str, Tuple[int, int]]]] = []
         self.killers: list = []
         self.dead_waves: List[backend.LeftWave] = []  # found by _recover, removed by start()
+        self.recovered: List[dict] = []  # journal records of jobs that ended while no pegpar ran
         self.unreplaced: List[str] = []  # queue files a crash left unrenamed: likewise
         self.kill_deadline = 0.0
         self.pending_signals: List[str] = []
@@ -191,7 +192,7 @@ class Controller:
                                   {"event": "run", "run": self.run_id, "pid": os.getpid(),
                                    "started": time.time(), "mode": self.opts.mode,
                                    "queue_file": os.path.abspath(self.opts.queue_file)}]
-                                 + [dict(r, run=self.run_id) for r in followed])
+                                 + [dict(r, run=self.run_id) for r in followed + self.recovered])
         for left in self.dead_waves:
             left.remove()
         for path in self.unreplaced:
@@ -272,6 +273,9 @@ class Controller:
             rec = left.record(self.rt, r["seq"]) if left is not None else None
             if rec is not None:  # it ended while no controller was watching
                 joblog.append(self.joblog_path, [joblog.relabel(rec, r["seq"], r["node"], r["command"])])
+                # this run's journal has it, ended: `retry --failed` finds it
+                self.recovered += [r, {"event": "done", "seq": r["seq"], "exitval": rec.exitval,
+                                       "signal": rec.signal}]
                 self.printer.say(f"job #{r['seq']} on {r['node']} ended while pegpar was not running "
                                  f"(exit {rec.exitval}); recorded")
                 continue
