@@ -438,6 +438,30 @@ def group_counts(nodes: List[SubNode]) -> Dict[str, int]:
     return {host: -(-n // SESSIONS_PER_MASTER) for host, n in counts.items()}
 
 
+TIMED_OUT = "This job was killed because it timed out:"
+
+
+def parallel_messages(lines: List[str]) -> List[str]:
+    """parallel's stderr without its time-out notices: each quotes the whole
+    job line (pegpar's wrapper, over several lines), and pegpar reports the
+    time-out itself."""
+    kept: List[str] = []
+    skipping = False
+    for line in lines:
+        if TIMED_OUT in line:
+            skipping, quoted = True, False
+            continue
+        if skipping:
+            if not line.startswith("parallel: "):
+                continue
+            if line.startswith("parallel: Warning: ") and not quoted:
+                quoted = True  # the first line of the quoted job
+                continue
+            skipping = False
+        kept.append(line)
+    return kept
+
+
 def log_name(seq: int, node: SubNode) -> str:
     """File name stem for a job's output: `SEQ.sub-node`, safe on any filesystem."""
     return f"{seq}.{_SAFE.sub('_', node.name).strip('_')}"
@@ -560,7 +584,7 @@ class Wave:
         """What parallel itself printed on stderr (warnings, errors)."""
         try:
             with open(self.files[-1], encoding="utf-8", errors="replace") as f:
-                return [line.rstrip("\n") for line in f if line.strip()]
+                return parallel_messages([line.rstrip("\n") for line in f if line.strip()])
         except FileNotFoundError:
             return []
 

@@ -149,15 +149,15 @@ class Controller:
             if action == "kill" or (action == "interrupt" and self.stopping):
                 self.kill()
             else:
-                self.stop()
+                self.stop(by_ctrl_c=action == "interrupt")
 
-    def stop(self) -> None:
+    def stop(self, by_ctrl_c: bool = True) -> None:
         if not self.stopping:
             self.stopping = True
             self._discard_warm()
             self._close_open()
-            self.printer.say(f"stopping: no new jobs; waiting for {len(self.busy)} running "
-                             "(Ctrl-C again kills them)")
+            how = "Ctrl-C again" if by_ctrl_c else "`pegpar stop --kill`"
+            self.printer.say(f"stopping: no new jobs; waiting for {len(self.busy)} running ({how} kills them)")
 
     def kill(self) -> None:
         self.stopping = True
@@ -860,7 +860,9 @@ class Controller:
 
     def _step_done(self) -> None:
         number, results = self.step_results[-1]
-        failed = [(name, code) for name, (code, sig) in results.items() if code != 0 or sig != 0]
+        order = {n.name: i for i, n in enumerate(self.nodes)}
+        failed = sorted(((name, code) for name, (code, sig) in results.items() if code != 0 or sig != 0),
+                        key=lambda f: order.get(f[0], len(order)))  # sub-node order, not finishing order
         if failed:
             what = ", ".join(f"{name} (exit {code})" for name, code in failed)
             self.printer.say(f"step {number}: FAILED on {what}")
@@ -896,15 +898,17 @@ class Controller:
 
     def _print_step_table(self) -> None:
         names = [n.name for n in self.nodes]
-        width = max(len(n) for n in names)
-        self.printer.say("step  " + "  ".join(n.ljust(width) for n in names))
+        rows = []
         for number, results in self.step_results:
             cells = []
             for name in names:
                 code, sig = results.get(name, (None, 0))
-                cell = "-" if code is None else ("ok" if code == 0 and sig == 0 else f"exit {code}")
-                cells.append(cell.ljust(width))
-            self.printer.say(f"{number:<4}  " + "  ".join(cells))
+                cells.append("-" if code is None else ("ok" if code == 0 and sig == 0 else f"exit {code}"))
+            rows.append((str(number), cells))
+        widths = [max([len(name)] + [len(cells[i]) for _, cells in rows]) for i, name in enumerate(names)]
+        self.printer.say("  ".join(["step"] + [n.ljust(w) for n, w in zip(names, widths)]).rstrip())
+        for number, cells in rows:
+            self.printer.say("  ".join([number.ljust(4)] + [c.ljust(w) for c, w in zip(cells, widths)]).rstrip())
 
 
 def _key(node: SubNode, groups: Dict[str, int]) -> Tuple[str, bool, int]:

@@ -199,3 +199,14 @@ def test_a_wave_names_its_jobs_before_parallel_gets_them(tmp_path, monkeypatch):
         wave.terminate()
         wave.cleanup()
     assert findable == [[1], [1, 2]]
+
+
+def test_parallel_messages_drop_the_time_out_notices_and_keep_the_rest():
+    lines = ["parallel: Warning: This job was killed because it timed out:",
+             "parallel: Warning: PEGPAR_JOB=k-1 sh -c 'sleep 5",
+             "echo a second line'", "s=$?", 'exit $s',
+             "parallel: Warning: something else",
+             "parallel: Warning: This job was killed because it timed out:",
+             "parallel: Warning: env PEGPAR_JOB=k-2 sh -c 'sleep 5'",
+             "parallel: Error: the end"]
+    assert backend.parallel_messages(lines) == ["parallel: Warning: something else", "parallel: Error: the end"]

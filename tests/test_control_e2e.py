@@ -309,3 +309,17 @@ def test_broadcast_retries_a_failed_step_on_its_sub_node_before_the_next_step(tm
     write_queue(tmp_path, "- if [ -e tried-{{slot}} ]; then echo ok; else touch tried-{{slot}}; exit 1; fi\n- echo x\n")
     r = pegpar(["b", "--no-progress"], tmp_path, pegpar_env)
     assert r.returncode == 1 and "step 1: FAILED" in r.stderr, r.stderr
+
+
+def test_a_failed_broadcast_step_names_sub_nodes_in_order_in_an_aligned_table(tmp_path, pegpar_env):
+    cluster_hosts(tmp_path, "- '::1'\n- 127.0.0.1\n- localhost\n")
+    # the first sub-node finishes last
+    write_queue(tmp_path, "- case {{hostname}} in ::1) sleep 0.6;; 127.0.0.1) sleep 0.3;; esac; exit 143\n")
+    r = pegpar(["b", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 1, r.stderr
+    assert "step 1: FAILED on ::1 (exit 143), 127.0.0.1 (exit 143), localhost (exit 143)" in r.stderr, r.stderr
+    lines = r.stderr.splitlines()
+    header = next(line for line in lines if line.startswith("pegpar: step  "))
+    row = lines[lines.index(header) + 1]
+    starts = [header.index(name) for name in ("::1", "127.0.0.1", "localhost")]
+    assert [row[s:s + 8] for s in starts] == ["exit 143"] * 3, (header, row)

@@ -390,6 +390,7 @@ def test_a_job_over_its_timeout_is_killed_on_its_node_and_recorded_failed(tmp_pa
     assert not rec.ok and rec.signal != 0
     [failed] = [line for line in r.stderr.splitlines() if "FAILED #1" in line]
     assert failed.endswith(": timed out after 1 s"), r.stderr
+    assert "PEGPAR_JOB" not in r.stderr and "killed because" not in r.stderr  # parallel's notice: said once, plainly
     assert "never" not in r.stdout
     assert ran.read_text() == "node-1\n"  # it did start on its node ...
     code, left = cluster.ssh("node-1", "ps -eo args | grep -c '[s]leep 30.4242' || true")
