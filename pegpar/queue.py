@@ -517,15 +517,16 @@ def _take_from(entry: QueueEntry, k: int, accept: Callable[[Job], None]
 def _cut_for(item: _Item, rest: Sequence[Params], plain: bool) -> _Cut:
     """The edit for a taken item: gone with its trailing blank lines, or its
     text replaced by the remaining products (the blank lines stay)."""
+    start = item.start + (len(_BOM) if item.start == 0 and item.text.startswith(_BOM) else 0)  # the file's
     if not rest:
-        return _Cut(item.start, item.blank_end, b"")
+        return _Cut(start, item.blank_end, b"")
     text = _items_text([expand.canonical_entry(p, plain) for p in rest])
     if item.text.split(b"\n", 1)[0].endswith(b"\r"):
         text = text.replace(b"\n", b"\r\n")
     blanks = item.text[item.end - item.start:]
     if blanks and yaml.load(text + blanks, Loader=_Loader) != yaml.load(text, Loader=_Loader):
-        return _Cut(item.start, item.blank_end, text)  # a `|+` scalar would swallow the blank lines
-    return _Cut(item.start, item.end, text)
+        return _Cut(start, item.blank_end, text)  # a `|+` scalar would swallow the blank lines
+    return _Cut(start, item.end, text)
 
 
 def _items_text(objs: List[Union[str, dict]]) -> bytes:

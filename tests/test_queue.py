@@ -442,3 +442,14 @@ def test_check_queue_file(tmp_path, qpath):
         os.chmod(qpath, 0o444)
         with pytest.raises(UserError, match="writable"):
             queue.check_queue_file(str(qpath))
+
+
+def test_a_pop_keeps_the_byte_order_mark_of_the_file(qpath):
+    with open(qpath, "wb") as f:
+        f.write(b"\xef\xbb\xbf- command: [a]\n  x: [1, 2]\n- b\n")
+    q = QueueFile(str(qpath))
+    take_all(q, 1)
+    assert qpath.read_bytes() == b"\xef\xbb\xbf- command: [a]\n  x: [2]\n- b\n"
+    take_all(q, 1)
+    assert qpath.read_bytes() == b"\xef\xbb\xbf- b\n"
+    assert [j.command for j in take_all(q)] == ["b"] and qpath.read_bytes() == b"\xef\xbb\xbf"
