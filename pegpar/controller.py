@@ -95,6 +95,8 @@ class Controller:
         self.probes: Dict[str, backend.Probe] = {}
         # jobs put back from a host that went down: killed there if it comes back
         self.left_behind: Dict[str, List[Running]] = {}
+        # hosts being asked whether they still answer, with the jobs that wait for the answer
+        self.suspects: Dict[str, Tuple[backend.Probe, List[Tuple[Running, joblog.Record, str]]]] = {}
         self.next_probe: Dict[str, float] = {}
         self.leaving: set = set()  # sub-node names removed from the hosts file
         self.hosts_mtime = _mtime(opts.hosts_file)
@@ -358,6 +360,7 @@ class Controller:
             if time.time() >= self.next_slow:
                 self.next_slow = time.time() + SLOW_EVERY
                 self._slow_turn()
+            self._check_suspects()
             self._probe_down()
             self._reload_hosts()
             self.killers = [k for k in self.killers if k.poll() is None]
@@ -370,7 +373,7 @@ class Controller:
             elif not self.stopping and not self.aborted:
                 self._dispatch()
             self._close_unflushed()
-            if not self.busy and not self.waves:
+            if not self.busy and not self.waves and not self.suspects:
                 if self.stopping or self.aborted:
                     break
                 if not self.opts.daemon and self.source.is_empty():
@@ -632,8 +635,17 @@ class Controller:
             self.kill_jobs([job])
         # 255: ssh's own failure; 129..254: killed by a signal, as the processes of a
         # node that goes down are (the exit status may get out before the connection dies)
-        if rec.exitval > 128 and self._node_died(job, reason):
+        if rec.exitval > 128 and self._may_die_with_its_host(job):
+            if job.node.host in self.down:
+                self._put_back_from_down(job, reason)
+            else:  # is the host still there? Asked in the background; its sub-nodes wait
+                probe, jobs = self.suspects.get(job.node.host) or (
+                    backend.Probe(self.rt, job.node.host, self.opts.connect_timeout + 1), [])
+                self.suspects[job.node.host] = (probe, jobs + [(job, rec, reason)])
             return
+        self._failed(job, rec, reason)
+
+    def _failed(self, job: Running, rec: joblog.Record, reason: str) -> None:
         self.summary.failed.append(Failure(job.seq, job.node.name, job.command,
                                            rec.exitval, rec.signal, reason))
         if self.opts.retries and not self.killing and job.job is not None and not self.aborted:
@@ -653,24 +665,35 @@ class Controller:
                     self._journal_dispatch([again])
                     self.step_jobs += self._launch([again])
 
-    def _node_died(self, job: Running, reason: str) -> bool:
-        """A remote job that ended with ssh's failure (255) or by a signal, on a
-        host that no longer answers, died with its host: the host goes down and
-        the job is run again elsewhere."""
-        if job.node.local or self.killing or job.job is None or self.opts.mode != "q":
-            return False
-        if job.node.host not in self.down:
-            why = backend.probe(self.rt, [job.node.host], self.opts.connect_timeout + 1).get(job.node.host)
-            if not why:
-                return False
-            self.down[job.node.host] = why
-            self.next_probe[job.node.host] = time.time() + PROBE_EVERY
+    def _may_die_with_its_host(self, job: Running) -> bool:
+        """A remote queue job that ended with ssh's failure (255) or by a
+        signal may have died with its host: if the host no longer answers, it
+        goes down and the job runs again elsewhere."""
+        return not (job.node.local or self.killing or job.job is None or self.opts.mode != "q")
+
+    def _check_suspects(self) -> None:
+        """The answers about hosts whose jobs ended as if the host died."""
+        for host, (probe, jobs) in list(self.suspects.items()):
+            why = probe.result()
+            if why is None:
+                continue
+            del self.suspects[host]
+            if why:
+                self.down[host] = why
+                self.next_probe[host] = time.time() + PROBE_EVERY
+            for job, rec, reason in jobs:
+                if why:
+                    self._put_back_from_down(job, reason)
+                else:  # the host answers: the job itself failed
+                    self._failed(job, rec, reason)
+
+    def _put_back_from_down(self, job: Running, reason: str) -> None:
+        assert job.job is not None
         self.printer.say(f"host {job.node.host} is down ({reason or self.down[job.node.host]}); job #{job.seq} "
                          "goes back to the queue")
         self.left_behind.setdefault(job.node.host, []).append(job)
         self._requeue(job.job)
         self.summary.requeued += 1
-        return True
 
     def _requeue(self, job: Job) -> None:
         if self.opts.stdin or self.opts.mode != "q":
@@ -692,7 +715,7 @@ class Controller:
                 self._start_step()
             return
         free = [n for n in self.nodes if n.name not in self.busy and n.host not in self.down
-                and n.name not in self.leaving]
+                and n.host not in self.suspects and n.name not in self.leaving]
         if not free:
             return
         placed: List[Running] = []

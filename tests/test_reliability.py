@@ -613,3 +613,23 @@ def _dispatched_seqs(folder):
     except OSError:
         return []
     return [json.loads(line)["seq"] for line in lines if '"dispatch"' in line]
+
+
+def test_other_hosts_keep_taking_jobs_while_a_silent_host_is_checked(tmp_path, cluster, pegpar_env, bg):
+    """node-2 freezes: its job's ssh gives up, and pegpar asks whether node-2
+    still answers, which takes the connect timeout (12 s here). The question
+    runs in the background: node-1 goes on starting jobs meanwhile."""
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n")
+    write_queue(tmp_path, f"- command: ['sleep 0.3']\n  i: {list(range(400))}\n")
+    ctl = bg("q", "--no-progress", "--connect-timeout", "12", "--ssh-config", cluster.ssh_config)
+    wait_for(lambda: any(r.host == "node-2" for r in records(tmp_path)), timeout=30, what="a job done on node-2")
+    cluster.freeze_node(2)
+    wait_for(lambda: "host node-2 is down" in ctl.stderr(), timeout=90, what="node-2 given up")
+    r = pegpar(["stop", "--kill"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    ctl.wait(60)
+    recs = records(tmp_path)
+    [lost] = [rec for rec in recs if rec.host == "node-2" and rec.exitval == 255]
+    end = lost.start + lost.runtime
+    started = [rec for rec in recs if rec.host == "node-1" and end <= rec.start <= end + 10]
+    assert len(started) >= 5, (lost, [rec.start - end for rec in recs if rec.host == "node-1"][-40:])
