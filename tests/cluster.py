@@ -3,7 +3,9 @@
 Node K (`node-1`, `node-2`, ...) is one `/usr/sbin/sshd` listening on 127.0.0.(K+1),
 running as the current user, with its own host key. One user key, generated for
 the run, logs in to every node. Commands learn where they run from the
-environment: `NODE=node-K` (also `PEGPAR_TEST_NODE`). The cluster writes an
+environment: `NODE=node-K` (also `PEGPAR_TEST_NODE`); each node's sessions have
+a home of their own (HOME), so the user's shell start-up files stay out of
+them. The cluster writes an
 ssh_config naming the nodes and a known_hosts file holding their real host keys:
 host-key checking stays ON (StrictHostKeyChecking yes), as it must for pegpar.
 
@@ -245,7 +247,10 @@ class Cluster:
             "PrintLastLog no",
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
-            f"SetEnv NODE={name} PEGPAR_TEST_NODE={name} PEGPAR_TEST_CLUSTER={self.dir}",
+            # a home of its own: the login shell of the test user (root, say) would
+            # otherwise run that user's ~/.bashrc, whose side effects (a tool's lock
+            # in the home directory) all nodes would share
+            f"SetEnv NODE={name} PEGPAR_TEST_NODE={name} PEGPAR_TEST_CLUSTER={self.dir} HOME={nd}/home",
             "",
         ]))
 
@@ -389,7 +394,7 @@ def _start(c: Cluster) -> None:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     keygens = [_keygen(c.identity, "pegpar-test-user")]
     for k in range(1, c.n + 1):
-        os.makedirs(c._node_dir(k), mode=0o700)
+        os.makedirs(os.path.join(c._node_dir(k), "home"), mode=0o700)
         keygens.append(_keygen(os.path.join(c._node_dir(k), "ssh_host_ed25519_key"), node_name(k)))
     for p in keygens:
         _, err = p.communicate(timeout=60)
