@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, TextIO, Tuple
 from pegpar import joblog
 from pegpar.errors import UserError
 from pegpar.logview import columns, duration, local_time, one_line
-from pegpar.state import StateDir, state_dir_for
+from pegpar.state import Run, StateDir, entry_key, state_dir_for
 
 STALE_AFTER = 5.0  # seconds without a new snapshot before saying so
 MODES = {"q": "queue mode", "b": "broadcast mode"}
@@ -98,8 +98,12 @@ def _ended(data: Dict[str, Any], state: StateDir, queue_file: str) -> None:
         started = run.info.get("started")
         if isinstance(started, (int, float)) and records:
             data["elapsed"] = max(r.start + r.runtime for r in records) - started
+    again = ran_again(run) if run is not None else set()
     data["done"] = sum(1 for r in records if r.ok)
-    data["failed"] = sum(1 for r in records if not r.ok)
+    # as the run's summary counts them: a job run again later (--retries, a
+    # host that went down) counts by its last attempt
+    data["failed"] = sum(1 for r in records if not r.ok and r.seq not in again)
+    data["ran_again"] = sum(1 for r in records if not r.ok and r.seq in again)
     data["consumed"] = consumed(queue_file)
 
 
@@ -127,7 +131,8 @@ def render(data: Dict[str, Any], now: Optional[float] = None, width: int = 100) 
             lasted = f", lasted {duration(data['elapsed'])}" if data["elapsed"] is not None else ""
             lines.append(f"{data['queue_file']}: no pegpar running; last run started {when} "
                          f"(pid {run.get('pid')}, {mode}{lasted})")
-        lines.append(f"  queued {queued_text}   done {data['done']}   failed {data['failed']}   "
+        again = f" ({data['ran_again']} failed attempt(s) ran again)" if data.get("ran_again") else ""
+        lines.append(f"  queued {queued_text}   done {data['done']}   failed {data['failed']}{again}   "
                      f"consumed {data.get('consumed', 0)}")
         if data.get("interrupted"):
             lines.append(f"  {data['interrupted']} job(s) of the last run have no result: its "
@@ -194,3 +199,17 @@ def watch_frames(queue_file: str, as_json: bool, out: TextIO = sys.stdout, inter
             out.write("\033[H" + text.replace("\n", "\033[K\n") + "\033[J")
         out.flush()
         shown += 1
+
+
+def ran_again(run: Run) -> set:
+    """Seqs of the run's queue-mode jobs whose entry was dispatched again later
+    in the same run (their last attempt counts, as for `pegpar retry`)."""
+    if run.info.get("mode") == "b":
+        return set()
+    last: Dict[str, int] = {}
+    for seq, d in run.dispatched.items():
+        if d.get("canonical") is not None:
+            key = entry_key(d["canonical"])
+            last[key] = max(seq, last.get(key, seq))
+    return {seq for seq, d in run.dispatched.items()
+            if d.get("canonical") is not None and last[entry_key(d["canonical"])] > seq}

@@ -102,6 +102,24 @@ def test_an_ended_run_counts_its_own_jobs_from_the_joblog(here):
     assert "1 job(s) of the last run have no result" in text
 
 
+def test_a_job_run_again_counts_by_its_last_attempt_as_the_summary_does(here):
+    """A job put back from a down host (or retried) failed once in the joblog
+    and then ran again: the run's summary does not count it failed, nor does
+    status; it says how many failed attempts ran again."""
+    state = StateDir(str(here / ".pegpar"))
+    joblog.append(state.joblog_path(), [
+        Record(1, "node-2", T0 + 1, 1.0, 0, 0, 255, 0, "a"),
+        Record(2, "node-1", T0 + 3, 1.0, 0, 0, 0, 0, "a"),
+        Record(3, "node-1", T0 + 5, 1.0, 0, 0, 2, 0, "b"),
+    ])
+    state.journal_append([{"event": "run", "run": "r", "pid": 4242, "started": T0, "mode": "q"}] +
+                         [{"event": "dispatch", "run": "r", "seq": s, "node": "n", "command": c, "canonical": c,
+                           "start": T0} for s, c in ((1, "a"), (2, "a"), (3, "b"))])
+    data = snapshot(str(here / "queue.yaml"))
+    assert (data["done"], data["failed"], data["ran_again"]) == (1, 1, 1)
+    assert "failed 1 (1 failed attempt(s) ran again)" in render(data)
+
+
 def test_without_a_journal_the_whole_joblog_counts(here):
     joblog.append(StateDir(str(here / ".pegpar")).joblog_path(), [
         Record(1, "n", T0, 1.0, 0, 0, 1, 0, "x"), Record(2, "n", T0, 1.0, 0, 0, 0, 0, "y")])
