@@ -192,11 +192,13 @@ def watch_frames(queue_file: str, as_json: bool, out: TextIO = sys.stdout, inter
             time.sleep(interval)
         if as_json:
             out.write(json.dumps(snapshot(queue_file)) + "\n")
-        else:
+        elif out.isatty():
             text = frame(queue_file, False)
             # Home, each line cleared to its end, the rest of the screen cleared:
             # no flicker from clearing the whole screen first.
             out.write("\033[H" + text.replace("\n", "\033[K\n") + "\033[J")
+        else:  # a pipe or a file: plain frames, one after another
+            out.write(frame(queue_file, False) + "\n")
         out.flush()
         shown += 1
 

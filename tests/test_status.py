@@ -146,11 +146,19 @@ def test_a_broken_queue_is_reported_not_raised(here):
     assert "queued ?" in render(data) and "the queue has an error: " in render(data)
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 def test_watch_redraws_in_place(live):
-    out = io.StringIO()
+    out = _Terminal()
     watch_frames(str(live / "queue.yaml"), as_json=False, out=out, interval=0, frames=2)
     frames = out.getvalue().split("\033[H")[1:]
     assert len(frames) == 2 and all(f.endswith("\033[J") and "node-2" in f for f in frames)
+    out = io.StringIO()  # not a terminal: plain frames, no escape codes
+    watch_frames(str(live / "queue.yaml"), as_json=False, out=out, interval=0, frames=2)
+    assert "\033" not in out.getvalue() and out.getvalue().count("node-2") == 2
     out = io.StringIO()
     watch_frames(str(live / "queue.yaml"), as_json=True, out=out, interval=0, frames=2)
     assert [json.loads(line)["done"] for line in out.getvalue().splitlines()] == [4, 4]
