@@ -100,7 +100,22 @@ def _host(hostname: str, params: Combination, source: Source) -> str:
         raise UserError(f"invalid hostname {host!r}", where=str(source),
                         hint="a hostname, user@host, ssh://user@host:port or an ssh_config alias: "
                              "letters, digits and _ . @ : / [ ] -, not starting with -")
+    if host.startswith("ssh://") and not _ssh_url(host):
+        raise UserError(f"invalid ssh URL {host!r}", where=str(source),
+                        hint="ssh://[user@]host[:port], the port between 1 and 65535")
     return host
+
+
+def _ssh_url(host: str) -> bool:
+    """Whether `ssh://...` is a URL ssh takes: a host, an optional user and port, nothing after."""
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(host)
+        port = url.port
+    except ValueError:
+        return False
+    return bool(url.hostname) and not url.path and port != 0 and not url.password
 
 
 def _name(host: str, params: Combination) -> str:

@@ -67,6 +67,8 @@ CASES = {
     "deep nesting": ({"queue.yaml": "[" * 50_000 + "]" * 50_000}, "queue.yaml:1", "plain value"),
     "unsupported tag": ({"queue.yaml": "- !!binary aGk=\n"}, "queue.yaml:1", "tag"),
     "queue file is a directory": ({"queue.yaml/keep": "x"}, "queue.yaml", "directory"),
+    "ssh URL with a bad port": ({"queue.yaml": "- ok\n", "hosts.yaml": "- node-1\n- ssh://me@h:99999\n"},
+                                "hosts.yaml:2", "ssh URL"),
     "NUL in a command": ({"queue.yaml": '- "echo first\\0echo second"\n'}, "queue.yaml:1", "NUL"),
     "NUL from a value": ({"queue.yaml": "- command: ['echo {{x}}']\n  x: [ok, \"a\\0b\"]\n"}, "queue.yaml:1",
                          "NUL"),
