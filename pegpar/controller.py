@@ -943,7 +943,10 @@ def _check_names(job: Job, nodes: Sequence[SubNode]) -> None:
     """A command parameter may not be named `hostname` nor shadow a host parameter."""
     host_names = {"hostname"} | {k for n in nodes for k, _ in n.params}
     for name, _ in job.params:
-        if name in host_names and job.source.path != "<stdin>":
+        if name in host_names and job.source.path == "<stdin>":  # `line`, the input line
+            raise UserError(f"a host parameter is named `{name}`, which names the input line of a command "
+                            "given after --; rename that host parameter", where=str(job.source))
+        if name in host_names:
             what = "`hostname` is set by the sub-node" if name == "hostname" else \
                 "it is also a host parameter in the hosts file"
             raise UserError(f"command parameter `{name}` collides: {what}; rename one of them",

@@ -323,3 +323,12 @@ def test_a_failed_broadcast_step_names_sub_nodes_in_order_in_an_aligned_table(tm
     row = lines[lines.index(header) + 1]
     starts = [header.index(name) for name in ("::1", "127.0.0.1", "localhost")]
     assert [row[s:s + 8] for s in starts] == ["exit 143"] * 3, (header, row)
+
+
+def test_a_host_parameter_named_line_is_refused_for_input_lines(tmp_path, pegpar_env):
+    """`{{ line }}` is the input line of a command given after --: a host
+    parameter of that name would silently win or lose, so it is an error."""
+    cluster_hosts(tmp_path, "- hostname: [localhost]\n  line: [L1]\n")
+    r = pegpar(["q", "--no-progress", "--", "echo", "{{ line }}"], tmp_path, pegpar_env, input="input\n")
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.startswith("pegpar: <stdin>:1: a host parameter is named `line`"), r.stderr
