@@ -39,6 +39,17 @@ class _Group(click.Group):
             sys.exit(2)
 
 
+def _check_hosts_file(hosts_file: str) -> None:
+    """A hosts file named with --hosts-file must exist: only a missing default
+    hosts.yaml means "the local machine"."""
+    from click.core import ParameterSource
+
+    given = click.get_current_context().get_parameter_source("hosts_file") is not ParameterSource.DEFAULT
+    if given and not os.path.exists(hosts_file):
+        raise UserError("no such hosts file", where=hosts_file,
+                        hint=f"without --hosts-file, a missing {HOSTS_FILE} means the local machine")
+
+
 def _files(f):
     f = click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")(f)
     f = click.option("--hosts-file", default=HOSTS_FILE, show_default=True,
@@ -62,6 +73,7 @@ def expand(queue_file: str, hosts_file: str, local_slots: Optional[int], show_al
     """Show the sub-nodes and jobs, without running anything."""
     from pegpar import plan
 
+    _check_hosts_file(hosts_file)
     click.echo(plan.show(queue_file, hosts_file, local_slots or os.cpu_count() or 1,
                          show_all=show_all, as_json=as_json), nl=False)
 
@@ -121,6 +133,7 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
         raise UserError("the joblog's directory does not exist", where=joblog_path)
     if ssh_config is not None and not os.path.isfile(ssh_config):  # before the state directory is made
         raise UserError("ssh config file does not exist", where=ssh_config)
+    _check_hosts_file(hosts_file)
     check_not_shared(hosts_file, "the hosts file", allow_shared_queue)
 
     if dry_run:
@@ -145,6 +158,9 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
         from pegpar.queue import QueueFile
 
         check_queue_file(queue_file, allow_shared_queue)
+        if not daemon and not os.path.exists(queue_file):
+            raise UserError("no such queue file: nothing to run", where=queue_file,
+                            hint=f"echo '- echo hello' > {queue_file}, or --daemon to wait for one")
         source = QueueFile(queue_file, allow_shared=allow_shared_queue)
     sys.exit(controller.run(opts, source))
 

@@ -125,3 +125,20 @@ def test_a_bad_option_is_one_line_exit_2_and_runs_nothing(mode, args, tmp_path, 
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"pegpar {mode}: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("args, where", [(["q"], "queue.yaml"), (["b", "--queue-file", "typo.yaml"], "typo.yaml"),
+                                         (["q", "--hosts-file", "nope.yaml"], "nope.yaml"),
+                                         (["expand", "--hosts-file", "nope.yaml"], "nope.yaml")])
+def test_a_missing_file_named_or_needed_is_one_line_exit_2(args, where, tmp_path, pegpar_env):
+    """No queue file to run (a typo in --queue-file, say) is not an empty run,
+    and a hosts file named with --hosts-file must exist: only a missing
+    default hosts.yaml means the local machine."""
+    if "--hosts-file" in args:
+        write_queue(tmp_path, "- echo ran >> ran\n")
+    before = snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "pegpar", *args], cwd=tmp_path, env=pegpar_env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"pegpar: {where}: no such ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert snapshot(tmp_path) == before
