@@ -174,6 +174,7 @@ exit $s
 # and the job's own `sh -c`: no wrapper process in between.
 LOCAL_JOB = f"{JOB_MARK}={{3}} sh -c {{DECODE}}\n" + REPORT_END
 
+
 def sshlogin(host: str) -> str:
     """A host as GNU parallel's --sshlogin takes it: ssh's URL form
     `ssh://[user@]host[:port]` becomes `[user@]host[:port]` (parallel would
@@ -446,7 +447,7 @@ def parallel_messages(lines: List[str]) -> List[str]:
     job line (pegpar's wrapper, over several lines), and pegpar reports the
     time-out itself."""
     kept: List[str] = []
-    skipping = False
+    skipping = quoted = False
     for line in lines:
         if TIMED_OUT in line:
             skipping, quoted = True, False

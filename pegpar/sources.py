@@ -49,7 +49,8 @@ class MemoryQueue:
     def __init__(self, jobs: List[Job]):
         self._jobs = list(reversed(jobs))
 
-    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[Optional[Pending]], None]] = None
+    def take(self, n: int, accept: Callable[[Job], None],
+             on_commit: Optional[Callable[[Optional[Pending]], None]] = None
              ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         taken: List[Job] = []
         error = None
