@@ -385,6 +385,7 @@ class Probe:
                 self.later.clear()
                 return self._reason(code)
         while self.later and len(self.others) < MASTERS_AT_ONCE:
+            self.deadline = time.time() + self.timeout  # each connection has its own time to answer
             ssh = ssh_wrapper(self.rt, self.later.pop(0))
             self.others.append(proc.spawn([ssh, self.host, "true"], env=self.rt.env(), stderr=self._err))
         if self.others:
@@ -394,12 +395,16 @@ class Probe:
     def _waiting(self) -> Optional[str]:
         if time.time() < self.deadline:
             return None
+        self.kill()
+        return f"no answer within {self.timeout:g} s"
+
+    def kill(self) -> None:
+        """Stop the check (nothing more is started)."""
         for p in [self.process] + self.others:
             p.kill()
             p.wait()
         self.others.clear()
         self.later.clear()
-        return f"no answer within {self.timeout:g} s"
 
     def _reason(self, code: int) -> str:
         self._err.seek(0)

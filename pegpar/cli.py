@@ -24,9 +24,21 @@ def _fail(err: UserError) -> None:
     sys.exit(2)
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 class _Group(click.Group):
     """Turns UserError, and a command line click cannot parse, into one line
     on stderr and exit code 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[override]
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as err:  # pegpar's own options
+            if isinstance(err, _NO_ARGS_IS_HELP):
+                raise  # plain `pegpar`: click shows the help
+            click.echo(f"pegpar: {err.format_message()} (see `pegpar --help`)", err=True)
+            sys.exit(2)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -159,11 +171,21 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
         from pegpar.queue import QueueFile
 
         check_queue_file(queue_file, allow_shared_queue)
-        if not daemon and not os.path.exists(queue_file):
+        if not daemon and not os.path.exists(queue_file) and not _unfinished(queue_file):
             raise UserError("no such queue file: nothing to run", where=queue_file,
                             hint=f"echo '- echo hello' > {queue_file}, or --daemon to wait for one")
         source = QueueFile(queue_file, allow_shared=allow_shared_queue)
     sys.exit(controller.run(opts, source))
+
+
+def _unfinished(queue_file: str) -> bool:
+    """Whether an earlier run of this queue left jobs without an end (a crash):
+    the run recovers them, even with the queue file gone."""
+    from pegpar.state import StateDir, state_dir_for
+
+    records = StateDir(state_dir_for(queue_file)).journal()
+    done = {r.get("seq") for r in records if r.get("event") == "done"}
+    return any(r.get("event") == "dispatch" and r.get("seq") not in done for r in records)
 
 
 @main.command()

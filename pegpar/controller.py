@@ -235,12 +235,15 @@ class Controller:
         pending = list({r["seq"]: r for r in records if r.get("event") == "dispatch" and r["seq"] not in done}
                        .values())
         # a recovery cut short (pegpar killed again) may have recorded some already
-        recorded = {rec.seq for rec in joblog.read(self.joblog_path)} if pending else set()
+        recorded = {rec.seq: rec for rec in joblog.read(self.joblog_path)} if pending else {}
         names = {n.name for n in self.nodes}
         waves: Dict[str, Tuple[backend.LeftWave, List[dict]]] = {}
         ended: List[Tuple[Optional[backend.LeftWave], dict]] = []
         for r in pending:
-            if r["seq"] in recorded:
+            if r["seq"] in recorded:  # by a recovery cut short: this run's journal still gets it
+                rec = recorded[r["seq"]]
+                self.recovered += [r, {"event": "done", "seq": r["seq"], "exitval": rec.exitval,
+                                       "signal": rec.signal}]
                 continue
             left = backend.left_wave(self.rt, r["seq"])
             if left is not None and r["node"] in names:
@@ -369,6 +372,7 @@ class Controller:
                     for wave in self.waves:  # a node that did not answer: cut its ssh
                         wave.terminate()
                 if not self.waves:
+                    self._settle_suspects()
                     break
             elif not self.stopping and not self.aborted:
                 self._dispatch()
@@ -519,6 +523,7 @@ class Controller:
             if result == "":
                 del self.down[host]
                 self.printer.say(f"host {host} is back in service")
+                self.queue_error = None  # a head entry only its sub-nodes render may run now
                 left = self.left_behind.pop(host, [])
                 if left:  # the host was cut off, not dead: their copies ran elsewhere
                     self.printer.say(f"killing what is left on {host} of job(s) run again elsewhere: "
@@ -648,7 +653,7 @@ class Controller:
     def _failed(self, job: Running, rec: joblog.Record, reason: str) -> None:
         self.summary.failed.append(Failure(job.seq, job.node.name, job.command,
                                            rec.exitval, rec.signal, reason))
-        if self.opts.retries and not self.killing and job.job is not None and not self.aborted:
+        if self.opts.retries and not self.stopping and job.job is not None and not self.aborted:
             # queue mode: the job again, on the next free sub-node; broadcast: the
             # step's job again on the same sub-node, and the step waits for it
             key = (job.job.command, job.job.params, str(job.job.source),
@@ -686,6 +691,16 @@ class Controller:
                     self._put_back_from_down(job, reason)
                 else:  # the host answers: the job itself failed
                     self._failed(job, rec, reason)
+
+    def _settle_suspects(self) -> None:
+        """pegpar is killed while hosts are still being asked about: their jobs
+        go back to the queue unasked (the safe side: one may run twice, none is lost)."""
+        for host, (probe, jobs) in list(self.suspects.items()):
+            probe.kill()
+            self.down.setdefault(host, "not checked: pegpar was stopping")
+            for job, _, reason in jobs:
+                self._put_back_from_down(job, reason)
+        self.suspects.clear()
 
     def _put_back_from_down(self, job: Running, reason: str) -> None:
         assert job.job is not None
@@ -753,14 +768,20 @@ class Controller:
                 return node, expand.render(job, node)
             except UserError as err:
                 first = first or err
+        down = []
         for node in self.nodes:
             if node not in idle and node.name not in self.leaving:
                 try:
                     expand.render(job, node)
                 except UserError:
                     continue
-                raise NotYet(f"waits for {node.name} or another sub-node it renders on")
+                if node.name in self.busy or node.host in self.suspects:
+                    raise NotYet(f"waits for {node.name} or another sub-node it renders on")
+                down.append(node.name)
         assert first is not None
+        if down:  # checked again when a host comes back
+            raise UserError(f"{first.message}; it would render on {', '.join(down[:3])}, whose host is down",
+                            where=first.where)
         raise first
 
     def _only_taken(self, placed: List[Running], ready: int) -> List[Running]:

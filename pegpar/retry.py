@@ -19,7 +19,7 @@ from pegpar import joblog, spec
 from pegpar.errors import UserError
 from pegpar.logview import local_time, one_line
 from pegpar.spec import QueueEntry, Source
-from pegpar.state import Run, StateDir, entry_key, state_dir_for
+from pegpar.state import Run, StateDir, entry_key, ran_again, state_dir_for
 
 
 @dataclass
@@ -45,9 +45,7 @@ def plan(run: Run, ended: Dict[int, Tuple[int, int]], waiting: Tuple[QueueEntry,
     """Sort the run's failed jobs (pure: `waiting` is what the queue holds now)."""
     result = Plan()
     broadcast = run.info.get("mode") == "b"
-    later: Dict[str, int] = {}  # canonical -> the last seq that ran it
-    for seq, d in run.dispatched.items():
-        later[entry_key(d.get("canonical"))] = max(seq, later.get(entry_key(d.get("canonical")), seq))
+    again = ran_again(run)
     taken = set()
     for seq, d in sorted(run.dispatched.items()):
         exitval, sig = ended.get(seq, (0, 0))
@@ -57,10 +55,11 @@ def plan(run: Run, ended: Dict[int, Tuple[int, int]], waiting: Tuple[QueueEntry,
         key = entry_key(canonical)
         if canonical is None:
             result.from_stdin.append(d)
+        elif seq in again:
+            result.ran_again.append(d)
+            continue
         elif broadcast and key in taken:
             continue  # one step ran on every sub-node: queue it once
-        elif not broadcast and later[key] > seq:
-            result.ran_again.append(d)
         elif _waiting(spec.queue_entry_from_object(canonical, Source("journal", seq)), waiting):
             result.queued.append(d)
         else:

@@ -23,7 +23,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import filelock
 
@@ -230,7 +230,7 @@ def state_dir_for(queue_file: str) -> str:
     """The state directory sits next to the queue file: `.pegpar/` for
     `queue.yaml`, `.pegpar-NAME/` for a queue file of another NAME (two queues
     in one directory keep apart runs, status, logs and retries)."""
-    folder, name = os.path.split(os.path.abspath(queue_file))
+    folder, name = os.path.split(os.path.realpath(queue_file))  # a link shares its target's
     return os.path.join(folder, ".pegpar" if name == "queue.yaml" else f".pegpar-{name}")
 
 
@@ -277,6 +277,22 @@ def compact(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             if r.get("run") == run.id and r.get("event") in ("dispatch", "done") and r.get("seq") not in gone]
     return ([{"event": "seqs", "seq": highest_seq(records)}, run.info]
             + ([{"event": "ran", "run": run.id, "seqs": [list(r) for r in ran]}] if ran else []) + kept)
+
+
+def ran_again(run: Run) -> Set[int]:
+    """Seqs of the run's jobs dispatched again later in the same run (their last
+    attempt counts): in queue mode, the same entry; in broadcast mode, the same
+    step on the same sub-node (`--retries`)."""
+    broadcast = run.info.get("mode") == "b"
+
+    def key(d: Dict[str, Any]) -> str:
+        return entry_key([d.get("canonical"), d.get("node")] if broadcast else d.get("canonical"))
+
+    last: Dict[str, int] = {}
+    for seq, d in run.dispatched.items():
+        if d.get("canonical") is not None:
+            last[key(d)] = max(seq, last.get(key(d), seq))
+    return {seq for seq, d in run.dispatched.items() if d.get("canonical") is not None and last[key(d)] > seq}
 
 
 def highest_seq(records: List[Dict[str, Any]]) -> int:

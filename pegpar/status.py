@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, TextIO, Tuple
 from pegpar import joblog
 from pegpar.errors import UserError
 from pegpar.logview import columns, duration, local_time, one_line
-from pegpar.state import Run, StateDir, entry_key, state_dir_for
+from pegpar.state import StateDir, ran_again, state_dir_for
 
 STALE_AFTER = 5.0  # seconds without a new snapshot before saying so
 MODES = {"q": "queue mode", "b": "broadcast mode"}
@@ -202,16 +202,3 @@ def watch_frames(queue_file: str, as_json: bool, out: TextIO = sys.stdout, inter
         out.flush()
         shown += 1
 
-
-def ran_again(run: Run) -> set:
-    """Seqs of the run's queue-mode jobs whose entry was dispatched again later
-    in the same run (their last attempt counts, as for `pegpar retry`)."""
-    if run.info.get("mode") == "b":
-        return set()
-    last: Dict[str, int] = {}
-    for seq, d in run.dispatched.items():
-        if d.get("canonical") is not None:
-            key = entry_key(d["canonical"])
-            last[key] = max(seq, last.get(key, seq))
-    return {seq for seq, d in run.dispatched.items()
-            if d.get("canonical") is not None and last[entry_key(d["canonical"])] > seq}

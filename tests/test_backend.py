@@ -210,3 +210,18 @@ def test_parallel_messages_drop_the_time_out_notices_and_keep_the_rest():
              "parallel: Warning: env PEGPAR_JOB=k-2 sh -c 'sleep 5'",
              "parallel: Error: the end"]
     assert backend.parallel_messages(lines) == ["parallel: Warning: something else", "parallel: Error: the end"]
+
+
+def test_each_extra_shared_connection_has_its_own_time_to_answer(tmp_path, monkeypatch):
+    """A host with 3 session groups whose ssh takes 0.6 s a connection,
+    checked one connection at a time within 1 s each: the host answers (the
+    three together take longer than the time one may take)."""
+    rt = _runtime(tmp_path)
+    slow = tmp_path / "slow-ssh"
+    slow.write_text("#!/bin/sh\nsleep 0.6\n")
+    slow.chmod(0o700)
+    rt = backend.Runtime(rt.state_dir, rt.run_dir, str(slow), None)
+    monkeypatch.setattr(backend, "ssh_wrapper", lambda rt, group: str(slow))
+    monkeypatch.setattr(backend, "MASTERS_AT_ONCE", 1)
+    assert backend.probe(rt, ["h"], 1.0, groups={"h": 3}) == {}
+    assert backend.probe(rt, ["h"], 0.3, groups={"h": 3}) == {"h": "no answer within 0.3 s"}

@@ -77,3 +77,39 @@ def test_kill_without_a_controller(tmp_path):
     with pytest.raises(UserError) as err:
         kill_one(str(tmp_path / "queue.yaml"), 3, None)
     assert "no pegpar is running" in str(err.value)
+
+
+def test_jobs_of_hosts_still_being_checked_go_back_when_pegpar_is_killed(tmp_path):
+    """A job ended as if its host died, and the host is being asked about when
+    pegpar is killed: the job goes back to the queue unasked (one may run
+    twice, none is lost), and the check is stopped."""
+    import io
+
+    from pegpar import backend, controller
+    from pegpar.expand import Job, SubNode
+    from pegpar.joblog import Record
+    from pegpar.output import Printer
+    from pegpar.queue import QueueFile
+    from pegpar.spec import Source
+
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo later\n")
+    queue.chmod(0o600)
+    node = SubNode("node-9", "node-9", (), False)
+    err = io.StringIO()
+    ctl = controller.Controller(controller.Options(queue_file=str(queue), hosts_file=str(tmp_path / "none.yaml")),
+                                [node], QueueFile(str(queue)), Printer(out=io.StringIO(), err=err))
+    job = Job("echo lost?", (), Source(str(queue), 1), plain=True)
+    running = backend.Running(7, node, "echo lost?", str(tmp_path / "7"), str(tmp_path / "7.err"), 0.0, job)
+
+    class Check:
+        killed = False
+
+        def kill(self):
+            Check.killed = True
+
+    ctl.suspects["node-9"] = (Check(), [(running, Record(7, "node-9", 0.0, 1.0, 0, 0, 255, 0, "echo lost?"), "")])
+    ctl._settle_suspects()
+    assert Check.killed and not ctl.suspects and ctl.summary.requeued == 1
+    assert queue.read_text() == "- echo lost?\n- echo later\n"
+    assert "job #7 goes back to the queue" in err.getvalue()

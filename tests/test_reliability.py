@@ -633,3 +633,30 @@ def test_other_hosts_keep_taking_jobs_while_a_silent_host_is_checked(tmp_path, c
     end = lost.start + lost.runtime
     started = [rec for rec in recs if rec.host == "node-1" and end <= rec.start <= end + 10]
     assert len(started) >= 5, (lost, [rec.start - end for rec in recs if rec.host == "node-1"][-40:])
+
+
+def test_a_crash_is_recovered_even_when_the_queue_file_is_gone(tmp_path, pegpar_env):
+    """No queue file is an error for `pegpar q`, unless an earlier run left
+    jobs without an end: recovery runs, and puts the job back in a new file."""
+    state = tmp_path / ".pegpar"
+    state.mkdir(mode=0o700)
+    (state / "journal").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"event": "run", "run": "r", "pid": 1, "started": 1.0, "mode": "q"},
+        {"event": "dispatch", "run": "r", "seq": 1, "node": "localhost/1", "host": "localhost",
+         "command": "echo one >> ran", "canonical": "echo one >> ran", "start": 1.0}]))
+    r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert "never started" in r.stderr and (tmp_path / "ran").read_text() == "one\n", r.stderr
+
+
+def test_a_job_that_renders_only_on_a_down_host_is_an_error_not_a_wait(tmp_path, cluster, pegpar_env):
+    """`{{ gpu }}` exists only on node-1's sub-node, and node-1 is down: the
+    job waits for no busy sub-node, so it is the entry's error (exit 2 at
+    start), naming the sub-node it would run on."""
+    cluster.kill_node(1)
+    cluster_hosts(tmp_path, "- hostname: [node-1]\n  gpu: [0]\n- node-2\n")
+    write_queue(tmp_path, "- echo {{ gpu }}\n")
+    r = pegpar(["q", "--ssh-config", cluster.ssh_config, "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 2, r.stderr
+    assert "would render on node-1 (gpu=0), whose host is down" in r.stderr, r.stderr
+    assert (tmp_path / "queue.yaml").read_text() == "- echo {{ gpu }}\n"

@@ -19,8 +19,8 @@ T0 = 1700000000.0
 SWEEP = {"command": ["train {{ lr }}"], "lr": [0.1]}
 
 
-def dispatch(seq, canonical, run="r", command=None):
-    return {"event": "dispatch", "run": run, "seq": seq, "node": "n", "host": "h",
+def dispatch(seq, canonical, run="r", command=None, node="n"):
+    return {"event": "dispatch", "run": run, "seq": seq, "node": node, "host": "h",
             "command": command or str(canonical), "canonical": canonical, "source": "queue.yaml:1",
             "start": T0}
 
@@ -58,10 +58,20 @@ def test_plan_sorts_failed_jobs():
 
 
 def test_a_broadcast_step_that_failed_on_several_sub_nodes_is_queued_once():
-    run = a_run("b", dispatch(1, "step"), dispatch(2, "step"), dispatch(3, "step"),
+    run = a_run("b", dispatch(1, "step", node="a"), dispatch(2, "step", node="b"), dispatch(3, "step", node="c"),
                 done(1, 1), done(2, 0), done(3, 1))
     todo = plan(run, results(run, []), ())
     assert [d["seq"] for d in todo.requeue] == [1] and not todo.ran_again
+
+
+def test_a_broadcast_step_that_succeeded_on_its_retry_is_not_queued_again():
+    """`pegpar b --retries`: the step failed on b, ran again there and passed;
+    a step that failed on c after its retries goes back once."""
+    run = a_run("b", dispatch(1, "one", node="a"), dispatch(2, "one", node="b"), dispatch(3, "one", node="b"),
+                dispatch(4, "two", node="c"), dispatch(5, "two", node="c"),
+                done(1, 0), done(2, 1), done(3, 0), done(4, 1), done(5, 1))
+    todo = plan(run, results(run, []), ())
+    assert [d["seq"] for d in todo.ran_again] == [2, 4] and [d["seq"] for d in todo.requeue] == [5]
 
 
 def test_waiting_compares_values_with_their_types():

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pegpar import state as state_module
 from pegpar.errors import UserError
 from pegpar.retry import plan, results
-from pegpar.state import StateDir, compact, highest_seq, last_run
+from pegpar.state import StateDir, compact, highest_seq, last_run, state_dir_for
 
 HANG_GUARD = 30  # seconds; only a guard against a hung child, never a timing assertion
 
@@ -275,3 +275,11 @@ def test_a_claim_file_naming_a_live_process_that_holds_no_lock_is_stale(tmp_path
     folder.mkdir()
     (folder / "controller.json").write_text(json.dumps({"pid": os.getpid(), "started": 1.0}))
     assert StateDir(str(folder)).controller() is None
+
+
+def test_a_queue_file_and_a_link_to_it_share_their_state_directory(tmp_path):
+    (tmp_path / "queue.yaml").write_text("")
+    (tmp_path / "jobs.yaml").symlink_to("queue.yaml")
+    (tmp_path / "other.yaml").write_text("")
+    assert state_dir_for(str(tmp_path / "jobs.yaml")) == str(tmp_path / ".pegpar")
+    assert state_dir_for(str(tmp_path / "other.yaml")) == str(tmp_path / ".pegpar-other.yaml")
