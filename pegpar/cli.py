@@ -46,8 +46,7 @@ class _Group(click.Group):
         except UserError as err:
             _fail(err)
         except click.UsageError as err:
-            sub = err.ctx is not None and err.ctx is not ctx  # a subcommand's command line
-            where = "pegpar " + err.ctx.info_name if sub and err.ctx is not None else "pegpar"
+            where = f"pegpar {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "pegpar"
             click.echo(f"{where}: {err.format_message()} (see `{where} --help`)", err=True)
             sys.exit(2)
 

@@ -663,6 +663,7 @@ class Controller:
                 self.printer.say(f"job #{job.seq} failed on {job.node.name}; retrying "
                                  f"({self.attempts[key]}/{self.opts.retries})")
                 self.summary.failed.pop()
+                self._journal_again(job)
                 if self.opts.mode == "q":
                     self.retry.append(job.job)
                 else:
@@ -707,8 +708,13 @@ class Controller:
         self.printer.say(f"host {job.node.host} is down ({reason or self.down[job.node.host]}); job #{job.seq} "
                          "goes back to the queue")
         self.left_behind.setdefault(job.node.host, []).append(job)
+        self._journal_again(job)
         self._requeue(job.job)
         self.summary.requeued += 1
+
+    def _journal_again(self, job: Running) -> None:
+        """This failed job runs again: its last attempt counts (status, retry)."""
+        self.state.journal_append([{"event": "again", "run": self.run_id, "seq": job.seq}], sync=False)
 
     def _requeue(self, job: Job) -> None:
         if self.opts.stdin or self.opts.mode != "q":

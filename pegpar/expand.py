@@ -115,7 +115,15 @@ def _ssh_url(host: str) -> bool:
         port = url.port
     except ValueError:
         return False
-    return bool(url.hostname) and not url.path and port != 0 and not url.password
+    user, _, host = url.netloc.rpartition("@")
+    host = host.rsplit(":", 1)[0] if port is not None or host.endswith(":") else host
+    user_ok = bool(_URL_PART.fullmatch(user)) if "@" in url.netloc else True
+    return (bool(_URL_PART.fullmatch(host)) and user_ok and not url.path and port != 0
+            and not url.query and not url.fragment)
+
+
+# a host or user in an ssh:// URL: what ssh takes there (no IPv6 brackets, no leading -)
+_URL_PART = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*")
 
 
 def _name(host: str, params: Combination) -> str:

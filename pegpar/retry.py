@@ -12,6 +12,7 @@ are already waiting in the queue (so a second `pegpar retry` adds nothing).
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple
 
@@ -117,7 +118,10 @@ def retry_failed(queue_file: str) -> str:
 def _next_step(state: StateDir, run: Run, queue_file: str) -> str:
     ctl = state.controller()
     if ctl is None:
-        return f"run `pegpar {'b' if run.info.get('mode') == 'b' else 'q'}` to run them"
+        mode = "b" if run.info.get("mode") == "b" else "q"
+        named = "" if os.path.abspath(queue_file) == os.path.abspath("queue.yaml") \
+            else f" --queue-file {shlex.quote(queue_file)}"  # the default is ./queue.yaml
+        return f"run `pegpar {mode}{named}` to run them"
     if ctl.get("mode") == "q":
         return f"the running pegpar (pid {ctl.get('pid')}) picks them up"
     return f"a pegpar (pid {ctl.get('pid')}) is running in broadcast mode on {queue_file}"

@@ -23,7 +23,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
 
 import filelock
 
@@ -209,6 +209,7 @@ class Run:
     dispatched: Dict[int, Dict[str, Any]] = field(default_factory=dict)  # seq -> dispatch, in order
     done: Dict[int, Dict[str, Any]] = field(default_factory=dict)  # seq -> done
     ran: Tuple[Tuple[int, int], ...] = ()  # sorted disjoint [first, last] seqs of compacted successes
+    again: FrozenSet[int] = frozenset()  # failed jobs pegpar ran again (--retries, a host gone down)
 
     @property
     def id(self) -> Any:
@@ -243,6 +244,7 @@ def last_run(records: List[Dict[str, Any]]) -> Optional[Run]:
     dispatched: Dict[int, Dict[str, Any]] = {}
     done: Dict[int, Dict[str, Any]] = {}
     ran: List[Tuple[int, int]] = []
+    again: Set[int] = set()
     for r in records[starts[-1] + 1:]:
         seq = r.get("seq")
         if r.get("run") != info.get("run"):
@@ -255,44 +257,33 @@ def last_run(records: List[Dict[str, Any]]) -> Optional[Run]:
             dispatched[seq] = r
         elif r.get("event") == "done":
             done[seq] = r
-    return Run(info, dispatched, done, tuple(sorted(ran)))
+        elif r.get("event") == "again":
+            again.add(seq)
+    return Run(info, dispatched, done, tuple(sorted(ran)), frozenset(again))
 
 
 def compact(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """The journal without what no reader needs: the last run's jobs that
     succeeded lose their dispatch and done records to one "ran" record of seq
     ranges (`seq in run` still holds for them). Kept whole: jobs running or
-    failed (recovery, `pegpar retry`) and successes of an entry that also
-    failed (retry tells a failed job that ran again later by them); the
-    highest seq given out stays in the "seqs" record."""
+    failed (recovery, `pegpar retry`) and the "again" marks of failed jobs
+    pegpar ran again; the highest seq given out stays in the "seqs" record."""
     run = last_run(records)
     if run is None:
         return records
-    failed = {entry_key(d.get("canonical")) for seq, d in run.dispatched.items()
-              if seq in run.done and not _succeeded(run.done[seq])}
-    gone = {seq for seq, d in run.dispatched.items()
-            if seq in run.done and _succeeded(run.done[seq]) and entry_key(d.get("canonical")) not in failed}
+    gone = {seq for seq in run.dispatched if seq in run.done and _succeeded(run.done[seq])}
     ran = _merged(list(run.ran) + [(seq, seq) for seq in gone])
     kept = [r for r in records[records.index(run.info) + 1:]
-            if r.get("run") == run.id and r.get("event") in ("dispatch", "done") and r.get("seq") not in gone]
+            if r.get("run") == run.id and r.get("event") in ("dispatch", "done", "again") and r.get("seq") not in gone]
     return ([{"event": "seqs", "seq": highest_seq(records)}, run.info]
             + ([{"event": "ran", "run": run.id, "seqs": [list(r) for r in ran]}] if ran else []) + kept)
 
 
 def ran_again(run: Run) -> Set[int]:
-    """Seqs of the run's jobs dispatched again later in the same run (their last
-    attempt counts): in queue mode, the same entry; in broadcast mode, the same
-    step on the same sub-node (`--retries`)."""
-    broadcast = run.info.get("mode") == "b"
-
-    def key(d: Dict[str, Any]) -> str:
-        return entry_key([d.get("canonical"), d.get("node")] if broadcast else d.get("canonical"))
-
-    last: Dict[str, int] = {}
-    for seq, d in run.dispatched.items():
-        if d.get("canonical") is not None:
-            last[key(d)] = max(seq, last.get(key(d), seq))
-    return {seq for seq, d in run.dispatched.items() if d.get("canonical") is not None and last[key(d)] > seq}
+    """Seqs of the run's failed jobs that pegpar itself ran again (their last
+    attempt counts): the journal says so ("again"); identical entries of the
+    queue stay separate jobs."""
+    return set(run.again)
 
 
 def highest_seq(records: List[Dict[str, Any]]) -> int:

@@ -92,6 +92,9 @@ def _simple(text: str) -> Optional[Tuple[str, ...]]:
     literals = parts[0::2]
     if any("{{" in lit or "}}" in lit or lit.endswith("\\") for lit in literals):
         return None
+    # `{{{ x }}` or `{{ x }}}`: a brace against a placeholder is Handlebars' business
+    if any(lit.endswith("{") for lit in literals[:-1]) or any(lit.startswith("}") for lit in literals[1:]):
+        return None
     return parts
 
 

@@ -332,3 +332,14 @@ def test_a_host_parameter_named_line_is_refused_for_input_lines(tmp_path, pegpar
     r = pegpar(["q", "--no-progress", "--", "echo", "{{ line }}"], tmp_path, pegpar_env, input="input\n")
     assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
     assert r.stderr.startswith("pegpar: <stdin>:1: a host parameter is named `line`"), r.stderr
+
+
+def test_identical_entries_are_separate_jobs_for_status_and_retry(tmp_path, pegpar_env):
+    """Two identical entries: the first fails, the second passes. Neither ran
+    the other again: status counts one failure, retry puts it back."""
+    write_queue(tmp_path, "- test -e flag || { touch flag; exit 1; }\n" * 2)
+    cli(tmp_path, pegpar_env, "q", "-j", "1", "--no-progress", code=1)
+    assert status_json(tmp_path, pegpar_env)["failed"] == 1
+    out = cli(tmp_path, pegpar_env, "retry", "--failed")
+    assert "1 failed job(s) of the last run" in out and "run `pegpar q` to run them" in out, out
+    assert load_yaml(tmp_path / "queue.yaml") == ["test -e flag || { touch flag; exit 1; }"]

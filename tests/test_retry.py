@@ -29,6 +29,10 @@ def done(seq, exitval, sig=0, run="r"):
     return {"event": "done", "run": run, "seq": seq, "exitval": exitval, "signal": sig}
 
 
+def again(seq, run="r"):
+    return {"event": "again", "run": run, "seq": seq}
+
+
 def a_run(mode, *records) -> Run:
     return last_run([{"event": "run", "run": "r", "pid": 1, "started": T0, "mode": mode}, *records])
 
@@ -45,13 +49,15 @@ def test_plan_sorts_failed_jobs():
                 dispatch(1, "ok"), done(1, 0),
                 dispatch(2, "fails"), done(2, 1),
                 dispatch(3, None, command="from stdin"), done(3, 2),
-                dispatch(4, "flaky"), done(4, 1),
+                dispatch(4, "flaky"), done(4, 1), again(4),
                 dispatch(5, "flaky"), done(5, 0),  # pegpar's own retry succeeded
+                dispatch(8, "twice in the queue"), done(8, 1),  # an identical entry is another job
+                dispatch(9, "twice in the queue"), done(9, 0),
                 dispatch(6, SWEEP), done(6, 0, 15),
                 dispatch(7, "queued again"), done(7, 1))
     waiting = (QueueEntry((("command", ("queued again",)),), Source("queue.yaml", 1), True),)
     todo = plan(run, results(run, []), waiting)
-    assert [d["seq"] for d in todo.requeue] == [2, 6]
+    assert [d["seq"] for d in todo.requeue] == [2, 6, 8]
     assert [d["seq"] for d in todo.from_stdin] == [3]
     assert [d["seq"] for d in todo.ran_again] == [4]
     assert [d["seq"] for d in todo.queued] == [7]
@@ -69,7 +75,7 @@ def test_a_broadcast_step_that_succeeded_on_its_retry_is_not_queued_again():
     a step that failed on c after its retries goes back once."""
     run = a_run("b", dispatch(1, "one", node="a"), dispatch(2, "one", node="b"), dispatch(3, "one", node="b"),
                 dispatch(4, "two", node="c"), dispatch(5, "two", node="c"),
-                done(1, 0), done(2, 1), done(3, 0), done(4, 1), done(5, 1))
+                done(1, 0), done(2, 1), again(2), done(3, 0), done(4, 1), again(4), done(5, 1))
     todo = plan(run, results(run, []), ())
     assert [d["seq"] for d in todo.ran_again] == [2, 4] and [d["seq"] for d in todo.requeue] == [5]
 
@@ -101,7 +107,7 @@ def test_retry_puts_failed_jobs_back_in_canonical_form(ran):
     text = retry_failed(queue)
     assert text.splitlines()[0].startswith("1 failed job(s) of the last run (started ")
     assert text.splitlines()[0].endswith("put back at the end of " + queue + ": #2")
-    assert "run `pegpar q` to run them" in text
+    assert f"run `pegpar q --queue-file {queue}` to run them" in text  # not ./queue.yaml: named
     assert "#3 came from stdin and has no queue form; skipped: xyz" in text
     content = (ran / "queue.yaml").read_text()
     assert content.startswith("# my queue\n- echo waiting\n")

@@ -203,14 +203,15 @@ def test_compaction_changes_nothing_a_reader_sees(jobs, first, second):
     assert what_readers_see(again) == what_readers_see(records)
 
 
-def test_compaction_keeps_failures_running_jobs_and_successes_of_failed_entries():
+def test_compaction_keeps_failures_running_jobs_and_again_marks():
     records = journal_of([("a", (0, 0)), ("b", (1, 0)), ("c", None), ("b", (0, 0)), ("a", (0, 0)),
-                          ("d", (0, 0))], first_seq=11, lag=0)
+                          ("d", (0, 0))], first_seq=11, lag=0) + [{"event": "again", "run": "r", "seq": 12}]
     out = compact(records)
-    ran = {"event": "ran", "run": "r", "seqs": [[11, 11], [15, 16]]}
+    ran = {"event": "ran", "run": "r", "seqs": [[11, 11], [14, 16]]}
     assert out[:3] == [{"event": "seqs", "seq": 16}, records[1], ran]
     assert [(r["event"], r["seq"]) for r in out[3:]] == [("dispatch", 12), ("done", 12), ("dispatch", 13),
-                                                          ("dispatch", 14), ("done", 14)]
+                                                          ("again", 12)]
+    assert last_run(out).again == {12}
 
 
 def test_a_journal_past_its_bound_compacts_itself(tmp_path, monkeypatch):

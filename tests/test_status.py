@@ -114,7 +114,8 @@ def test_a_job_run_again_counts_by_its_last_attempt_as_the_summary_does(here):
     ])
     state.journal_append([{"event": "run", "run": "r", "pid": 4242, "started": T0, "mode": "q"}] +
                          [{"event": "dispatch", "run": "r", "seq": s, "node": "n", "command": c, "canonical": c,
-                           "start": T0} for s, c in ((1, "a"), (2, "a"), (3, "b"))])
+                           "start": T0} for s, c in ((1, "a"), (2, "a"), (3, "b"))]
+                         + [{"event": "again", "run": "r", "seq": 1}])
     data = snapshot(str(here / "queue.yaml"))
     assert (data["done"], data["failed"], data["ran_again"]) == (1, 1, 1)
     assert "failed 1 (1 failed attempt(s) ran again)" in render(data)

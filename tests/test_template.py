@@ -208,3 +208,13 @@ def test_quote_output_reads_back_in_sh_and_unquote_inverts_it():
 
 def test_quote_rejects_an_unknown_quote_symbol():
     assert "quote symbol" in failure("{{quote '`' x}}").message
+
+
+@pytest.mark.parametrize("text", ["echo {{{ x }}", "a{{{x}} b"])
+def test_a_brace_against_a_placeholder_is_a_syntax_error_everywhere(text):
+    """The fast path for `{{ name }}` must not read `{{{ x }}` as `{` + x: the
+    check of `pegpar add`, and rendering on any sub-node, refuse it alike."""
+    with pytest.raises(UserError, match="syntax error"):
+        template.check_syntax(text, SRC)
+    with pytest.raises(UserError, match="syntax error"):
+        template.render(text, {"x": 1}, SRC)
