@@ -20,7 +20,7 @@ from pegpar import joblog, spec
 from pegpar.errors import UserError
 from pegpar.logview import local_time, one_line
 from pegpar.spec import QueueEntry, Source
-from pegpar.state import Run, StateDir, entry_key, ran_again, state_dir_for
+from pegpar.state import Run, StateDir, entry_key, state_dir_for
 
 
 @dataclass
@@ -46,7 +46,6 @@ def plan(run: Run, ended: Dict[int, Tuple[int, int]], waiting: Tuple[QueueEntry,
     """Sort the run's failed jobs (pure: `waiting` is what the queue holds now)."""
     result = Plan()
     broadcast = run.info.get("mode") == "b"
-    again = ran_again(run)
     taken = set()
     for seq, d in sorted(run.dispatched.items()):
         exitval, sig = ended.get(seq, (0, 0))
@@ -56,7 +55,7 @@ def plan(run: Run, ended: Dict[int, Tuple[int, int]], waiting: Tuple[QueueEntry,
         key = entry_key(canonical)
         if canonical is None:
             result.from_stdin.append(d)
-        elif seq in again:
+        elif seq in run.again:  # pegpar ran it again: its last attempt counts
             result.ran_again.append(d)
             continue
         elif broadcast and key in taken:

@@ -279,13 +279,6 @@ def compact(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             + ([{"event": "ran", "run": run.id, "seqs": [list(r) for r in ran]}] if ran else []) + kept)
 
 
-def ran_again(run: Run) -> Set[int]:
-    """Seqs of the run's failed jobs that pegpar itself ran again (their last
-    attempt counts): the journal says so ("again"); identical entries of the
-    queue stay separate jobs."""
-    return set(run.again)
-
-
 def highest_seq(records: List[Dict[str, Any]]) -> int:
     """The highest job seq the journal names (0 when none): seqs given out stay used."""
     return max((r["seq"] for r in records if isinstance(r.get("seq"), int)), default=0)

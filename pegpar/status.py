@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, TextIO, Tuple
 from pegpar import joblog
 from pegpar.errors import UserError
 from pegpar.logview import columns, duration, local_time, one_line
-from pegpar.state import StateDir, ran_again, state_dir_for
+from pegpar.state import StateDir, state_dir_for
 
 STALE_AFTER = 5.0  # seconds without a new snapshot before saying so
 MODES = {"q": "queue mode", "b": "broadcast mode"}
@@ -98,7 +98,7 @@ def _ended(data: Dict[str, Any], state: StateDir, queue_file: str) -> None:
         started = run.info.get("started")
         if isinstance(started, (int, float)) and records:
             data["elapsed"] = max(r.start + r.runtime for r in records) - started
-    again = ran_again(run) if run is not None else set()
+    again = run.again if run is not None else frozenset()
     data["done"] = sum(1 for r in records if r.ok)
     # as the run's summary counts them: a job run again later (--retries, a
     # host that went down) counts by its last attempt
