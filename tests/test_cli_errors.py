@@ -123,12 +123,7 @@ def test_a_bad_option_is_one_line_exit_2_and_runs_nothing(mode, args, tmp_path, 
     """Options are checked before anything is taken: a misspelt one is not a
     command to run, and a bad value does not cost the queue its head entry."""
     write_queue(tmp_path, "- echo ran >> ran\n")
-    before = snapshot(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "pegpar", mode, *args], cwd=tmp_path, env=pegpar_env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith(f"pegpar {mode}: ") and proc.stderr.count("\n") == 1, proc.stderr
-    assert snapshot(tmp_path) == before
+    assert refused([mode, *args], tmp_path, pegpar_env).startswith(f"pegpar {mode}: ")
 
 
 @pytest.mark.parametrize("args, where", [(["q"], "queue.yaml"), (["b", "--queue-file", "typo.yaml"], "typo.yaml"),
@@ -140,9 +135,16 @@ def test_a_missing_file_named_or_needed_is_one_line_exit_2(args, where, tmp_path
     default hosts.yaml means the local machine."""
     if "--hosts-file" in args:
         write_queue(tmp_path, "- echo ran >> ran\n")
-    before = snapshot(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "pegpar", *args], cwd=tmp_path, env=pegpar_env,
+    assert refused(args, tmp_path, pegpar_env).startswith(f"pegpar: {where}: no such ")
+
+
+def refused(args, folder, env) -> str:
+    """Run pegpar ARGS in `folder`: it must exit 2 with one line on stderr
+    (returned) and leave every file there as it was."""
+    before = snapshot(folder)
+    proc = subprocess.run([sys.executable, "-m", "pegpar", *args], cwd=folder, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith(f"pegpar: {where}: no such ") and proc.stderr.count("\n") == 1, proc.stderr
-    assert snapshot(tmp_path) == before
+    assert proc.stderr.count("\n") == 1 and proc.stderr.endswith("\n"), proc.stderr
+    assert snapshot(folder) == before
+    return proc.stderr
