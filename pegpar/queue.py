@@ -180,12 +180,13 @@ class QueueFile:
         with the taken entries' text removed (a parametrized entry's remaining
         combinations written back in its place as compact products); every
         other byte of the file is unchanged. Reads only as much YAML as the
-        head entries need. `on_commit(pending)` runs once both are certain, right
-        before the replacement (the controller journals the jobs there: a crash
-        before it leaves them queued and unjournaled). `pending.file` names the
-        new file until it replaces the old one: after a crash between the two,
-        it still exists, and tells that the jobs never left the queue file
-        (`unconsume` then takes them out of consumed.yaml again).
+        head entries need. `on_commit(pending)` runs once the new queue file is
+        on disk, right before consumed.yaml is appended to (the controller
+        journals the jobs there: a crash before it leaves them queued and
+        unjournaled, and consumed.yaml as it was). `pending.file` names the new
+        file until it replaces the old one: after a crash in between, it still
+        exists, and tells that the jobs never left the queue file (`unconsume`
+        then takes them out of consumed.yaml again if they got there).
 
         Only the returned jobs are taken. A job accept()ed but not returned
         stays in the queue: that happens when the transaction fails (an I/O
@@ -297,10 +298,14 @@ class QueueFile:
             def commit(new_file: str) -> bool:
                 if _changed(before, real):
                     return False  # written behind the lock's back: leave both files alone
-                # a new consumed.yaml is as private as the queue file
-                start, end = _append_durably(self.consumed_path, consumed, stat.S_IMODE(before.st_mode) & 0o666)
-                if on_commit is not None:
-                    on_commit(Pending(new_file, os.path.abspath(self.consumed_path), start, end))
+                def journal(start: int, end: int) -> None:
+                    if on_commit is not None:
+                        on_commit(Pending(new_file, os.path.abspath(self.consumed_path), start, end))
+
+                # The jobs are journalled before consumed.yaml gets them: a crash in
+                # between leaves a record naming bytes recovery may have to cut, never
+                # bytes no record names. A new consumed.yaml is as private as the queue.
+                _append_durably(self.consumed_path, consumed, stat.S_IMODE(before.st_mode) & 0o666, journal)
                 return True
 
             if not _replace(real, src, cuts, commit):
@@ -333,8 +338,9 @@ class QueueFile:
 @dataclass(frozen=True)
 class Pending:
     """A pop about to replace the queue file: `file` is the new queue file (it
-    exists until it replaces the old one), and consumed.yaml (`consumed`, an
-    absolute path) ends with the bytes [start, end) appended for its jobs."""
+    exists until it replaces the old one), and the bytes [start, end) of
+    consumed.yaml (`consumed`, an absolute path) are about to be appended for
+    its jobs."""
 
     file: str
     consumed: str
@@ -346,7 +352,7 @@ def unconsume(consumed: str, start: int, end: int) -> bool:
     """Take a pop's jobs out of consumed.yaml again when that pop never replaced
     the queue file (they are still queued, and will be consumed again): cut the
     file back to `start`, only if it still ends at `end` (nothing was appended
-    since). True when it was cut."""
+    since; a crash before the append left nothing to cut). True when it was cut."""
     try:
         fd = os.open(consumed, os.O_WRONLY)
     except OSError:
@@ -655,14 +661,18 @@ def _changed(before: os.stat_result, real: str) -> bool:
     return (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns)
 
 
-def _append_durably(path: str, data: bytes, mode: int = 0o644) -> Tuple[int, int]:
+def _append_durably(path: str, data: bytes, mode: int = 0o644,
+                    before: Optional[Callable[[int, int], Any]] = None) -> Tuple[int, int]:
     """Append whole lines and fsync; returns the file's size before and after.
-    `mode`: the permission bits of a file created here."""
+    `mode`: the permission bits of a file created here. `before(start, end)`
+    runs before anything is written, with the range the data will take."""
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data
+        if before is not None:
+            before(size, size + len(data))
         while data:
             data = data[os.write(fd, data):]
         os.fsync(fd)

@@ -151,9 +151,27 @@ def test_the_pending_file_exists_until_it_replaces_the_queue(tmp_path, qpath):
     [(pending, text, existed, consumed)] = seen
     assert existed and text == "- b\n" == read(qpath)
     assert os.path.dirname(pending.file) == str(qpath.parent) and not os.path.exists(pending.file)
-    # the bytes appended for the pop, the newline it had to add included
-    assert consumed == "- old\n- a\n" and (pending.start, pending.end) == (5, 10)
+    # the jobs are journalled first: consumed.yaml gets them after on_commit, at
+    # the range it named (the newline the pop had to add included)
+    assert consumed == "- old" and (pending.start, pending.end) == (5, 10)
+    assert read(tmp_path / "consumed.yaml") == "- old\n- a\n"
     assert pending.consumed == str(tmp_path / "consumed.yaml")
+
+
+def test_a_pop_that_dies_while_journalling_leaves_both_files_as_they_were(tmp_path, qpath):
+    """The controller journals a pop's jobs in on_commit: when pegpar dies there
+    (an exception stands in for the kill), no file holds a trace of the pop that
+    no journal record names."""
+    write(qpath, "- a\n- b\n")
+    write(tmp_path / "consumed.yaml", "- old\n")
+
+    def on_commit(pending):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        QueueFile(str(qpath)).take(1, accept_all, on_commit)
+    assert read(qpath) == "- a\n- b\n" and read(tmp_path / "consumed.yaml") == "- old\n"
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]  # no new queue file left
 
 
 def test_unconsume_cuts_a_pop_out_of_consumed_yaml_only_if_nothing_followed(tmp_path):

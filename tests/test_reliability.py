@@ -161,24 +161,26 @@ def test_interrupted_jobs_put_back_once_even_when_pegpar_dies_right_after(tmp_pa
         "# pegpar put back interrupted jobs: #2 (run r)\n")
 
 
-def test_a_job_journalled_but_not_yet_out_of_the_queue_file_runs_once(tmp_path, pegpar_env):
+@pytest.mark.parametrize("appended", [True, False], ids=["consumed-written", "consumed-not-yet"])
+def test_a_job_journalled_but_not_yet_out_of_the_queue_file_runs_once(tmp_path, pegpar_env, appended):
     """pegpar killed between journalling a job and replacing queue.yaml (a kill
-    during the journal's fsync lands there): the job is journalled and still in
-    the queue file. The new queue file, never renamed, is still there; recovery
-    sees it, does not put the job back, and the job runs once, from the queue;
-    consumed.yaml, which the pop had written, lists it once."""
+    during the journal's fsync, or consumed.yaml's, lands there): the job is
+    journalled and still in the queue file. The new queue file, never renamed,
+    is still there; recovery sees it, does not put the job back, and the job
+    runs once, from the queue; consumed.yaml lists it once, whether or not the
+    pop had appended it there."""
     state = tmp_path / ".pegpar"
     state.mkdir(mode=0o700)
     pending = tmp_path / ".queue.yaml.abc123.tmp"
     pending.write_text("- echo two >> ran\n")  # the queue as the pop would have left it
     consumed = tmp_path / "consumed.yaml"
-    before, appended = "- echo zero >> ran\n", "- echo one >> ran\n"  # the pop wrote the second line
-    consumed.write_text(before + appended)
+    before, line = "- echo zero >> ran\n", "- echo one >> ran\n"  # the pop's line in consumed.yaml
+    consumed.write_text(before + (line if appended else ""))
     (state / "journal").write_text("".join(json.dumps(r) + "\n" for r in [
         {"event": "run", "run": "r", "pid": 1, "started": 1.0, "mode": "q"},
         {"event": "dispatch", "run": "r", "seq": 1, "node": "localhost/1", "host": "localhost",
          "command": "echo one >> ran", "canonical": "echo one >> ran", "start": 1.0, "pending": str(pending),
-         "consumed": [str(consumed), len(before), len(before + appended)]}]))
+         "consumed": [str(consumed), len(before), len(before + line)]}]))
     write_queue(tmp_path, "- echo one >> ran\n- echo two >> ran\n")
     r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env)
     assert r.returncode == 0, r.stderr
