@@ -3,6 +3,7 @@ on stderr, no traceback, and the files left byte for byte as they were."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,8 @@ CASES = {
     "binary garbage": ({"queue.yaml": bytes(range(256)) * 4}, "queue.yaml:2", "UTF-8"),
     "binary garbage that is UTF-8": ({"queue.yaml": b"\x00\x01\x02\x03garbage\n"}, "queue.yaml:1", "YAML"),
     "two YAML documents": ({"queue.yaml": "- a\n---\n- b\n"}, "queue.yaml:2", "document"),
-    "deep nesting": ({"queue.yaml": "[" * 50_000 + "]" * 50_000}, "queue.yaml:1", "plain value"),
+    # PyYAML 6.0.4 stops at a nesting depth; earlier ones parse it and pegpar refuses the value
+    "deep nesting": ({"queue.yaml": "[" * 50_000 + "]" * 50_000}, "queue.yaml:1", "plain value|nesting depth"),
     "unsupported tag": ({"queue.yaml": "- !!binary aGk=\n"}, "queue.yaml:1", "tag"),
     "queue file is a directory": ({"queue.yaml/keep": "x"}, "queue.yaml", "directory"),
     "ssh URL with a bad port": ({"queue.yaml": "- ok\n", "hosts.yaml": "- node-1\n- ssh://me@h:99999\n"},
@@ -99,7 +101,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(name, tmp_path, pegpar
     assert "Traceback" not in proc.stderr
     assert proc.stderr.endswith("\n") and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith(f"pegpar: {where}: "), proc.stderr
-    assert word in proc.stderr
+    assert re.search(word, proc.stderr), proc.stderr
     assert proc.stdout == ""
     assert snapshot(work) == before
 
