@@ -93,8 +93,9 @@ class Controller:
         self.run_id = f"{int(time.time())}-{os.getpid()}"
         self.down: Dict[str, str] = {}  # host -> why
         self.probes: Dict[str, backend.Probe] = {}
-        # jobs put back from a host that went down: killed there if it comes back
-        self.left_behind: Dict[str, List[Running]] = {}
+        # host -> seqs of jobs put back from it while it was down: what is left of
+        # them there is killed when it answers again, by this run or a later one
+        self.left_behind: Dict[str, List[int]] = {}
         # hosts being asked whether they still answer, with the jobs that wait for the answer
         self.suspects: Dict[str, Tuple[backend.Probe, List[Tuple[Running, joblog.Record, str]]]] = {}
         self.next_probe: Dict[str, float] = {}
@@ -102,7 +103,9 @@ class Controller:
         self.hosts_mtime = _mtime(opts.hosts_file)
         self.hosts_error: Optional[str] = None
         self.next_slow = 0.0
-        self.retry: List[Job] = []  # jobs to run again before taking from the queue
+        # jobs to run again before taking from the queue, each with the seq of its
+        # failed attempt (marked "again" in the journal once the job runs again)
+        self.retry: List[Tuple[Job, int]] = []
         self.attempts: Dict[Tuple, int] = {}
         self._queued_mtime = -1.0
         self._queued_count: Optional[int] = None
@@ -127,6 +130,7 @@ class Controller:
         self.killers: list = []
         self.dead_waves: List[backend.LeftWave] = []  # found by _recover, removed by start()
         self.recovered: List[dict] = []  # journal records of jobs that ended while no pegpar ran
+        self.carried: List[dict] = []  # an earlier run's "left" records this run takes over
         self.unreplaced: List[str] = []  # queue files a crash left unrenamed: likewise
         self.kill_deadline = 0.0
         self.pending_signals: List[str] = []
@@ -194,7 +198,7 @@ class Controller:
                                   {"event": "run", "run": self.run_id, "pid": os.getpid(),
                                    "started": time.time(), "mode": self.opts.mode,
                                    "queue_file": os.path.abspath(self.opts.queue_file)}]
-                                 + [dict(r, run=self.run_id) for r in followed + self.recovered])
+                                 + [dict(r, run=self.run_id) for r in followed + self.recovered + self.carried])
         for left in self.dead_waves:
             left.remove()
         for path in self.unreplaced:
@@ -202,6 +206,9 @@ class Controller:
         # GNU parallel compiles (a few tenths of a second) while the hosts are checked
         self._warm_up()
         self.nodes = self._reachable(self.nodes, at_start=True)
+        for host in list(self.left_behind):
+            if host not in self.down:
+                self._kill_left(host)
 
     def _reachable(self, nodes: List[SubNode], at_start: bool, every: Optional[List[SubNode]] = None
                    ) -> List[SubNode]:
@@ -231,6 +238,7 @@ class Controller:
         # A seq given out stays used even when the joblog never got it: reused, it
         # would share wave files, job id and log files with a job that may still run.
         self.next_seq = max(self.next_seq, highest_seq(records) + 1)
+        self._take_over_left(records)
         done = {r["seq"] for r in records if r.get("event") == "done"}
         pending = list({r["seq"]: r for r in records if r.get("event") == "dispatch" and r["seq"] not in done}
                        .values())
@@ -300,6 +308,34 @@ class Controller:
         self.dead_waves = list({left.stem: left for left, _ in ended
                                 if left is not None and left.pid() is None}.values())
         return followed
+
+    def _take_over_left(self, records: List[dict]) -> None:
+        """Jobs an earlier run put back from a host that was down and never saw
+        answer again: their first copies may still run there. Killed once that
+        host answers (start(), _probe_down); a host no longer in the hosts file
+        is only named."""
+        killed = {r["seq"] for r in records if r.get("event") == "left-killed"}
+        left = {r["seq"]: r for r in records if r.get("event") == "left" and r["seq"] not in killed}
+        hosts = {n.host for n in self.nodes if not n.local}
+        for seq, r in sorted(left.items()):
+            if r.get("host") in hosts:
+                self.left_behind.setdefault(r["host"], []).append(seq)
+                self.carried.append(r)
+            else:
+                self.printer.say(f"job #{seq} ran again elsewhere and may still run on {r.get('host')}, "
+                                 "which is no longer in the hosts file: pegpar cannot kill it there")
+
+    def _kill_left(self, host: str) -> None:
+        """The host answers again: kill what is left there of jobs run again elsewhere."""
+        seqs = self.left_behind.pop(host, [])
+        node = next((n for n in self.nodes if n.host == host and not n.local), None)
+        if not seqs or node is None:
+            return
+        self.printer.say(f"killing what is left on {host} of job(s) run again elsewhere: "
+                         + ", ".join(f"#{seq}" for seq in seqs))
+        self.killers.append(backend.kill_jobs(self.rt, node, seqs))
+        self.state.journal_append([{"event": "left-killed", "run": self.run_id, "seq": seq} for seq in seqs],
+                                  sync=False)
 
     def _put_back(self, requeue: List[Tuple[Optional[str], int, object]]) -> None:
         """Interrupted jobs go back to the top of the queue, under a comment
@@ -524,11 +560,7 @@ class Controller:
                 del self.down[host]
                 self.printer.say(f"host {host} is back in service")
                 self.queue_error = None  # a head entry only its sub-nodes render may run now
-                left = self.left_behind.pop(host, [])
-                if left:  # the host was cut off, not dead: their copies ran elsewhere
-                    self.printer.say(f"killing what is left on {host} of job(s) run again elsewhere: "
-                                     + ", ".join(f"#{j.seq}" for j in left))
-                    self.kill_jobs(left)
+                self._kill_left(host)  # the host was cut off, not dead: their copies ran elsewhere
             else:
                 self.down[host] = result
                 self.next_probe[host] = now + PROBE_EVERY
@@ -663,12 +695,11 @@ class Controller:
                 self.printer.say(f"job #{job.seq} failed on {job.node.name}; retrying "
                                  f"({self.attempts[key]}/{self.opts.retries})")
                 self.summary.failed.pop()
-                self._journal_again(job)
                 if self.opts.mode == "q":
-                    self.retry.append(job.job)
+                    self.retry.append((job.job, job.seq))
                 else:
                     again = self._reserve(job.job, job.node, job.command)
-                    self._journal_dispatch([again])
+                    self._journal_dispatch([again], again=[job.seq])
                     self.step_jobs += self._launch([again])
 
     def _may_die_with_its_host(self, job: Running) -> bool:
@@ -707,23 +738,28 @@ class Controller:
         assert job.job is not None
         self.printer.say(f"host {job.node.host} is down ({reason or self.down[job.node.host]}); job #{job.seq} "
                          "goes back to the queue")
-        self.left_behind.setdefault(job.node.host, []).append(job)
-        self._journal_again(job)
-        self._requeue(job.job)
+        self.left_behind.setdefault(job.node.host, []).append(job.seq)
+        self.state.journal_append([{"event": "left", "run": self.run_id, "seq": job.seq, "host": job.node.host}]
+                                  + self._requeue(job.job, job.seq), sync=False)
         self.summary.requeued += 1
 
-    def _journal_again(self, job: Running) -> None:
-        """This failed job runs again: its last attempt counts (status, retry)."""
-        self.state.journal_append([{"event": "again", "run": self.run_id, "seq": job.seq}], sync=False)
+    def _requeue(self, job: Job, seq: int) -> List[dict]:
+        """Queue a failed job again (its attempt #seq); returns the journal's
+        "again" mark when it is back in the queue file (a crash then leaves it
+        queued). A job kept in memory is marked when it runs again: until then
+        a crash leaves a failure `retry --failed` finds, never nothing."""
+        if not self.opts.stdin and self.opts.mode == "q":
+            try:
+                self.source.add([job.canonical()], front=True, timeout=2)
+                return [self._again(seq)]
+            except Exception:  # the lock is held too long: keep it in memory, it still runs
+                pass
+        self.retry.append((job, seq))
+        return []
 
-    def _requeue(self, job: Job) -> None:
-        if self.opts.stdin or self.opts.mode != "q":
-            self.retry.append(job)
-            return
-        try:
-            self.source.add([job.canonical()], front=True, timeout=2)
-        except Exception:  # the lock is held too long: keep it in memory, it still runs
-            self.retry.append(job)
+    def _again(self, seq: int) -> dict:
+        """The journal's mark of a failed job run again: its last attempt counts (status, retry)."""
+        return {"event": "again", "run": self.run_id, "seq": seq}
 
     # -- dispatching -------------------------------------------------------
     def _dispatch(self) -> None:
@@ -748,17 +784,21 @@ class Controller:
             idle.remove(node)
             placed.append(self._reserve(job, node, command))
 
+        again: List[int] = []
         while self.retry and idle:
+            job, seq = self.retry[0]
             try:
-                accept(self.retry[0])
+                accept(job)
             except NotYet:
                 break  # it keeps its place in line
             except UserError as err:  # its sub-node is gone and no other renders it
-                self.printer.say(f"{err}; job not run: {_one_line(self.retry[0].command)}")
+                self.printer.say(f"{err}; job not run: {_one_line(job.command)}")
                 self.summary.not_run += 1
+            else:
+                again.append(seq)
             self.retry.pop(0)
         ready = len(placed)
-        self._journal_dispatch(placed)
+        self._journal_dispatch(placed, again=again)
         if ready < len(free):
             ready += self._take(len(free) - ready, accept,
                                 lambda pending, start=ready: self._journal_dispatch(placed[start:], pending))
@@ -817,14 +857,16 @@ class Controller:
         stem = os.path.join(self.rt.logs_dir, backend.log_name(seq, node))
         return Running(seq, node, command, stem, stem + ".err", time.time(), job)
 
-    def _journal_dispatch(self, placed: List[Running], pending: Optional[Pending] = None) -> None:
+    def _journal_dispatch(self, placed: List[Running], pending: Optional[Pending] = None,
+                          again: Sequence[int] = ()) -> None:
         """Journal jobs at the moment the queue lets go of them (called by the
         queue just before it replaces its file): a crash before leaves them
         queued and out of the journal, a crash after finds them in the journal.
         `pending`: the queue's new file until it replaces the old one (a crash
         in between leaves it, and recovery knows the jobs are still queued) and
-        the part of consumed.yaml written for them (recovery takes it out)."""
-        self.state.journal_append([
+        the part of consumed.yaml written for them (recovery takes it out).
+        `again`: failed attempts these jobs run again (see _requeue)."""
+        self.state.journal_append([self._again(seq) for seq in again] + [
             {"event": "dispatch", "run": self.run_id, "seq": r.seq, "node": r.node.name, "host": r.node.host,
              "command": r.command, "source": str(r.job.source) if r.job else "",
              "canonical": None if self.opts.stdin or r.job is None else r.job.canonical(), "start": r.started,
@@ -941,6 +983,10 @@ class Controller:
             self._print_step_table()
         if self.aborted:
             self.printer.say("stopped after the failed step; the rest of the queue is untouched")
+        for host, seqs in sorted(self.left_behind.items()):
+            self.printer.say(f"job(s) {', '.join(f'#{seq}' for seq in seqs)} ran again elsewhere and may still "
+                             f"run on {host}, which has not answered since; the next pegpar run on this queue "
+                             "that reaches it kills them there")
         if self.queue_error is not None:  # stopped while waiting for a fix
             self.printer.say(f"the queue still has an error: {self.queue_error}")
             return 2

@@ -266,15 +266,18 @@ def compact(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """The journal without what no reader needs: the last run's jobs that
     succeeded lose their dispatch and done records to one "ran" record of seq
     ranges (`seq in run` still holds for them). Kept whole: jobs running or
-    failed (recovery, `pegpar retry`) and the "again" marks of failed jobs
-    pegpar ran again; the highest seq given out stays in the "seqs" record."""
+    failed (recovery, `pegpar retry`), the "again" marks of failed jobs pegpar
+    ran again, and the "left"/"left-killed" marks of jobs whose first copy may
+    still run on a host that was down; the highest seq given out stays in the
+    "seqs" record."""
     run = last_run(records)
     if run is None:
         return records
     gone = {seq for seq in run.dispatched if seq in run.done and _succeeded(run.done[seq])}
     ran = _merged(list(run.ran) + [(seq, seq) for seq in gone])
     kept = [r for r in records[records.index(run.info) + 1:]
-            if r.get("run") == run.id and r.get("event") in ("dispatch", "done", "again") and r.get("seq") not in gone]
+            if r.get("run") == run.id and r.get("event") in ("dispatch", "done", "again", "left", "left-killed")
+            and r.get("seq") not in gone]
     return ([{"event": "seqs", "seq": highest_seq(records)}, run.info]
             + ([{"event": "ran", "run": run.id, "seqs": [list(r) for r in ran]}] if ran else []) + kept)
 

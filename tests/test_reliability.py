@@ -591,6 +591,53 @@ def test_a_job_run_again_elsewhere_is_killed_on_its_host_when_that_comes_back(tm
     ctl.wait(30)
 
 
+def test_a_job_run_again_elsewhere_is_killed_by_the_next_run_when_its_host_was_still_down(
+        tmp_path, cluster, pegpar_env):
+    """As above, but the run ends while the host is still frozen: it says that
+    the first copy may still run there, and the next run on the queue, which
+    reaches the host, kills it, so the job does not finish twice."""
+    cluster_hosts(tmp_path, "- node-2\n- node-1\n")  # the job goes to node-2, the first free
+    ran = tmp_path / "ran"
+    write_queue(tmp_path, f"- echo $$ > {tmp_path}/pid-$NODE; echo start $NODE >> {ran}; "
+                          f"[ $NODE = node-1 ] || sleep 60; echo end $NODE >> {ran}\n")
+    args = ["q", "--no-progress", "--ssh-config", cluster.ssh_config]
+    first_run = subprocess.Popen([sys.executable, "-m", "pegpar"] + args, cwd=tmp_path, env=pegpar_env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: ran.exists() and "start node-2" in ran.read_text(), timeout=30, what="the job on node-2")
+        first = int((tmp_path / "pid-node-2").read_text())
+        cluster.freeze_node(2)
+        _, err = first_run.communicate(timeout=120)
+    finally:
+        first_run.kill()
+    assert first_run.returncode == 0, err
+    assert "job(s) #1 ran again elsewhere and may still run on node-2, which has not answered since" in err, err
+    assert ran.read_text().splitlines() == ["start node-2", "start node-1", "end node-1"]
+    cluster.thaw_node(2)
+    r = pegpar(args, tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert "killing what is left on node-2 of job(s) run again elsewhere: #1" in r.stderr, r.stderr
+    with pytest.raises(ProcessLookupError):  # pegpar waits for its kills before it exits
+        os.kill(first, 0)
+    assert "end node-2" not in ran.read_text()
+    r = pegpar(args, tmp_path, pegpar_env)  # done with: a later run does not name it again
+    assert r.returncode == 0 and "#1" not in r.stderr, r.stderr
+
+
+def test_a_job_left_on_a_host_no_longer_in_the_hosts_file_is_named(tmp_path, pegpar_env):
+    state = tmp_path / ".pegpar"
+    state.mkdir(mode=0o700)
+    (state / "journal").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"event": "run", "run": "r", "pid": 1, "started": 1.0, "mode": "q"},
+        {"event": "left", "run": "r", "seq": 4, "host": "node-9"}]))
+    write_queue(tmp_path, "- true\n")
+    r = pegpar(["q", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert "job #4 ran again elsewhere and may still run on node-9, which is no longer in the hosts file" \
+        in r.stderr, r.stderr
+    assert '"left"' not in (state / "journal").read_text()  # named once
+
+
 def test_a_job_that_failed_while_no_pegpar_ran_can_be_retried(tmp_path, pegpar_env, bg):
     """pegpar killed while its job runs; the job fails before the next start.
     The next run records it from GNU parallel's own record, and `retry

@@ -203,14 +203,17 @@ def test_compaction_changes_nothing_a_reader_sees(jobs, first, second):
     assert what_readers_see(again) == what_readers_see(records)
 
 
-def test_compaction_keeps_failures_running_jobs_and_again_marks():
+def test_compaction_keeps_failures_running_jobs_and_again_and_left_marks():
+    left = [{"event": "left", "run": "r", "seq": 12, "host": "h"}, {"event": "left", "run": "r", "seq": 3, "host": "g"},
+            {"event": "left-killed", "run": "r", "seq": 3}]
     records = journal_of([("a", (0, 0)), ("b", (1, 0)), ("c", None), ("b", (0, 0)), ("a", (0, 0)),
-                          ("d", (0, 0))], first_seq=11, lag=0) + [{"event": "again", "run": "r", "seq": 12}]
+                          ("d", (0, 0))], first_seq=11, lag=0) + [{"event": "again", "run": "r", "seq": 12}] + left
     out = compact(records)
     ran = {"event": "ran", "run": "r", "seqs": [[11, 11], [14, 16]]}
     assert out[:3] == [{"event": "seqs", "seq": 16}, records[1], ran]
     assert [(r["event"], r["seq"]) for r in out[3:]] == [("dispatch", 12), ("done", 12), ("dispatch", 13),
-                                                          ("again", 12)]
+                                                          ("again", 12), ("left", 12), ("left", 3),
+                                                          ("left-killed", 3)]
     assert last_run(out).again == {12}
 
 
