@@ -662,10 +662,10 @@ def _changed(before: os.stat_result, real: str) -> bool:
 
 
 def _append_durably(path: str, data: bytes, mode: int = 0o644,
-                    before: Optional[Callable[[int, int], Any]] = None) -> Tuple[int, int]:
-    """Append whole lines and fsync; returns the file's size before and after.
-    `mode`: the permission bits of a file created here. `before(start, end)`
-    runs before anything is written, with the range the data will take."""
+                    before: Optional[Callable[[int, int], Any]] = None) -> None:
+    """Append whole lines and fsync. `mode`: the permission bits of a file
+    created here. `before(start, end)` runs before anything is written, with
+    the range of the file the data will take."""
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, mode)
     try:
         size = os.fstat(fd).st_size
@@ -676,7 +676,6 @@ def _append_durably(path: str, data: bytes, mode: int = 0o644,
         while data:
             data = data[os.write(fd, data):]
         os.fsync(fd)
-        return size, os.fstat(fd).st_size
     finally:
         os.close(fd)
 
