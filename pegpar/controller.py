@@ -239,7 +239,7 @@ class Controller:
         # would share wave files, job id and log files with a job that may still run.
         self.next_seq = max(self.next_seq, highest_seq(records) + 1)
         self._take_over_left(records)
-        done = {r["seq"] for r in records if r.get("event") == "done"}
+        done = {r["seq"] for r in records if r.get("event") in ("done", "untaken")}
         pending = list({r["seq"]: r for r in records if r.get("event") == "dispatch" and r["seq"] not in done}
                        .values())
         # a recovery cut short (pegpar killed again) may have recorded some already
@@ -801,7 +801,8 @@ class Controller:
         self._journal_dispatch(placed, again=again)
         if ready < len(free):
             ready += self._take(len(free) - ready, accept,
-                                lambda pending, start=ready: self._journal_dispatch(placed[start:], pending))
+                                lambda pending, start=ready: self._journal_dispatch(placed[start:], pending),
+                                lambda start=ready: self._journal_untaken(placed[start:]))
         self._launch(self._only_taken(placed, ready))
 
     def _placement(self, job: Job, idle: List[SubNode]) -> Tuple[SubNode, str]:
@@ -836,10 +837,10 @@ class Controller:
         their jobs stay queued."""
         return placed[:ready]
 
-    def _take(self, n: int, accept, on_commit) -> int:
+    def _take(self, n: int, accept, on_commit, on_abandon) -> int:
         """Take up to n jobs through `accept`; returns how many were taken."""
         mtime = self.source.mtime()
-        result = self.source.take(n, accept, on_commit)
+        result = self.source.take(n, accept, on_commit, on_abandon)
         if result is None:
             return 0  # the queue is locked (pegpar l, pegpar add): try again next turn
         taken, error = result
@@ -873,6 +874,12 @@ class Controller:
              **({"pending": pending.file, "consumed": [pending.consumed, pending.start, pending.end]}
                 if pending else {})}
             for r in placed])
+
+    def _journal_untaken(self, placed: List[Running]) -> None:
+        """Jobs journalled while the queue file was saved behind the lock's
+        back: the pop is abandoned and they stay queued (recovery, status and
+        retry then ignore their dispatch records)."""
+        self.state.journal_append([{"event": "untaken", "run": self.run_id, "seq": r.seq} for r in placed])
 
     def _warm_up(self) -> None:
         """A ready parallel for every host (and session group)."""
@@ -943,7 +950,8 @@ class Controller:
                         if node.name not in self.leaving]
             placed.extend(self._reserve(job, node, command) for node, command in rendered)
 
-        taken = self._take(1, accept, lambda pending: self._journal_dispatch(placed, pending))
+        taken = self._take(1, accept, lambda pending: self._journal_dispatch(placed, pending),
+                           lambda: self._journal_untaken(placed))
         placed = self._only_taken(placed, len(placed) if taken else 0)
         if placed:
             self.step += 1

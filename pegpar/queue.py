@@ -166,8 +166,8 @@ class QueueFile:
         self.allow_shared = allow_shared  # else take() refuses a file group or others may write
         self._lock = filelock.FileLock(lock_path(path))
 
-    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[Pending], None]] = None
-             ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
+    def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[Pending], None]] = None,
+             on_abandon: Optional[Callable[[], None]] = None) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         """Take up to n jobs from the head, in order, in one locked transaction.
 
         Returns None, doing nothing, when the lock is held by someone else
@@ -191,7 +191,10 @@ class QueueFile:
         Only the returned jobs are taken. A job accept()ed but not returned
         stays in the queue: that happens when the transaction fails (an I/O
         error, returned as UserError) or when the file was rewritten behind the
-        lock's back while it ran (returns None, as for a held lock)."""
+        lock's back while it ran (returns None, as for a held lock). When that
+        is seen after on_commit (an editor saved meanwhile), consumed.yaml is
+        cut back and `on_abandon()` runs while the new file still exists (the
+        controller journals that the jobs were not taken after all)."""
         try:
             self._lock.acquire(timeout=0)
         except filelock.Timeout:
@@ -199,7 +202,7 @@ class QueueFile:
         except OSError as err:
             return [], UserError(f"cannot lock the queue: {err.strerror}", where=lock_path(self.path))
         try:
-            return self._take_locked(n, accept, on_commit)
+            return self._take_locked(n, accept, on_commit, on_abandon)
         except OSError as err:
             return [], UserError(f"cannot update the queue: {err.strerror}", where=err.filename or self.path)
         finally:
@@ -262,8 +265,8 @@ class QueueFile:
         with hold_lock(self.path, "pegpar add", timeout, self.notify):
             self._add_locked(text, front)
 
-    def _take_locked(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[Pending], None]]
-                     ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
+    def _take_locked(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[Pending], None]],
+                     on_abandon: Optional[Callable[[], None]]) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         real = os.path.realpath(self.path)
         try:
             src = open(real, "rb")
@@ -298,14 +301,22 @@ class QueueFile:
             def commit(new_file: str) -> bool:
                 if _changed(before, real):
                     return False  # written behind the lock's back: leave both files alone
+                pending: List[Pending] = []
+
                 def journal(start: int, end: int) -> None:
+                    pending.append(Pending(new_file, os.path.abspath(self.consumed_path), start, end))
                     if on_commit is not None:
-                        on_commit(Pending(new_file, os.path.abspath(self.consumed_path), start, end))
+                        on_commit(pending[0])
 
                 # The jobs are journalled before consumed.yaml gets them: a crash in
                 # between leaves a record naming bytes recovery may have to cut, never
                 # bytes no record names. A new consumed.yaml is as private as the queue.
                 _append_durably(self.consumed_path, consumed, stat.S_IMODE(before.st_mode) & 0o666, journal)
+                if _changed(before, real):  # saved by an editor while the jobs were journalled
+                    unconsume(pending[0].consumed, pending[0].start, pending[0].end)
+                    if on_abandon is not None:
+                        on_abandon()
+                    return False
                 return True
 
             if not _replace(real, src, cuts, commit):

@@ -50,8 +50,8 @@ class MemoryQueue:
         self._jobs = list(reversed(jobs))
 
     def take(self, n: int, accept: Callable[[Job], None],
-             on_commit: Optional[Callable[[Optional[Pending]], None]] = None
-             ) -> Optional[Tuple[List[Job], Optional[UserError]]]:
+             on_commit: Optional[Callable[[Optional[Pending]], None]] = None,
+             on_abandon: Optional[Callable[[], None]] = None) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         taken: List[Job] = []
         error = None
         while self._jobs and len(taken) < n:

@@ -259,6 +259,8 @@ def last_run(records: List[Dict[str, Any]]) -> Optional[Run]:
             done[seq] = r
         elif r.get("event") == "again":
             again.add(seq)
+        elif r.get("event") == "untaken":  # the pop was abandoned: the job stayed queued
+            dispatched.pop(seq, None)
     return Run(info, dispatched, done, tuple(sorted(ran)), frozenset(again))
 
 
@@ -274,10 +276,12 @@ def compact(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     if run is None:
         return records
     gone = {seq for seq in run.dispatched if seq in run.done and _succeeded(run.done[seq])}
+    # jobs of an abandoned pop stayed queued: no reader needs them
+    untaken = {r.get("seq") for r in records if r.get("event") == "untaken"}
     ran = _merged(list(run.ran) + [(seq, seq) for seq in gone])
     kept = [r for r in records[records.index(run.info) + 1:]
             if r.get("run") == run.id and r.get("event") in ("dispatch", "done", "again", "left", "left-killed")
-            and r.get("seq") not in gone]
+            and r.get("seq") not in gone | untaken]
     return ([{"event": "seqs", "seq": highest_seq(records)}, run.info]
             + ([{"event": "ran", "run": run.id, "seqs": [list(r) for r in ran]}] if ran else []) + kept)
 

@@ -174,6 +174,36 @@ def test_a_pop_that_dies_while_journalling_leaves_both_files_as_they_were(tmp_pa
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]  # no new queue file left
 
 
+@pytest.mark.parametrize("how", ["in place", "by rename"])
+def test_a_save_while_a_pop_journals_wins_and_the_pop_is_abandoned(tmp_path, qpath, how):
+    """An editor saves queue.yaml (without the lock) while the pop journals its
+    jobs: the pop gives up, the saved text stays, consumed.yaml is cut back and
+    on_abandon tells the controller, while the new file still exists."""
+    write(qpath, "- a\n- b\n")
+    write(tmp_path / "consumed.yaml", "- old\n")
+    saved = "- a\n- b\n- added by the user\n"
+    seen = []
+
+    def on_commit(pending):
+        seen.append(pending)
+        if how == "in place":
+            write(qpath, saved)
+        else:
+            write(tmp_path / "new", saved)
+            os.chmod(tmp_path / "new", 0o600)
+            os.replace(tmp_path / "new", qpath)
+
+    def on_abandon():
+        seen.append(("abandoned", os.path.exists(seen[0].file), read(tmp_path / "consumed.yaml")))
+
+    assert QueueFile(str(qpath)).take(1, accept_all, on_commit, on_abandon) is None
+    assert seen[1:] == [("abandoned", True, "- old\n")]
+    assert read(qpath) == saved and read(tmp_path / "consumed.yaml") == "- old\n"
+    assert not os.path.exists(seen[0].file)
+    jobs, _ = QueueFile(str(qpath)).take(3, accept_all)  # the next pop takes from the saved text
+    assert [j.command for j in jobs] == ["a", "b", "added by the user"]
+
+
 def test_unconsume_cuts_a_pop_out_of_consumed_yaml_only_if_nothing_followed(tmp_path):
     path = tmp_path / "consumed.yaml"
     write(path, "- old\n- a\n")

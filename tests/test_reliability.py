@@ -191,6 +191,26 @@ def test_a_job_journalled_but_not_yet_out_of_the_queue_file_runs_once(tmp_path, 
     assert yaml.safe_load(consumed.read_text()) == ["echo zero >> ran", "echo one >> ran", "echo two >> ran"]
 
 
+def test_a_job_of_an_abandoned_pop_is_not_recovered(tmp_path, pegpar_env):
+    """A pop abandoned because queue.yaml was saved while it journalled its job
+    leaves an "untaken" mark: the job stayed queued, and the next run neither
+    puts it back nor reports it; it runs once, from the queue."""
+    state = tmp_path / ".pegpar"
+    state.mkdir(mode=0o700)
+    (state / "journal").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"event": "run", "run": "r", "pid": 1, "started": 1.0, "mode": "q"},
+        {"event": "dispatch", "run": "r", "seq": 1, "node": "localhost/1", "host": "localhost",
+         "command": "echo one >> ran", "canonical": "echo one >> ran", "start": 1.0,
+         "pending": str(tmp_path / ".queue.yaml.gone.tmp"), "consumed": [str(tmp_path / "consumed.yaml"), 0, 18]},
+        {"event": "untaken", "run": "r", "seq": 1}]))
+    write_queue(tmp_path, "- echo one >> ran\n")
+    r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert "#1" not in r.stderr and "put back" not in r.stderr, r.stderr
+    assert (tmp_path / "ran").read_text() == "one\n"
+    assert yaml.safe_load((tmp_path / "consumed.yaml").read_text()) == ["echo one >> ran"]
+
+
 def test_an_interrupted_broadcast_step_goes_back_once(tmp_path, pegpar_env):
     """A step interrupted on each of its sub-nodes is one entry of the queue: it
     goes back once, and runs once more on every sub-node."""

@@ -217,6 +217,16 @@ def test_compaction_keeps_failures_running_jobs_and_again_and_left_marks():
     assert last_run(out).again == {12}
 
 
+def test_the_jobs_of_an_abandoned_pop_are_not_the_runs():
+    records = journal_of([("a", (0, 0)), ("b", None), ("c", None)], lag=0) + [
+        {"event": "untaken", "run": "r", "seq": 2}, {"event": "untaken", "run": "r", "seq": 3}]
+    run = last_run(records)
+    assert list(run.dispatched) == [1] and run.unfinished() == [] and 2 not in run
+    out = compact(records)
+    assert [r["event"] for r in out] == ["seqs", "run", "ran"] and highest_seq(out) == 3
+    assert what_readers_see(out) == what_readers_see(records)
+
+
 def test_a_journal_past_its_bound_compacts_itself(tmp_path, monkeypatch):
     monkeypatch.setattr(state_module, "COMPACT_AT", 4096)
     state = StateDir(str(tmp_path / ".pegpar"))
