@@ -537,6 +537,7 @@ class Controller:
         newly_removed = [n for n in removed if n.name not in self.leaving]
         if added:
             self.printer.say("sub-nodes added: " + ", ".join(n.name for n in added))
+            self.queue_error = None  # the head entry may render on them
             self._reachable(added, at_start=False, every=fresh)
         if newly_removed:
             self.printer.say("sub-nodes removed (running jobs finish): " + ", ".join(n.name for n in newly_removed))

@@ -292,3 +292,17 @@ def test_files_made_writable_by_others_during_a_run_are_refused(tmp_path, bg, pe
     stop(tmp_path, pegpar_env)
     assert ctl.wait() == 0, ctl.stderr()
     assert "sub-nodes added" not in ctl.stderr() and ctl.stdout() == "[localhost] injected\n"
+
+
+def test_a_head_entry_waiting_for_a_sub_node_runs_once_one_is_added(tmp_path, bg, pegpar_env):
+    """The head entry renders on no sub-node there is: adding one to hosts.yaml
+    lets it run, without touching queue.yaml."""
+    cluster_hosts(tmp_path, "- localhost\n")
+    write_queue(tmp_path, "- echo gpu={{gpu}}\n")
+    ctl = bg("q", "--daemon", "--no-progress")
+    wait_for(lambda: "waiting for the queue to be fixed" in ctl.stderr(), SOON, what="the head entry refused")
+    cluster_hosts(tmp_path, "- hostname: [localhost]\n  gpu: [0]\n")
+    wait_for(lambda: len(records(tmp_path)) == 1, SOON, what="the job on the added sub-node")
+    stop(tmp_path, pegpar_env)
+    assert ctl.wait() == 0, ctl.stderr()
+    assert ctl.stdout() == "[localhost (gpu=0)] gpu=0\n"
