@@ -47,8 +47,9 @@ def render(text: str, variables: Mapping[str, Scalar], source: Source) -> str:
         return "".join(part if i % 2 == 0 else scalar_text(variables[part])
                        for i, part in enumerate(simple))
     tree = _checked(text, frozenset(variables), source)
+    written = {name: _Written.of(value) for name, value in variables.items()}
     try:
-        out = _Evaluation(variables).nodes(tree, _Frame(variables, None))
+        out = _Evaluation(written).nodes(tree, _Frame(written, None))
     except _Problem as problem:
         raise UserError(f"template: {problem.message}", where=str(source), hint=problem.hint) from None
     return out.replace(_LITERAL_OPEN, "{{")
@@ -456,8 +457,28 @@ class _Evaluation:
             for i, (key, item) in enumerate(items))
 
 
+class _Written(str):
+    """A variable's value as its text, as Pegasus handed every value to
+    Handlebars: true unless empty (`0` and `false` are true), `len` counts its
+    characters. `value` keeps the number for comparisons (eq, gt...)."""
+
+    value: Scalar
+
+    @staticmethod
+    def of(value: Scalar) -> "_Written":
+        written = _Written(scalar_text(value))
+        written.value = value
+        return written
+
+
+def _plain(value: Any) -> Any:
+    """A variable's value as loaded (a number stays a number); others as they are."""
+    return value.value if isinstance(value, _Written) else value
+
+
 def _truthy(value: Any) -> bool:
-    return bool(value)  # as Handlebars: false, null, 0, "" and empty lists are false
+    # as Handlebars: false, null, 0, "" and empty lists are false (a variable is text)
+    return bool(value)
 
 
 def _text(value: Any) -> str:
@@ -530,6 +551,7 @@ def _unquote(value: Any) -> str:
 
 
 def _number(value: Any, helper: str) -> Any:
+    value = _plain(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and re.fullmatch(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", value):
@@ -538,6 +560,7 @@ def _number(value: Any, helper: str) -> Any:
 
 
 def _equal(a: Any, b: Any) -> bool:
+    a, b = _plain(a), _plain(b)
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
     return a == b if numbers else _text(a) == _text(b)
 

@@ -174,7 +174,7 @@ def test_is_template():
     ("{{parent path}} [{{parent 'model'}}] {{parent './model'}} [{{parent '/'}}]", "/data/run [] . []"),
     ("{{extension path}} [{{extension '.bashrc'}}] [{{extension 'Makefile'}}]", "gz [] []"),
     ("{{#if yes}}Y{{else}}N{{/if}}{{#if empty}}Y{{else}}N{{/if}}{{#if 0}}Y{{/if}}", "YN"),
-    ("{{#unless no}}U{{/unless}}{{#unless yes}}U{{else}}E{{/unless}}", "UE"),
+    ("{{#unless empty}}U{{/unless}}{{#unless yes}}U{{else}}E{{/unless}}", "UE"),
     ("{{#each this}}{{#if @first}}{{@key}}{{/if}}{{#if @last}}..{{@index}}{{/if}}{{/each}}", "x..8"),
     ("{{#each name}}x{{else}}not a list{{/each}}", "not a list"),
     ("{{#with name}}<{{this}}>{{/with}}{{#with empty}}?{{else}}none{{/with}}", "<Hello foo-bars>none"),
@@ -186,15 +186,30 @@ def test_is_template():
     ("{{lt n 4}} {{lt n -1}}", "true false"),
     ("{{lte n 3}} {{lte f 0}}", "true false"),
     ("{{and yes n}} {{and yes empty}} {{and yes n f}}", "true false true"),
-    ("{{or no empty}} {{or no 0 n}}", "false true"),
+    ("{{or empty ''}} {{or empty 0 n}}", "false true"),
     ("{{not yes}} {{not empty}}", "false true"),
     ("{{len name}} {{len empty}}", "14 0"),
     ("{{#if (and (gt n 1) (not (eq x '')))}}deep{{/if}}", "deep"),
     ("{{#if (eq (to_upper_case hostname) 'NODE-1')}}match{{/if}}", "match"),
-    ("{{^if no}}inverted{{/if}}", "inverted"),
+    ("{{^if empty}}inverted{{/if}}", "inverted"),
 ])
 def test_helpers(text, expected):
     assert render(text) == expected
+
+
+@pytest.mark.parametrize("value", [0, 0.0, False, "false", "0", "00", -1])
+def test_a_variable_is_true_unless_its_text_is_empty_as_in_pegasus(value):
+    """Pegasus handed every value to Handlebars as text: `{{#if gpu}}` with
+    gpu 0 is true there, and so here; `len` counts the characters."""
+    text = "false" if value is False else str(value)
+    assert render("{{#if v}}T{{else}}F{{/if}}{{#unless v}}U{{/unless}} {{not v}} {{and v v}} {{len v}}",
+                  v=value) == f"T false true {len(text)}"
+
+
+def test_an_empty_variable_is_false_and_comparisons_still_see_numbers():
+    assert render("{{#if v}}T{{else}}F{{/if}} {{not v}}", v="") == "F true"
+    assert render("{{#if (eq v 0)}}zero{{/if}} {{gt v -1}} {{eq v '0'}}", v=0) == "zero true true"
+    assert render("{{#if 0}}T{{else}}F{{/if}} {{not false}}") == "F true"  # literals keep Handlebars' rules
 
 
 def test_quote_output_reads_back_in_sh_and_unquote_inverts_it():
