@@ -165,7 +165,9 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
     if words or _stdin_has_input():
         opts.daemon = False
         opts.stdin = True
-        source = sources.MemoryQueue(sources.stdin_jobs(sys.stdin, None if words in ([], ["-"]) else words))
+        jobs = sources.stdin_jobs(sys.stdin, None if words in ([], ["-"]) else words)
+        sources.check_syntax(jobs)  # before any runs: no fix of the input can come later
+        source = sources.MemoryQueue(jobs)
     else:
         from pegpar.queue import QueueFile
 
@@ -183,7 +185,7 @@ def _unfinished(queue_file: str) -> bool:
     from pegpar.state import StateDir, state_dir_for
 
     records = StateDir(state_dir_for(queue_file)).journal()
-    done = {r.get("seq") for r in records if r.get("event") == "done"}
+    done = {r.get("seq") for r in records if r.get("event") in ("done", "untaken")}
     return any(r.get("event") == "dispatch" and r.get("seq") not in done for r in records)
 
 

@@ -823,7 +823,7 @@ class Controller:
                     expand.render(job, node)
                 except UserError:
                     continue
-                if node.name in self.busy or node.host in self.suspects:
+                if node.host not in self.down:  # busy, placed this turn, or its host asked about
                     raise NotYet(f"waits for {node.name} or another sub-node it renders on")
                 down.append(node.name)
         assert first is not None
@@ -848,7 +848,10 @@ class Controller:
         if error is not None and not isinstance(error, NotYet):
             self.queue_error = str(error)
             self.queue_error_mtime = mtime
-            if self.dispatched or self.opts.daemon:
+            if self.opts.stdin and self.dispatched:  # no fix can come: the run ends
+                self.printer.say(f"{error}; not run: this line and the {self.source.pending() - 1} after it")
+                self.stopping = True
+            elif self.dispatched or self.opts.daemon:
                 self.printer.say(f"{error} (waiting for the queue to be fixed)")
         return len(taken)
 
@@ -997,7 +1000,8 @@ class Controller:
                              f"run on {host}, which has not answered since; the next pegpar run on this queue "
                              "that reaches it kills them there")
         if self.queue_error is not None:  # stopped while waiting for a fix
-            self.printer.say(f"the queue still has an error: {self.queue_error}")
+            what = "input" if self.opts.stdin else "queue"
+            self.printer.say(f"the {what} still has an error: {self.queue_error}")
             return 2
         return 1 if failed or s.not_run or s.unreachable else 0
 

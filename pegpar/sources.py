@@ -43,6 +43,14 @@ def stdin_jobs(lines: Iterable[str], command: Optional[List[str]] = None) -> Lis
     return jobs
 
 
+def check_syntax(jobs: Iterable[Job]) -> None:
+    """UserError at the first input line whose template cannot parse."""
+    from pegpar import template
+
+    for job in jobs:
+        template.check_syntax(job.command, job.source)
+
+
 class MemoryQueue:
     """A queue held in memory (stdin input): nothing is written anywhere."""
 

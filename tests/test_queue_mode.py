@@ -131,6 +131,24 @@ def test_stdin_lines_as_arguments_like_xargs(tmp_path, cluster, pegpar_env):
     assert r.stdout == "[node-1] it's Y\n"
 
 
+def test_a_bad_template_in_the_input_is_refused_before_anything_runs(tmp_path, pegpar_env):
+    r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env,
+               input="echo one >> ran\necho two >> ran\necho {{#if}}\necho four >> ran\n", timeout=60)
+    assert r.returncode == 2 and r.stderr == "pegpar: <stdin>:3: template: `{{#if}}` is not closed by `{{/if}}`\n"
+    assert not (tmp_path / "ran").exists()
+
+
+def test_an_input_line_that_cannot_render_ends_the_run_with_exit_2(tmp_path, pegpar_env):
+    """Nothing can fix the input later: the lines before it run, it and those
+    after it do not, and the run ends (it used to wait for a fix forever)."""
+    r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env,
+               input="echo one >> ran\necho two >> ran\necho {{nope}}\necho four >> ran\n", timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "pegpar: <stdin>:3: template: unknown variable `nope` (defined here: hostname); not run: this line " \
+        "and the 1 after it\n" in r.stderr, r.stderr
+    assert (tmp_path / "ran").read_text() == "one\ntwo\n"
+
+
 def _job_processes(cluster, marker: str) -> str:
     found = ""
     for node in ("node-1", "node-2", "node-3"):
@@ -233,3 +251,16 @@ def test_hosts_written_as_ssh_urls_run_jobs(tmp_path, cluster, pegpar_env):
         expected = "node-1" if prefix.startswith(f"[{one} ") else "node-2"
         assert prefix.startswith((f"[{one} ", f"[{two} ")) and text.split()[1] == expected, line
     assert len({line.partition("] ")[0] for line in r.stdout.splitlines()}) == 4
+
+
+def test_jobs_that_render_on_some_sub_nodes_only_wait_for_them_without_an_error(tmp_path, pegpar_env):
+    """Sub-nodes given a job earlier in the same turn are busy, not down: the
+    next job waits for them and no error is printed."""
+    cluster_hosts(tmp_path, '- hostname: [localhost]\n  gpu: ["0", "1"]\n- 127.0.0.1\n')
+    write_queue(tmp_path, "- command: ['sleep 0.3; echo gpu={{gpu}} job={{i}}']\n  i: [1, 2, 3, 4, 5, 6]\n")
+    r = pegpar(["q", "--no-progress"], tmp_path, pegpar_env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "error" not in r.stderr and "down" not in r.stderr, r.stderr
+    assert sorted(line.split("] ", 1)[1].split()[1] for line in r.stdout.splitlines()) == \
+        [f"job={i}" for i in range(1, 7)]
+    assert {rec.host for rec in records(tmp_path)} == {"localhost (gpu=0)", "localhost (gpu=1)"}
