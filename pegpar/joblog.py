@@ -107,7 +107,7 @@ def append(path: str, records: List[Record]) -> None:
         text = "".join(r.line() for r in records)
         if os.fstat(fd).st_size == 0:
             text = HEADER + text
-        os.write(fd, text.encode("utf-8"))
+        os.write(fd, text.encode("utf-8", "surrogateescape"))  # bytes of a non-UTF-8 input line as they came
     finally:
         os.close(fd)
 

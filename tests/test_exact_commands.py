@@ -14,6 +14,7 @@ purpose.
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 from typing import Dict, List
 
@@ -21,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import cluster_hosts, pegpar, records
+from runner import cluster_hosts, pegpar, records, write_queue
 
 HOSTS = "- hostname: [node-1, node-2]\n  slot: [0, 1, 2, 3]\n"
 
@@ -136,3 +137,23 @@ def test_a_command_keeps_its_own_leading_and_trailing_whitespace(tmp_path, reque
     wrong = [(c, got.get(i, b"").split(b"\0")[2:3]) for i, c in enumerate(commands)
              if got.get(i, b"").split(b"\0")[:3] != [b"sh", b"-c", c.encode()]]
     assert not wrong, wrong[:3]
+
+
+def test_an_input_line_that_is_not_utf8_reaches_the_node_and_the_joblog_as_it_came(tmp_path, cluster, pegpar_env):
+    """A file name in Latin-1 on stdin: the job gets its bytes, the joblog keeps
+    them, and the next run on the queue starts (a crash writing the joblog
+    used to leave a journal every later run crashed on)."""
+    cluster_hosts(tmp_path, "- node-1\n")
+    args = ["q", "--no-progress", "--ssh-config", cluster.ssh_config]
+    r = subprocess.run([sys.executable, "-m", "pegpar", *args, "--", "printf '%s\\0'", "{{ line }}"], cwd=tmp_path,
+                       env=pegpar_env, input=b"caf\xe9.csv\nother.csv\n", capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    logs = tmp_path / ".pegpar" / "logs"
+    assert sorted(p.read_bytes() for p in logs.iterdir() if not p.name.endswith(".err")) == \
+        [b"caf\xe9.csv\0", b"other.csv\0"]
+    joblog = (tmp_path / ".pegpar" / "joblog").read_bytes()
+    assert b"\tprintf '%s\\0' 'caf\xe9.csv'\n" in joblog and b"\tprintf '%s\\0' other.csv\n" in joblog
+    assert pegpar(["status"], tmp_path, pegpar_env).returncode == 0
+    write_queue(tmp_path, "- true\n")
+    again = pegpar(args, tmp_path, pegpar_env)
+    assert again.returncode == 0, again.stderr
