@@ -36,9 +36,23 @@ from pegpar.expand import Job, SubNode
 _HERE = os.path.dirname(os.path.abspath(__file__))
 JOB_MARK = "PEGPAR_JOB"
 
-# Run by `sh -c` on a node with the job ids (letters, digits, `-`) as arguments: signals every
-# process whose environment carries one of the ids, then KILLs survivors.
-KILL_SCRIPT = r"""
+# Where a node keeps the ids of killed jobs, so that a job whose shell had not
+# started when the kill came never runs (KILL_SCRIPT writes them, JOB_GUARD
+# reads them). No braces: parallel reads JOB_GUARD as part of its command template.
+KILLED_DIR = 'd=$TMPDIR; [ -n "$d" ] || d=/tmp; d=$d/pegpar-killed-$USER'
+
+# The job's shell, run as `sh -c JOB_GUARD COMMAND` under its kill mark: a job
+# killed before it started exits at once (143, as for SIGTERM); else the command
+# replaces it, run by `sh -c` as written.
+JOB_GUARD = KILLED_DIR + '; [ -e "$d/$PEGPAR_JOB" ] && exit 143; exec sh -c "$0"'
+
+# Run by `sh -c` on a node with the job ids (letters, digits, `-`) as arguments: marks the
+# ids killed (files over a day old go), then signals every process whose environment
+# carries one of the ids, then KILLs survivors. Marked first: a job that starts after the
+# scan sees its mark and does not run; one that started before is found by the scan.
+KILL_SCRIPT = KILLED_DIR + r"""
+mkdir -p "$d" 2>/dev/null && for id in "$@"; do : > "$d/$id"; done
+find "$d" -type f -mmin +1440 -exec rm -f {} + 2>/dev/null
 found() {
   set -- $(for id in "$@"; do echo "-e PEGPAR_JOB=$id"; done)
   grep -lzx "$@" /proc/[0-9]*/environ 2>/dev/null | sed -e 's,^/proc/,,' -e 's,/environ$,,'
@@ -172,7 +186,7 @@ exit $s
 # its kill mark, then the report of its end; the exit status is the job's, as
 # parallel's shell would have it (a job killed by a signal: 128 + N). One shell
 # and the job's own `sh -c`: no wrapper process in between.
-LOCAL_JOB = f"{JOB_MARK}={{3}} sh -c {{DECODE}}\n" + REPORT_END
+LOCAL_JOB = f"{JOB_MARK}={{3}} sh -c {shlex.quote(JOB_GUARD)} {{DECODE}}\n" + REPORT_END
 
 
 def sshlogin(host: str) -> str:
@@ -645,7 +659,7 @@ class Warm:
         if node.local:
             argv += [LOCAL_JOB.replace("{DECODE}", _DECODE)]
         else:
-            argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", _DECODE]
+            argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", shlex.quote(JOB_GUARD), _DECODE]
         env = rt.env()
         env["PEGPAR_DONE"] = self.stem + ".done"
         # The input is a pipe whose writing end only pegpar holds: if pegpar

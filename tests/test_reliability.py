@@ -729,3 +729,29 @@ def test_a_job_that_renders_only_on_a_down_host_is_an_error_not_a_wait(tmp_path,
     assert r.returncode == 2, r.stderr
     assert "would render on node-1 (gpu=0), whose host is down" in r.stderr, r.stderr
     assert (tmp_path / "queue.yaml").read_text() == "- echo {{ gpu }}\n"
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.03, 0.1])
+def test_a_kill_right_after_dispatch_leaves_nothing_running(tmp_path, cluster, pegpar_env, delay):
+    """SIGTERM (a second Ctrl-C) just after the jobs were handed to GNU
+    parallel: a job whose shell had not started when the kill reached its node
+    must not start afterwards (the kill found nothing to kill then)."""
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n- node-3\n- node-4\n")
+    tag = f"{int(delay * 100):03d}"
+    write_queue(tmp_path, "".join(f"- sleep 40.{tag}{i}; echo never\n" for i in range(4)) + "- echo rest\n")
+    p = subprocess.Popen([sys.executable, "-m", "pegpar", "q", "--no-progress", "--ssh-config", cluster.ssh_config],
+                         cwd=tmp_path, env=pegpar_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    consumed = tmp_path / "consumed.yaml"
+    try:
+        wait_for(lambda: consumed.exists() and "sleep" in consumed.read_text(), timeout=30, what="a dispatch")
+        time.sleep(delay)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    time.sleep(1)  # a job that escaped the kill would be running by now
+    left = [cluster.ssh(n, f"ps -eo args | grep -c '[s]leep 40.{tag}' || true")[1].strip() for n in range(1, 5)]
+    assert left == ["0"] * 4, (left, err)
+    assert p.returncode == 1 and "never" not in out, (out, err)
+    assert records(tmp_path) and all(not r.ok for r in records(tmp_path)), err
