@@ -34,6 +34,7 @@ PROBE_EVERY = 3.0  # seconds between checks of a down host
 SLOW_EVERY = 1.0  # status snapshot, hosts file and control requests
 IDLE_TICK = 0.2  # while nothing runs: a new entry still starts well within 1 s
 PUT_BACK = "pegpar put back interrupted jobs: "  # the comment above them in the queue file
+WAITING_BACK = "pegpar put back jobs waiting to run again: "  # likewise, at the end of a stopped run
 
 
 @dataclass
@@ -105,7 +106,8 @@ class Controller:
         self.next_slow = 0.0
         # jobs to run again before taking from the queue, each with the seq of its
         # failed attempt (marked "again" in the journal once the job runs again)
-        self.retry: List[Tuple[Job, int]] = []
+        # and, for --retries, that attempt's failure (counted if it never does)
+        self.retry: List[Tuple[Job, int, Optional[Failure]]] = []
         self.attempts: Dict[Tuple, int] = {}
         self._queued_mtime = -1.0
         self._queued_count: Optional[int] = None
@@ -695,9 +697,9 @@ class Controller:
             if self.attempts[key] <= self.opts.retries:
                 self.printer.say(f"job #{job.seq} failed on {job.node.name}; retrying "
                                  f"({self.attempts[key]}/{self.opts.retries})")
-                self.summary.failed.pop()
+                failure = self.summary.failed.pop()
                 if self.opts.mode == "q":
-                    self.retry.append((job.job, job.seq))
+                    self.retry.append((job.job, job.seq, failure))
                 else:
                     again = self._reserve(job.job, job.node, job.command)
                     self._journal_dispatch([again], again=[job.seq])
@@ -755,7 +757,7 @@ class Controller:
                 return [self._again(seq)]
             except Exception:  # the lock is held too long: keep it in memory, it still runs
                 pass
-        self.retry.append((job, seq))
+        self.retry.append((job, seq, None))
         return []
 
     def _again(self, seq: int) -> dict:
@@ -787,7 +789,7 @@ class Controller:
 
         again: List[int] = []
         while self.retry and idle:
-            job, seq = self.retry[0]
+            job, seq, _ = self.retry[0]
             try:
                 accept(job)
             except NotYet:
@@ -977,7 +979,38 @@ class Controller:
         self.step_jobs = []
 
     # -- the end -----------------------------------------------------------
+    def _settle_unrun(self) -> None:
+        """The run ends (stopped, or no host left) before jobs waiting to run
+        again, or input lines, got a sub-node: none is dropped unsaid. A
+        --retries job counts as the failure it was; a queue job goes back to
+        the top of the queue file; an input line is named as not run."""
+        waiting, self.retry = self.retry, []
+        self.summary.failed += [failure for _, _, failure in waiting if failure is not None]
+        if waiting and not self.opts.stdin:
+            seqs = [seq for _, seq, _ in waiting]
+            try:
+                self.source.add([job.canonical() for job, _, _ in waiting], front=True, timeout=10,
+                                note=WAITING_BACK + "".join(f"#{seq} " for seq in seqs) + f"(run {self.run_id})")
+            except Exception as err:  # the lock held too long, or the file cannot be written
+                for job, _, _ in waiting:
+                    self.printer.say(f"not run again ({err}): {_one_line(job.command)}")
+                self.summary.not_run += len(waiting)
+            else:
+                self.state.journal_append([self._again(seq) for seq in seqs], sync=False)
+                self.printer.say(f"{len(waiting)} job(s) waiting to run again put back at the top of "
+                                 f"{self.opts.queue_file}: " + ", ".join(f"#{seq}" for seq in seqs))
+            return
+        for job, _, failure in waiting:
+            if failure is None:
+                self.printer.say(f"not run again (pegpar stopped first): {_one_line(job.command)}")
+                self.summary.not_run += 1
+        unread = self.source.pending() if self.opts.stdin and self.queue_error is None else 0
+        if unread:
+            self.printer.say(f"{unread} input line(s) not run (pegpar stopped first)")
+            self.summary.not_run += unread
+
     def _finish(self) -> int:
+        self._settle_unrun()
         self.printer.clear_status()
         s = self.summary
         elapsed = time.time() - s.started

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 from runner import (cluster_hosts, load_yaml, overlapping, pegpar, records, start, wait_for,
@@ -264,3 +265,30 @@ def test_jobs_that_render_on_some_sub_nodes_only_wait_for_them_without_an_error(
     assert sorted(line.split("] ", 1)[1].split()[1] for line in r.stdout.splitlines()) == \
         [f"job={i}" for i in range(1, 7)]
     assert {rec.host for rec in records(tmp_path)} == {"localhost (gpu=0)", "localhost (gpu=1)"}
+
+
+def test_a_retry_still_waiting_when_the_run_is_stopped_is_not_lost(tmp_path, bg):
+    """The failed job's sub-node took the next job before its record said it
+    failed: its retry waits for a sub-node when Ctrl-C comes. The run counts
+    the failure (exit 1) and the job goes back to the top of queue.yaml."""
+    write_queue(tmp_path, "- sleep 0.5; exit 3\n- sleep 4; echo long\n- sleep 4; echo long2\n- echo later\n")
+    ctl = bg("q", "-j", "2", "--retries", "1", "--no-progress")
+    wait_for(lambda: "retrying (1/1)" in ctl.stderr(), 30, what="the retry")
+    ctl.p.send_signal(signal.SIGINT)
+    assert ctl.wait() == 1, ctl.stderr()
+    assert "1 failed" in ctl.stderr() and "FAILED #1 on localhost" in ctl.stderr(), ctl.stderr()
+    assert "1 job(s) waiting to run again put back at the top of queue.yaml: #1" in ctl.stderr(), ctl.stderr()
+    assert load_yaml(tmp_path / "queue.yaml") == ["sleep 0.5; exit 3", "echo later"]
+
+
+def test_input_lines_left_when_the_run_is_stopped_are_counted(tmp_path, pegpar_env):
+    (tmp_path / "cmds").write_text("".join(f"sleep 1; echo line-{i}\n" for i in range(6)))
+    with open(tmp_path / "cmds") as cmds:
+        p = subprocess.Popen([sys.executable, "-m", "pegpar", "q", "-j", "2", "--no-progress"], cwd=tmp_path,
+                             env=pegpar_env, stdin=cmds, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    ran = len(out.splitlines())
+    assert p.returncode == 1 and ran < 6, (out, err)
+    assert f"{6 - ran} input line(s) not run (pegpar stopped first)" in err, err
