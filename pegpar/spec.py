@@ -373,6 +373,9 @@ def _dims(node: _Node, required: str, source: Source, expected: str) -> Params:
             if " " in name:  # `- echo a: b` is a map to YAML
                 hint = "quote a command that contains ': ', e.g. - 'echo a: b'"
             raise UserError(f"invalid parameter name {name!r}", where=where, hint=hint)
+        if required == "command" and name == "hostname":  # whatever the hosts are
+            raise UserError("command parameter `hostname` collides: `hostname` is set by the sub-node; rename it",
+                            where=where)
         values = value.value if value.kind == "seq" else (value,)
         if value.kind == "map":
             raise UserError(f"`{name}` must be a list of values, not a map", where=where)

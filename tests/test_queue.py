@@ -407,6 +407,8 @@ def test_add_validates_everything_first(qpath):
     for bad in ("echo {{#if x}}", "echo {{/if}}", "echo {{bad", {"command": ["{{#each x}}"], "x": [1]}):
         with pytest.raises(UserError, match="template"):
             QueueFile(str(qpath)).add(["b", bad])
+    with pytest.raises(UserError, match="`hostname` collides"):  # it could never run, whatever the hosts
+        QueueFile(str(qpath)).add(["b", {"command": ["echo {{hostname}}"], "hostname": ["x"]}])
     assert read(qpath) == "- a\n"
     QueueFile(str(qpath)).add(["echo {{x}}", "{{#each a}}{{this}}{{/each}}"])  # variables are not checked here
     assert read(qpath) == "- a\n- echo {{x}}\n- '{{#each a}}{{this}}{{/each}}'\n"
