@@ -331,17 +331,25 @@ class QueueFile:
             _create(real, text)
             return
         with src:
+            if src.readline().endswith(b"\r\n"):  # the file's line ends, as pops keep them
+                text = text.replace(b"\n", b"\r\n")
+            src.seek(0)
             scanner = _Scanner(src, self.path)
             first = scanner.head()
             end = os.fstat(src.fileno()).st_size
             marker = scanner.empty_marker
-            if marker is not None:
-                cut = _Cut(marker.offset, marker.offset + marker.size, text)
+            if marker is not None:  # `[]` (or `--- []`) goes; `---` and a comment on its line stay
+                kept = b"---\n" if marker.data.lstrip(_BOM).startswith(b"---") else b""
+                if b"#" in marker.data:
+                    kept += b"#" + marker.data.split(b"#", 1)[1].rstrip(b"\r\n") + b"\n"
+                if text.endswith(b"\r\n"):
+                    kept = kept.replace(b"\n", b"\r\n")
+                cut = _Cut(marker.offset, marker.offset + marker.size, kept + text)
             elif front and first is not None:
                 at = first.offset + (len(_BOM) if first.number == 1 and first.data.startswith(_BOM) else 0)
                 cut = _Cut(at, at, text)
             else:
-                at = end
+                at = _document_end(src, end)
                 cut = _Cut(at, at, (b"" if _ends_line(src, at) else b"\n") + text)
             _replace(real, src, [cut], lambda _: True)
 
@@ -555,6 +563,26 @@ def _items_text(objs: List[Union[str, dict]]) -> bytes:
     if text.endswith("\n...\n"):
         text = text[:-len("...\n")]
     return text.encode()
+
+
+def _document_end(f: IO[bytes], end: int) -> int:
+    """Where entries appended to the file go: before a `...` line that ends
+    its YAML document (only blank lines and comments after it), else at `end`.
+    Looks at the file's last 64 KiB."""
+    size = min(end, 1 << 16)
+    f.seek(end - size)
+    lines = f.read(size).splitlines(keepends=True)
+    at = end
+    for i, line in enumerate(reversed(lines)):
+        at -= len(line)
+        if i == len(lines) - 1 and size < end:
+            return end  # the chunk's first line, maybe cut short: not known
+        body = line.rstrip(b"\r\n")
+        if body.startswith(b"...") and body.split(b"#", 1)[0].rstrip(b" \t") == b"...":
+            return at
+        if body.strip(b" \t") and not body.lstrip(b" \t").startswith(b"#"):
+            return end  # an entry's text: appended after it
+    return end
 
 
 def _ends_line(f: IO[bytes], offset: int) -> bool:

@@ -14,7 +14,7 @@ import yaml
 
 from pegpar import queue
 from pegpar.errors import UserError
-from pegpar.queue import QueueFile, unconsume
+from pegpar.queue import QueueFile, check_text, unconsume
 
 HEADER = """\
 # experiments for the paper
@@ -397,6 +397,30 @@ def test_add_to_missing_unterminated_and_empty_marker_files(qpath):
     write(qpath, "# drained\n[]\n# end\n")
     q.add(["c"], front=True)
     assert read(qpath) == "# drained\n- c\n# end\n"
+
+
+def test_add_keeps_the_document_end_the_empty_markers_comment_and_crlf(qpath):
+    """Appended entries go before a `...` that ends the document (after it they
+    would be a second document, which no whole-file check accepts); `[]`
+    gives way to them but its comment stays; a CRLF file gets CRLF lines."""
+    q = QueueFile(str(qpath))
+    write(qpath, "- a\n...\n# after the end\n\n")
+    q.add(["b"])
+    assert read(qpath) == "- a\n- b\n...\n# after the end\n\n"
+    check_text(read(qpath).encode(), str(qpath))
+    write(qpath, "- a\n- x ...\n")  # not a document end
+    q.add(["b"])
+    assert read(qpath) == "- a\n- x ...\n- b\n"
+    write(qpath, "[]  # nothing yet, add below\n")
+    q.add(["c"])
+    assert read(qpath) == "# nothing yet, add below\n- c\n"
+    write(qpath, "--- []\n")
+    q.add(["c"])
+    assert read(qpath) == "---\n- c\n"
+    write(qpath, "- a\r\n")
+    q.add(["b"])
+    q.add(["c"], front=True)
+    assert qpath.read_bytes() == b"- c\r\n- a\r\n- b\r\n"
 
 
 def test_add_validates_everything_first(qpath):
