@@ -127,6 +127,7 @@ def _checked(text: str, names: FrozenSet[str], source: Source) -> tuple:
 def _parse(text: str) -> Tuple[tuple, Optional[_Problem]]:
     # \\{{ is a backslash then a live {{; \{{ is a literal {{
     src = re.sub(r"\\(\\?)\{\{", lambda m: "\\{{" if m.group(1) else _LITERAL_OPEN, text)
+    src = _rewritten(src)
     skeleton, runs = _skeleton(src)
     raw, problem = _pybars_parse(skeleton)
     exact = False
@@ -143,6 +144,51 @@ def _parse(text: str) -> Tuple[tuple, Optional[_Problem]]:
         return _nodes(raw), None
     except _Problem as problem:
         return (), problem.with_traceback(None)  # cached: keep no frames alive
+
+
+_CHAIN = re.compile(r"\{\{~?\s*else\s+[^\s}~]")
+_TOKEN = re.compile(r"\{\{\{\{\s*([^\s}]+).*?\}\}\}\}.*?\{\{\{\{/\s*\1\s*\}\}\}\}"  # a raw block
+                    r"|\{\{(~?)!--.*?--(~?)\}\}"  # a long comment
+                    r"|\{\{.*?\}\}", re.S)
+
+
+def _rewritten(src: str) -> str:
+    """Two things Handlebars (and so Pegasus) has and pybars3's grammar lacks,
+    in terms it has: a long comment `{{!-- ... --}}` ends at `--}}` only, so it
+    may hold `{{x}}` (it becomes `{{!}}`); and `{{else if x}}` (any block
+    helper after `else`) chains become nested blocks, closed together."""
+    if "{{!--" not in src and not _CHAIN.search(src):
+        return src
+    out = []
+    pos = 0
+    stack: list = []  # per open block: the helpers chained to it by `{{else NAME ...}}`
+    for match in _TOKEN.finditer(src):
+        out.append(src[pos:match.start()])
+        pos = match.end()
+        tag = match.group(0)
+        if tag.startswith("{{{{"):
+            out.append(tag)
+            continue
+        if tag.startswith("{{!--") or tag.startswith("{{~!--"):
+            out.append("{{" + match.group(2) + "!" + match.group(3) + "}}")
+            continue
+        inner = tag[2:-2]
+        left, right = ("~" if inner.startswith("~") else ""), ("~" if inner.endswith("~") else "")
+        body = inner.strip("~").strip()
+        words = body.split(None, 1)
+        if body[:1] in ("#", "^") and len(body) > 1:
+            stack.append([])
+        elif len(words) == 2 and words[0] == "else" and stack:
+            stack[-1].append(words[1].split()[0])
+            tag = "{{" + left + "else}}{{#" + words[1] + right + "}}"
+        elif body[:1] == "/" and stack:
+            closers = "".join("{{/" + name + "}}" for name in reversed(stack.pop()))
+            if closers and left:  # the `~` strips what comes before the first of them
+                closers, tag = "{{~" + closers[2:], "{{" + tag[3:]
+            tag = closers + tag
+        out.append(tag)
+    out.append(src[pos:])
+    return "".join(out)
 
 
 # pybars3's grammar takes milliseconds per template, mostly to walk literal

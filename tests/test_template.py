@@ -212,6 +212,22 @@ def test_an_empty_variable_is_false_and_comparisons_still_see_numbers():
     assert render("{{#if 0}}T{{else}}F{{/if}} {{not false}}") == "F true"  # literals keep Handlebars' rules
 
 
+@pytest.mark.parametrize("opt, expected", [("adam", "A"), ("sgd", "S"), ("rms", "O")])
+def test_else_if_chains_as_in_handlebars(opt, expected):
+    text = "{{#if (eq opt 'adam')}}A{{else if (eq opt 'sgd')}}S{{else}}O{{/if}}"
+    assert render(text, opt=opt) == expected
+    chain = "{{#if a}}1{{else if b}}2{{else unless c}}3{{else}}4{{/if}}"
+    assert [render(chain, a=a, b=b, c=c) for a, b, c in [("x", "", ""), ("", "x", ""), ("", "", ""), ("", "", "x")]] \
+        == ["1", "2", "3", "4"]
+    assert render("{{#if empty}}1{{~else if yes~}} 2 {{~/if}}.") == "2."
+    assert render("{{{{raw}}}}{{else if x}}{{{{/raw}}}}") == "{{else if x}}"
+
+
+def test_a_long_comment_ends_at_its_own_end_only():
+    assert render("train {{!-- --seed {{n}} --}} --lr {{f}}") == "train  --lr 0.5"
+    assert render("{{!-- a }} b --}}z {{~!-- c --~}} y") == "zy"
+
+
 def test_quote_output_reads_back_in_sh_and_unquote_inverts_it():
     for value in ["a b", "it's", 'say "hi"', "$HOME `x` \\ ;|&", "", "plain"]:
         for call in ("quote v", "quote \"'\" v", "quote '\"' v"):
