@@ -97,7 +97,15 @@ def _edit_locked(queue_path: str, real: str, argv: List[str]) -> int:
             out.write(original or b"")
             os.fchmod(out.fileno(), mode)
         while True:
-            status = _run_editor(argv, copy)
+            try:
+                status = _run_editor(argv, copy)
+            except _Stopped as stop:  # the edit so far is kept, the queue left alone
+                backup = real + queue.REJECTED_SUFFIX
+                if os.path.exists(copy):
+                    os.replace(copy, backup)
+                _say(f"stopped by signal {stop.signum}; {queue_path} left unchanged; the edited text so far "
+                     f"is in {backup}")
+                return 128 + stop.signum
             if status != 0:
                 _say(f"the editor exited with status {status}; {queue_path} left unchanged")
                 return 1
@@ -139,11 +147,31 @@ def _run_editor(argv: List[str], path: str) -> int:
         raise UserError(f"cannot start the editor {argv[0]!r}: {err.strerror}",
                         hint="pass --editor, or set $VISUAL or $EDITOR") from None
     # Ctrl-C in the editor reaches this process too; it belongs to the editor.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM or SIGHUP (the terminal closed) end the edit: the editor is told
+    # to stop too, and the caller keeps what it saved so far.
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler)
+                for sig, handler in ((signal.SIGINT, signal.SIG_IGN), (signal.SIGTERM, stop), (signal.SIGHUP, stop))}
     try:
         return proc.wait()
+    except _Stopped:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _interactive() -> bool:

@@ -231,3 +231,29 @@ def test_add_yaml_front_and_validation(qpath):
     with pytest.raises(UserError):
         edit.add_commands(str(qpath), [], front=False)
     assert qpath.read_text() == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_pegpar_l_stopped_by_a_signal_keeps_the_edit_aside_and_the_queue(tmp_path, qpath, pegpar_env, signum):
+    """SIGTERM, or SIGHUP from a closed terminal, while the editor runs: the
+    queue stays as it was, the lock is free, the editor is told to stop, and
+    the text edited so far is kept beside the queue, as for a rejected edit."""
+    editor = script(tmp_path, "ed.sh", 'echo "- echo typed so far" >> "$1"; echo $$ > "$1.pid"; exec sleep 30\n')
+    p = subprocess.Popen([sys.executable, "-m", "pegpar", "l", "--editor", editor], cwd=str(tmp_path),
+                         env=pegpar_env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not list(tmp_path.glob(".queue.yaml.*.pid")) and time.time() < deadline:
+        time.sleep(0.05)
+    [pid_file] = tmp_path.glob(".queue.yaml.*.pid")
+    p.send_signal(signum)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 128 + signum, err
+    assert f"stopped by signal {signum}; queue.yaml left unchanged" in err, err
+    assert qpath.read_text() == ORIGINAL and lock_is_free(qpath)
+    assert (tmp_path / "queue.yaml.rejected").read_text() == ORIGINAL + "- echo typed so far\n"
+    assert not list(tmp_path.glob(".queue.yaml.*.edit.yaml"))
+    editor_pid = int(pid_file.read_text())
+    deadline = time.time() + 10
+    while os.path.exists(f"/proc/{editor_pid}") and time.time() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{editor_pid}")  # the editor was stopped too
