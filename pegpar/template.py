@@ -147,17 +147,23 @@ def _parse(text: str) -> Tuple[tuple, Optional[_Problem]]:
 
 
 _CHAIN = re.compile(r"\{\{~?\s*else\s+[^\s}~]")
+# a number pybars3 cannot read (a fraction or an exponent), outside quotes, in a tag
+_REAL = re.compile(r"\{\{[^}]*?[\s(]-?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?=[eE]))(?:[eE][-+]?[0-9]+)?[\s)~}]")
+_REAL_ARG = re.compile(r"(\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*')"
+                       r"|(?<=[\s(])(-?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?=[eE]))(?:[eE][-+]?[0-9]+)?)(?=[\s)~]|$)")
+_NUMBER_MARK = "\ufdd2"  # starts a string literal that stands for the number after it
 _TOKEN = re.compile(r"\{\{\{\{\s*([^\s}]+).*?\}\}\}\}.*?\{\{\{\{/\s*\1\s*\}\}\}\}"  # a raw block
                     r"|\{\{(~?)!--.*?--(~?)\}\}"  # a long comment
                     r"|\{\{.*?\}\}", re.S)
 
 
 def _rewritten(src: str) -> str:
-    """Two things Handlebars (and so Pegasus) has and pybars3's grammar lacks,
-    in terms it has: a long comment `{{!-- ... --}}` ends at `--}}` only, so it
-    may hold `{{x}}` (it becomes `{{!}}`); and `{{else if x}}` (any block
-    helper after `else`) chains become nested blocks, closed together."""
-    if "{{!--" not in src and not _CHAIN.search(src):
+    """What Handlebars (and so Pegasus) has and pybars3's grammar lacks, in
+    terms it has: a long comment `{{!-- ... --}}` ends at `--}}` only, so it
+    may hold `{{x}}` (it becomes `{{!}}`); `{{else if x}}` (any block helper
+    after `else`) chains become nested blocks, closed together; and numbers
+    like 0.05 or 1e3 become marked string literals (_args reads them back)."""
+    if "{{!--" not in src and not _CHAIN.search(src) and not _REAL.search(src):
         return src
     out = []
     pos = 0
@@ -172,7 +178,8 @@ def _rewritten(src: str) -> str:
         if tag.startswith("{{!--") or tag.startswith("{{~!--"):
             out.append("{{" + match.group(2) + "!" + match.group(3) + "}}")
             continue
-        inner = tag[2:-2]
+        inner = _REAL_ARG.sub(lambda m: m.group(1) or f"'{_NUMBER_MARK}{m.group(2)}'", tag[2:-2])
+        tag = "{{" + inner + "}}"
         left, right = ("~" if inner.startswith("~") else ""), ("~" if inner.endswith("~") else "")
         body = inner.strip("~").strip()
         words = body.split(None, 1)
@@ -309,6 +316,8 @@ def _args(items: Sequence[Any]) -> tuple:
             value = item[1]
             if isinstance(value, str):  # pybars3 keeps string literals as Python source
                 value = ast.literal_eval(value)
+                if value.startswith(_NUMBER_MARK):  # a number _rewritten hid from pybars3
+                    value = float(value[1:])
             out.append(("literal", value))
         elif kind == "subexpr":
             out.append(("sub", "".join(item[1][1]), _args(item[2])))

@@ -223,6 +223,12 @@ def test_else_if_chains_as_in_handlebars(opt, expected):
     assert render("{{{{raw}}}}{{else if x}}{{{{/raw}}}}") == "{{else if x}}"
 
 
+def test_numbers_with_a_fraction_or_an_exponent_as_in_handlebars():
+    assert render("{{#if (gt f 0.25)}}big{{/if}} {{lt f .75}} {{gt n 2.5}} {{gt f 1e3}} {{eq f 0.5}} {{lt f -1.5}}") \
+        == "big true true false true false"
+    assert render("{{eq x '0.5 a'}} 0.5 {{#if (lt f 1.0E-1)}}t{{else}}f{{/if}}", x="0.5 a") == "true 0.5 f"
+
+
 def test_a_long_comment_ends_at_its_own_end_only():
     assert render("train {{!-- --seed {{n}} --}} --lr {{f}}") == "train  --lr 0.5"
     assert render("{{!-- a }} b --}}z {{~!-- c --~}} y") == "zy"
