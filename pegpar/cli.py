@@ -184,9 +184,8 @@ def _unfinished(queue_file: str) -> bool:
     the run recovers them, even with the queue file gone."""
     from pegpar.state import StateDir, state_dir_for
 
-    records = StateDir(state_dir_for(queue_file)).journal()
-    done = {r.get("seq") for r in records if r.get("event") in ("done", "untaken")}
-    return any(r.get("event") == "dispatch" and r.get("seq") not in done for r in records)
+    run = StateDir(state_dir_for(queue_file)).last_run()  # a start resets the journal to its own run
+    return run is not None and bool(run.unfinished())
 
 
 @main.command()

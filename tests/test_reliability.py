@@ -755,3 +755,23 @@ def test_a_kill_right_after_dispatch_leaves_nothing_running(tmp_path, cluster, p
     assert left == ["0"] * 4, (left, err)
     assert p.returncode == 1 and "never" not in out, (out, err)
     assert records(tmp_path) and all(not r.ok for r in records(tmp_path)), err
+
+
+@pytest.mark.parametrize("untaken", [False, True])
+def test_a_missing_queue_file_is_an_error_unless_a_crash_left_jobs(tmp_path, pegpar_env, untaken):
+    """A job a crash left unfinished is recovered (put back and run) even with
+    the queue file gone; a job of an abandoned pop is no such job."""
+    state = tmp_path / ".pegpar"
+    state.mkdir(mode=0o700)
+    (state / "journal").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"event": "seqs", "seq": 0}, {"event": "run", "run": "r", "pid": 1, "started": 1.0, "mode": "q"},
+        {"event": "dispatch", "run": "r", "seq": 1, "node": "localhost/1", "host": "localhost",
+         "command": "echo one >> ran", "canonical": "echo one >> ran", "start": 1.0}]
+        + ([{"event": "untaken", "run": "r", "seq": 1}] if untaken else [])))
+    r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env)
+    if untaken:
+        assert r.returncode == 2 and "no such queue file" in r.stderr, r.stderr
+        assert not (tmp_path / "ran").exists()
+    else:
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "ran").read_text() == "one\n"
