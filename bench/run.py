@@ -306,11 +306,11 @@ class Bench:
         turn pays per host."""
         if remote in self._waves:
             return self._waves[remote]
-        from pegpar import backend
+        from pegpar import backend, runtime
         from pegpar.expand import SubNode
 
         wd = self.workdir("wave-remote" if remote else "wave-local")
-        rt = backend.runtime(os.path.join(wd, ".pegpar"), self.cluster.ssh_config if remote else None)
+        rt = runtime.runtime(os.path.join(wd, ".pegpar"), self.cluster.ssh_config if remote else None)
         node = SubNode("node-1", "node-1", (), False) if remote else SubNode("localhost/1", "localhost", (), True)
         walls, cpus = [], []
         for i in range(self.cfg.wave_reps + 1):  # the first one starts the ControlMaster: not counted
@@ -335,13 +335,13 @@ class Bench:
 
     def cleanup(self) -> None:
         """pegpar's run directories of our work dirs (its ssh masters die with the cluster)."""
-        from pegpar import backend
+        from pegpar import runtime
 
         for path in self.workdirs:
             state = os.path.join(path, ".pegpar")
             if os.path.isdir(state):
                 try:
-                    shutil.rmtree(backend.runtime(state, None).run_dir, ignore_errors=True)
+                    shutil.rmtree(runtime.runtime(state, None).run_dir, ignore_errors=True)
                 except Exception:  # cleaning up must not hide the results
                     pass
 

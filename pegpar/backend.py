@@ -1,4 +1,4 @@
-"""GNU parallel as the executor: the vendored script, the ssh wrapper, waves of jobs.
+"""GNU parallel as the executor: waves of jobs, one parallel per host.
 
 pegpar decides placement; parallel runs what it is handed. A *wave* is one
 parallel invocation for jobs on ONE host: no hostgroups (F3/F4), no duplicate
@@ -18,168 +18,19 @@ whole.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shlex
 import signal
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional
 
 from pegpar import joblog, proc
 from pegpar.errors import UserError
 from pegpar.expand import Job, SubNode
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-JOB_MARK = "PEGPAR_JOB"
-
-# Where a node keeps the ids of killed jobs, so that a job whose shell had not
-# started when the kill came never runs (KILL_SCRIPT writes them, JOB_GUARD
-# reads them). No braces: parallel reads JOB_GUARD as part of its command template.
-KILLED_DIR = 'd=$TMPDIR; [ -n "$d" ] || d=/tmp; d=$d/pegpar-killed-$USER'
-
-# The job's shell, run as `sh -c JOB_GUARD COMMAND` under its kill mark: a job
-# killed before it started exits at once (143, as for SIGTERM); else the command
-# replaces it, run by `sh -c` as written.
-JOB_GUARD = KILLED_DIR + '; [ -e "$d/$PEGPAR_JOB" ] && exit 143; exec sh -c "$0"'
-
-# Run by `sh -c` on a node with the job ids (letters, digits, `-`) as arguments: marks the
-# ids killed (files over a day old go), then signals every process whose environment
-# carries one of the ids, then KILLs survivors. Marked first: a job that starts after the
-# scan sees its mark and does not run; one that started before is found by the scan.
-KILL_SCRIPT = KILLED_DIR + r"""
-mkdir -p "$d" 2>/dev/null && for id in "$@"; do : > "$d/$id"; done
-find "$d" -type f -mmin +1440 -exec rm -f {} + 2>/dev/null
-found() {
-  set -- $(for id in "$@"; do echo "-e PEGPAR_JOB=$id"; done)
-  grep -lzx "$@" /proc/[0-9]*/environ 2>/dev/null | sed -e 's,^/proc/,,' -e 's,/environ$,,'
-}
-pids=$(found "$@"); [ -n "$pids" ] && kill -TERM $pids 2>/dev/null
-i=0
-while [ $i -lt 20 ]; do
-  pids=$(found "$@"); [ -z "$pids" ] && exit 0
-  sleep 0.1; i=$((i+1))
-done
-kill -KILL $pids 2>/dev/null
-exit 0
-"""
-
-
-def parallel_script() -> str:
-    """The vendored GNU parallel: inside the installed package, or vendor/ in a checkout."""
-    for candidate in (os.path.join(_HERE, "vendor", "parallel"),
-                      os.path.join(os.path.dirname(_HERE), "vendor", "parallel", "parallel")):
-        if os.path.isfile(candidate):
-            return candidate
-    raise UserError("the vendored GNU parallel is missing from this installation",
-                    hint="reinstall pegpar")
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where one controller keeps its files.
-
-    `state_dir` sits next to the queue file (joblog, logs, journal). `run_dir`
-    is short and free of spaces: it holds the ssh wrapper (parallel starts the
-    ControlMaster only for an ssh command without spaces, F6), the ControlPath
-    sockets (unix socket paths are limited to ~100 bytes) and PARALLEL_HOME
-    (so a user's ~/.parallel/config cannot change pegpar's behaviour, F9).
-    """
-
-    state_dir: str
-    run_dir: str
-    ssh: str  # the wrapper script
-    ssh_config: Optional[str]
-    connect_timeout: int = 10
-    # session groups whose wrapper this process wrote (an earlier run's may
-    # name another ssh config or timeout)
-    written: Set[int] = field(default_factory=set, compare=False)
-
-    @property
-    def logs_dir(self) -> str:
-        return os.path.join(self.state_dir, "logs")
-
-    @property
-    def waves_dir(self) -> str:
-        return os.path.join(self.run_dir, "waves")
-
-    def ssh_for(self, group: int) -> str:
-        return self.ssh if group == 0 else f"{self.ssh}-{group}"
-
-    def job_id(self, seq: int) -> str:
-        """Unique on any node: this queue's key and the job's seq."""
-        return f"{os.path.basename(self.run_dir)}-{seq}"
-
-    def env(self) -> Dict[str, str]:
-        env = dict(os.environ)
-        env["PARALLEL_HOME"] = os.path.join(self.run_dir, "parallel-home")
-        env["PARALLEL_SHELL"] = "/bin/sh"
-        env.pop("PARALLEL", None)  # options from the environment would change pegpar's runs
-        return env
-
-
-def _private_dir(path: str) -> str:
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
-
-
-def runtime(state_dir: str, ssh_config: Optional[str], connect_timeout: int = 10) -> Runtime:
-    """Create the state and run directories and write the ssh wrapper."""
-    if ssh_config is not None:
-        if not os.path.isfile(ssh_config):
-            raise UserError("ssh config file does not exist", where=ssh_config)
-        ssh_config = os.path.abspath(ssh_config)
-    state_dir = os.path.abspath(state_dir)
-    _private_dir(state_dir)
-    _private_dir(os.path.join(state_dir, "logs"))
-    key = hashlib.sha1(state_dir.encode()).hexdigest()[:12]
-    base = _private_dir(os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}"))
-    run_dir = _private_dir(os.path.join(base, key))
-    for sub in ("parallel-home", "waves", "cm"):
-        _private_dir(os.path.join(run_dir, sub))
-    rt = Runtime(state_dir, run_dir, os.path.join(run_dir, "ssh"), ssh_config, connect_timeout)
-    _write_wrapper(rt, 0)
-    return rt
-
-
-def ssh_wrapper(rt: Runtime, group: int) -> str:
-    """The ssh command of a session group, written when first needed."""
-    return rt.ssh_for(group) if group in rt.written else _write_wrapper(rt, group)
-
-
-def _write_wrapper(rt: Runtime, group: int) -> str:
-    """The ssh command parallel runs for one session group (see session_groups):
-    connection sharing through its own ControlMaster; host-key checking is left
-    as the user's ssh config has it."""
-    path = rt.ssh_for(group)
-    argv = ["ssh"]
-    if rt.ssh_config:
-        argv += ["-F", rt.ssh_config]
-    suffix = f".{group}" if group else ""
-    argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={rt.run_dir}/cm/%C{suffix}",
-             "-o", "ControlPersist=600", "-o", f"ConnectTimeout={rt.connect_timeout}",
-             "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "BatchMode=yes"]
-    script = "#!/bin/sh\n" + " ".join(shlex.quote(a) for a in argv) + ' "$@"\n' + REPORT_END
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(script)
-    os.chmod(tmp, 0o700)
-    os.replace(tmp, path)
-    rt.written.add(group)
-    return path
-
-
-# The end of a job run by a wave (PEGPAR_DONE names the wave's `.done` file;
-# parallel sets PARALLEL_SEQ): one line "SEQ STATUS", a single small append.
-# No `${...}`: parallel reads the local job line below as its command template.
-REPORT_END = """s=$?
-[ -z "$PEGPAR_DONE" ] || echo "$PARALLEL_SEQ $s" >> "$PEGPAR_DONE"
-exit $s
-"""
+from pegpar.remote import JOB_GUARD
+from pegpar.runtime import JOB_MARK, REPORT_END, Runtime, parallel_script, ssh_wrapper, sshlogin
 
 # How a local wave runs a job: the command line parallel's shell (/bin/sh)
 # runs, parallel quoting the id and the decoded command into it: the job under
@@ -187,30 +38,6 @@ exit $s
 # parallel's shell would have it (a job killed by a signal: 128 + N). One shell
 # and the job's own `sh -c`: no wrapper process in between.
 LOCAL_JOB = f"{JOB_MARK}={{3}} sh -c {shlex.quote(JOB_GUARD)} {{DECODE}}\n" + REPORT_END
-
-
-def sshlogin(host: str) -> str:
-    """A host as GNU parallel's --sshlogin takes it: ssh's URL form
-    `ssh://[user@]host[:port]` becomes `[user@]host[:port]` (parallel would
-    read `ssh` as a user and the rest as a password); the ssh it runs gets
-    `-p PORT -l USER host`, which shares the connection ssh://... opened."""
-    return host[len("ssh://"):] if host.startswith("ssh://") else host
-
-
-SESSIONS_PER_MASTER = 8  # sshd's default MaxSessions is 10 per connection
-
-
-def session_groups(nodes: List[SubNode]) -> Dict[str, int]:
-    """Sub-node name -> which shared connection its jobs use: the 1st to 8th
-    sub-node of a host share one master, the 9th to 16th a second one, so a
-    host with many sub-nodes never exceeds sshd's MaxSessions."""
-    seen: Dict[str, int] = {}
-    groups = {}
-    for node in nodes:
-        k = seen.get(node.host, 0)
-        seen[node.host] = k + 1
-        groups[node.name] = k // SESSIONS_PER_MASTER
-    return groups
 
 
 @dataclass
@@ -327,135 +154,6 @@ def adopt_wave(left: LeftWave, host: str, jobs: List[Optional[Running]]) -> Opti
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.=,-]+")
-
-
-def kill_jobs(rt: Runtime, node: SubNode, seqs: List[int]) -> subprocess.Popen:
-    """Start killing jobs on their node (all processes carrying their marks)."""
-    ids = [rt.job_id(s) for s in seqs]
-    if node.local:
-        argv = ["sh", "-c", KILL_SCRIPT, "pegpar-kill"] + ids
-    else:
-        argv = [rt.ssh, node.host, "sh -c " + shlex.quote(KILL_SCRIPT) + " pegpar-kill " +
-                " ".join(shlex.quote(i) for i in ids)]
-    return proc.spawn(argv, env=rt.env(), stderr=subprocess.DEVNULL)
-
-
-class Probe:
-    """An ssh check of one host, running in the background. A successful check
-    leaves a ControlMaster behind that later jobs share, so jobs starting
-    together never race to create one: one master per session group of the
-    host (`groups`, see session_groups), the first checked first, the others
-    then made MASTERS_AT_ONCE at a time (sshd drops connections beyond its
-    MaxStartups, 10 by default). `shared_ok`: a live ControlMaster for the
-    host (`ssh -O check`, no round trip) counts as an answer; a master whose
-    host died exits within the ServerAlive bound (15 s)."""
-
-    def __init__(self, rt: Runtime, host: str, timeout: float, shared_ok: bool = False, groups: int = 1):
-        self.rt = rt
-        self.host = host
-        self.deadline = time.time() + timeout
-        self.timeout = timeout
-        self._err = tempfile.TemporaryFile()
-        self.checking = shared_ok
-        self.later = list(range(1, groups))  # the other groups' masters, once the host answered
-        self.others: List[subprocess.Popen] = []
-        self.answered = False  # the first check succeeded: the others' turn
-        argv = [rt.ssh, "-O", "check", host] if shared_ok else [rt.ssh, host, "true"]
-        self.process = proc.spawn(argv, env=rt.env(), stderr=self._err)
-
-    def result(self) -> Optional[str]:
-        """None while running; "" when the host answered; else the reason it failed."""
-        if self.answered:
-            return self._others()
-        code = self.process.poll()
-        if code is not None and self.checking:
-            self.checking = False
-            if code == 0:
-                return self._answered()
-            self._err.seek(0)
-            self._err.truncate()
-            self.process = proc.spawn([self.rt.ssh, self.host, "true"], env=self.rt.env(), stderr=self._err)
-            return None
-        if code is None:
-            return self._waiting()
-        if code == 0:
-            return self._answered()
-        return self._reason(code)
-
-    def _answered(self) -> Optional[str]:
-        self.answered = True
-        self._err.seek(0)
-        self._err.truncate()  # what the first check said ("Master running"): not a reason
-        return self._others()
-
-    def _others(self) -> Optional[str]:
-        """The other groups' masters: "" once all are up."""
-        for p in list(self.others):
-            code = p.poll()
-            if code is None:
-                continue
-            self.others.remove(p)
-            if code != 0:
-                self.later.clear()
-                return self._reason(code)
-        while self.later and len(self.others) < MASTERS_AT_ONCE:
-            self.deadline = time.time() + self.timeout  # each connection has its own time to answer
-            ssh = ssh_wrapper(self.rt, self.later.pop(0))
-            self.others.append(proc.spawn([ssh, self.host, "true"], env=self.rt.env(), stderr=self._err))
-        if self.others:
-            return self._waiting()
-        return ""
-
-    def _waiting(self) -> Optional[str]:
-        if time.time() < self.deadline:
-            return None
-        self.kill()
-        return f"no answer within {self.timeout:g} s"
-
-    def kill(self) -> None:
-        """Stop the check (nothing more is started)."""
-        for p in [self.process] + self.others:
-            p.kill()
-            p.wait()
-        self.others.clear()
-        self.later.clear()
-
-    def _reason(self, code: int) -> str:
-        self._err.seek(0)
-        lines = [x for x in self._err.read().decode("utf-8", "replace").splitlines() if x.strip()]
-        for p in self.others:
-            p.kill()
-            p.wait()
-        self.others.clear()
-        return lines[-1] if lines else f"ssh exited {code}"
-
-
-MASTERS_AT_ONCE = 4
-
-
-def probe(rt: Runtime, hosts: List[str], timeout: float, shared_ok: bool = False,
-          groups: Optional[Dict[str, int]] = None) -> Dict[str, str]:
-    """Check hosts in parallel; {host: reason} for those that fail. `groups`:
-    how many session groups (shared connections) each host has (default 1)."""
-    probes = [Probe(rt, h, timeout, shared_ok, (groups or {}).get(h, 1)) for h in hosts]
-    failed: Dict[str, str] = {}
-    while probes:
-        for p in list(probes):
-            r = p.result()
-            if r is not None:
-                probes.remove(p)
-                if r:
-                    failed[p.host] = r
-        time.sleep(0.02)
-    return failed
-
-
-def group_counts(nodes: List[SubNode]) -> Dict[str, int]:
-    """Host -> how many session groups (shared connections) its sub-nodes use."""
-    counts: Dict[str, int] = {}
-    for node in nodes:
-        counts[node.host] = counts.get(node.host, 0) + 1
-    return {host: -(-n // SESSIONS_PER_MASTER) for host, n in counts.items()}
 
 
 TIMED_OUT = "This job was killed because it timed out:"

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
-from pegpar import backend, expand, joblog, spec
+from pegpar import backend, expand, joblog, remote, runtime, spec
 from pegpar.backend import Running, Wave
 from pegpar.errors import NotYet, UserError
 from pegpar.expand import Job, SubNode
@@ -90,15 +90,15 @@ class Controller:
         # Written by start() once this process owns the queue: the ssh wrapper
         # lives in a directory shared by every pegpar on this queue, and one
         # that is refused must not rewrite it under the controller that runs.
-        self.rt: backend.Runtime
+        self.rt: runtime.Runtime
         self.run_id = f"{int(time.time())}-{os.getpid()}"
         self.down: Dict[str, str] = {}  # host -> why
-        self.probes: Dict[str, backend.Probe] = {}
+        self.probes: Dict[str, remote.Probe] = {}
         # host -> seqs of jobs put back from it while it was down: what is left of
         # them there is killed when it answers again, by this run or a later one
         self.left_behind: Dict[str, List[int]] = {}
         # hosts being asked whether they still answer, with the jobs that wait for the answer
-        self.suspects: Dict[str, Tuple[backend.Probe, List[Tuple[Running, joblog.Record, str]]]] = {}
+        self.suspects: Dict[str, Tuple[remote.Probe, List[Tuple[Running, joblog.Record, str]]]] = {}
         self.next_probe: Dict[str, float] = {}
         self.leaving: set = set()  # sub-node names removed from the hosts file
         self.hosts_mtime = _mtime(opts.hosts_file)
@@ -183,7 +183,7 @@ class Controller:
         for job in jobs:
             by_node.setdefault(job.node.host, []).append(job)
         for group in by_node.values():
-            self.killers.append(backend.kill_jobs(self.rt, group[0].node, [j.seq for j in group]))
+            self.killers.append(remote.kill_jobs(self.rt, group[0].node, [j.seq for j in group]))
 
     # -- start ----------------------------------------------------------
     def start(self) -> None:
@@ -191,7 +191,7 @@ class Controller:
         self.state.claim({"pid": os.getpid(), "started": time.time(), "mode": self.opts.mode,
                           "queue_file": os.path.abspath(self.opts.queue_file),
                           "hosts_file": os.path.abspath(self.opts.hosts_file), "run": self.run_id})
-        self.rt = backend.runtime(self.state.path, self.opts.ssh_config, self.opts.connect_timeout)
+        self.rt = runtime.runtime(self.state.path, self.opts.ssh_config, self.opts.connect_timeout)
         backend.forget_unfilled(self.rt)
         followed = self._recover()
         # One atomic rewrite: the seqs given out so far, this run, and the jobs it
@@ -217,9 +217,9 @@ class Controller:
         """Check the hosts of `nodes` (of `every` sub-node there will be: how
         many shared connections each host needs) and start their connections."""
         hosts = sorted({n.host for n in nodes if not n.local})
-        groups = backend.group_counts(every or nodes)
+        groups = runtime.group_counts(every or nodes)
         # a live shared connection answers for its host (a check without a round trip)
-        failed = backend.probe(self.rt, hosts, self.opts.connect_timeout + 1, shared_ok=True,
+        failed = remote.probe(self.rt, hosts, self.opts.connect_timeout + 1, shared_ok=True,
                                groups=groups) if hosts else {}
         for host, why in failed.items():
             self.printer.say(f"host {host} left out: {why}")
@@ -335,7 +335,7 @@ class Controller:
             return
         self.printer.say(f"killing what is left on {host} of job(s) run again elsewhere: "
                          + ", ".join(f"#{seq}" for seq in seqs))
-        self.killers.append(backend.kill_jobs(self.rt, node, seqs))
+        self.killers.append(remote.kill_jobs(self.rt, node, seqs))
         self.state.journal_append([{"event": "left-killed", "run": self.run_id, "seq": seq} for seq in seqs],
                                   sync=False)
 
@@ -552,8 +552,8 @@ class Controller:
             probe = self.probes.get(host)
             if probe is None:
                 if now >= self.next_probe.get(host, 0):
-                    self.probes[host] = backend.Probe(self.rt, host, self.opts.connect_timeout + 1,
-                                                      groups=backend.group_counts(self.nodes).get(host, 1))
+                    self.probes[host] = remote.Probe(self.rt, host, self.opts.connect_timeout + 1,
+                                                      groups=runtime.group_counts(self.nodes).get(host, 1))
                 continue
             result = probe.result()
             if result is None:
@@ -680,7 +680,7 @@ class Controller:
                 self._put_back_from_down(job, reason)
             else:  # is the host still there? Asked in the background; its sub-nodes wait
                 probe, jobs = self.suspects.get(job.node.host) or (
-                    backend.Probe(self.rt, job.node.host, self.opts.connect_timeout + 1), [])
+                    remote.Probe(self.rt, job.node.host, self.opts.connect_timeout + 1), [])
                 self.suspects[job.node.host] = (probe, jobs + [(job, rec, reason)])
             return
         self._failed(job, rec, reason)
@@ -889,7 +889,7 @@ class Controller:
 
     def _warm_up(self) -> None:
         """A ready parallel for every host (and session group)."""
-        groups = backend.session_groups(self.nodes)
+        groups = runtime.session_groups(self.nodes)
         for node in self.nodes:
             key = _key(node, groups)
             if key not in self.warm:
@@ -900,7 +900,7 @@ class Controller:
 
     def _launch(self, placed: List[Running]) -> List[Running]:
         by_host: Dict[Tuple[str, bool, int], List[Running]] = {}
-        groups = backend.session_groups(self.nodes)
+        groups = runtime.session_groups(self.nodes)
         for running in placed:
             by_host.setdefault(_key(running.node, groups), []).append(running)
             self.busy[running.node.name] = running

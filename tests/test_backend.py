@@ -14,14 +14,14 @@ import time
 from runner import pegpar, records, write_queue
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from pegpar import backend  # noqa: E402
+from pegpar import backend, remote, runtime  # noqa: E402
 from pegpar.expand import SubNode  # noqa: E402
 
 LOCAL = SubNode("localhost/1", "localhost", (), True)
 
 
-def _runtime(tmp_path, ssh_config=None) -> backend.Runtime:
-    return backend.runtime(str(tmp_path / ".pegpar"), ssh_config)
+def _runtime(tmp_path, ssh_config=None) -> runtime.Runtime:
+    return runtime.runtime(str(tmp_path / ".pegpar"), ssh_config)
 
 
 def _job(rt, seq, node, command) -> backend.Running:
@@ -111,7 +111,7 @@ def _perl_counter(tmp_path, env):
             break
     assert real is not None
     shim = bin_dir / "perl"
-    shim.write_text(f"#!/bin/sh\n[ \"$1\" = '{backend.parallel_script()}' ] && echo x >> '{log}'\n"
+    shim.write_text(f"#!/bin/sh\n[ \"$1\" = '{runtime.parallel_script()}' ] && echo x >> '{log}'\n"
                     f"exec '{real}' \"$@\"\n")
     shim.chmod(0o755)
     env = dict(env, PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
@@ -138,7 +138,7 @@ def test_many_short_jobs_share_a_few_parallel_invocations(tmp_path, pegpar_env):
 
 
 def _probe(rt, host, shared_ok):
-    p = backend.Probe(rt, host, 10, shared_ok)
+    p = remote.Probe(rt, host, 10, shared_ok)
     return _until(lambda: (p.result(),) if p.result() is not None else None)[0], p
 
 
@@ -169,9 +169,9 @@ def test_a_probe_starts_the_shared_connection_of_every_session_group(tmp_path, c
     os.chmod(stale, 0o700)
     rt = _runtime(tmp_path, cluster.ssh_config)
     nodes = [SubNode(f"node-2 (slot={i})", "node-2", (("slot", i),), False) for i in range(20)]
-    groups = backend.group_counts(nodes)
+    groups = runtime.group_counts(nodes)
     assert groups == {"node-2": 3}
-    assert backend.probe(rt, ["node-2"], 10, shared_ok=True, groups=groups) == {}
+    assert remote.probe(rt, ["node-2"], 10, shared_ok=True, groups=groups) == {}
     for group in range(3):
         check = subprocess.run([rt.ssh_for(group), "-O", "check", "node-2"], stdin=subprocess.DEVNULL,
                                capture_output=True, text=True)
@@ -220,8 +220,8 @@ def test_each_extra_shared_connection_has_its_own_time_to_answer(tmp_path, monke
     slow = tmp_path / "slow-ssh"
     slow.write_text("#!/bin/sh\nsleep 0.6\n")
     slow.chmod(0o700)
-    rt = backend.Runtime(rt.state_dir, rt.run_dir, str(slow), None)
-    monkeypatch.setattr(backend, "ssh_wrapper", lambda rt, group: str(slow))
-    monkeypatch.setattr(backend, "MASTERS_AT_ONCE", 1)
-    assert backend.probe(rt, ["h"], 1.0, groups={"h": 3}) == {}
-    assert backend.probe(rt, ["h"], 0.3, groups={"h": 3}) == {"h": "no answer within 0.3 s"}
+    rt = runtime.Runtime(rt.state_dir, rt.run_dir, str(slow), None)
+    monkeypatch.setattr(remote, "ssh_wrapper", lambda rt, group: str(slow))
+    monkeypatch.setattr(remote, "MASTERS_AT_ONCE", 1)
+    assert remote.probe(rt, ["h"], 1.0, groups={"h": 3}) == {}
+    assert remote.probe(rt, ["h"], 0.3, groups={"h": 3}) == {"h": "no answer within 0.3 s"}

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from pegpar import joblog
-from pegpar.backend import parallel_script
+from pegpar.runtime import parallel_script
 from pegpar.errors import UserError
 from pegpar.joblog import Record
 from pegpar.logview import duration, local_time, log, logs

@@ -129,7 +129,7 @@ def test_sigkill_at_random_moments_then_restart_runs_every_job_once(tmp_path, cl
     assert max(successes.values()) == 1, [c for c, k in successes.items() if k > 1]
     seqs = collections.Counter(r.seq for r in recs)
     assert max(seqs.values()) == 1, [s for s, k in seqs.items() if k > 1]
-    # and the waves' files, read, are gone (where backend.runtime() keeps them)
+    # and the waves' files, read, are gone (where runtime.runtime() keeps them)
     waves = os.path.join(_run_dir(tmp_path / ".pegpar", pegpar_env), "waves")
     assert [n for n in os.listdir(waves) if re.match(r"\d+\.", n)] == []
 
@@ -446,7 +446,7 @@ def test_state_is_private_and_the_ssh_wrapper_keeps_host_key_checking(tmp_path, 
 
 
 def _run_dir(state, env):
-    """Where backend.runtime() puts the run directory of a state directory."""
+    """Where runtime.runtime() puts the run directory of a state directory."""
     key = hashlib.sha1(str(state).encode()).hexdigest()[:12]
     return os.path.join(env["TMPDIR"], f"pegpar-{os.getuid()}", key)
 

@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 
-from pegpar import backend
+from pegpar import runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENDOR = os.path.join(ROOT, "vendor", "parallel")
@@ -21,11 +21,11 @@ def test_script_matches_the_recorded_sha256():
 
 
 def test_pegpar_runs_its_own_copy_with_its_own_home(tmp_path):
-    script = backend.parallel_script()
+    script = runtime.parallel_script()
     assert os.path.basename(os.path.dirname(script)) in ("vendor", "parallel")
     with open(script, "rb") as a, open(os.path.join(VENDOR, "parallel"), "rb") as b:
         assert a.read() == b.read()
-    rt = backend.runtime(str(tmp_path / ".pegpar"), None)
+    rt = runtime.runtime(str(tmp_path / ".pegpar"), None)
     env = rt.env()
     assert env["PARALLEL_HOME"].startswith(rt.run_dir) and "PARALLEL" not in env
     out = subprocess.run(["perl", script, "--version"], env=env, capture_output=True, text=True,
@@ -35,7 +35,7 @@ def test_pegpar_runs_its_own_copy_with_its_own_home(tmp_path):
 
 
 def test_the_ssh_wrapper_never_turns_off_host_key_checking(tmp_path):
-    rt = backend.runtime(str(tmp_path / ".pegpar"), None)
+    rt = runtime.runtime(str(tmp_path / ".pegpar"), None)
     text = open(rt.ssh).read()
     assert "StrictHostKeyChecking" not in text and "UserKnownHostsFile" not in text
     assert "ControlMaster=auto" in text and " " not in rt.ssh

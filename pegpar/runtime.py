@@ -1,0 +1,164 @@
+"""Where one controller keeps its files, and how it reaches a node: the
+vendored GNU parallel, the state and run directories, the ssh wrapper with its
+shared connections (session groups), and the environment parallel runs in."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set
+
+from pegpar.errors import UserError
+from pegpar.expand import SubNode
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+JOB_MARK = "PEGPAR_JOB"
+
+
+def parallel_script() -> str:
+    """The vendored GNU parallel: inside the installed package, or vendor/ in a checkout."""
+    for candidate in (os.path.join(_HERE, "vendor", "parallel"),
+                      os.path.join(os.path.dirname(_HERE), "vendor", "parallel", "parallel")):
+        if os.path.isfile(candidate):
+            return candidate
+    raise UserError("the vendored GNU parallel is missing from this installation",
+                    hint="reinstall pegpar")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where one controller keeps its files.
+
+    `state_dir` sits next to the queue file (joblog, logs, journal). `run_dir`
+    is short and free of spaces: it holds the ssh wrapper (parallel starts the
+    ControlMaster only for an ssh command without spaces, F6), the ControlPath
+    sockets (unix socket paths are limited to ~100 bytes) and PARALLEL_HOME
+    (so a user's ~/.parallel/config cannot change pegpar's behaviour, F9).
+    """
+
+    state_dir: str
+    run_dir: str
+    ssh: str  # the wrapper script
+    ssh_config: Optional[str]
+    connect_timeout: int = 10
+    # session groups whose wrapper this process wrote (an earlier run's may
+    # name another ssh config or timeout)
+    written: Set[int] = field(default_factory=set, compare=False)
+
+    @property
+    def logs_dir(self) -> str:
+        return os.path.join(self.state_dir, "logs")
+
+    @property
+    def waves_dir(self) -> str:
+        return os.path.join(self.run_dir, "waves")
+
+    def ssh_for(self, group: int) -> str:
+        return self.ssh if group == 0 else f"{self.ssh}-{group}"
+
+    def job_id(self, seq: int) -> str:
+        """Unique on any node: this queue's key and the job's seq."""
+        return f"{os.path.basename(self.run_dir)}-{seq}"
+
+    def env(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        env["PARALLEL_HOME"] = os.path.join(self.run_dir, "parallel-home")
+        env["PARALLEL_SHELL"] = "/bin/sh"
+        env.pop("PARALLEL", None)  # options from the environment would change pegpar's runs
+        return env
+
+
+def _private_dir(path: str) -> str:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def runtime(state_dir: str, ssh_config: Optional[str], connect_timeout: int = 10) -> Runtime:
+    """Create the state and run directories and write the ssh wrapper."""
+    if ssh_config is not None:
+        if not os.path.isfile(ssh_config):
+            raise UserError("ssh config file does not exist", where=ssh_config)
+        ssh_config = os.path.abspath(ssh_config)
+    state_dir = os.path.abspath(state_dir)
+    _private_dir(state_dir)
+    _private_dir(os.path.join(state_dir, "logs"))
+    key = hashlib.sha1(state_dir.encode()).hexdigest()[:12]
+    base = _private_dir(os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}"))
+    run_dir = _private_dir(os.path.join(base, key))
+    for sub in ("parallel-home", "waves", "cm"):
+        _private_dir(os.path.join(run_dir, sub))
+    rt = Runtime(state_dir, run_dir, os.path.join(run_dir, "ssh"), ssh_config, connect_timeout)
+    _write_wrapper(rt, 0)
+    return rt
+
+
+def ssh_wrapper(rt: Runtime, group: int) -> str:
+    """The ssh command of a session group, written when first needed."""
+    return rt.ssh_for(group) if group in rt.written else _write_wrapper(rt, group)
+
+
+def _write_wrapper(rt: Runtime, group: int) -> str:
+    """The ssh command parallel runs for one session group (see session_groups):
+    connection sharing through its own ControlMaster; host-key checking is left
+    as the user's ssh config has it."""
+    path = rt.ssh_for(group)
+    argv = ["ssh"]
+    if rt.ssh_config:
+        argv += ["-F", rt.ssh_config]
+    suffix = f".{group}" if group else ""
+    argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={rt.run_dir}/cm/%C{suffix}",
+             "-o", "ControlPersist=600", "-o", f"ConnectTimeout={rt.connect_timeout}",
+             "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "BatchMode=yes"]
+    script = "#!/bin/sh\n" + " ".join(shlex.quote(a) for a in argv) + ' "$@"\n' + REPORT_END
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(script)
+    os.chmod(tmp, 0o700)
+    os.replace(tmp, path)
+    rt.written.add(group)
+    return path
+
+
+# The end of a job run by a wave (PEGPAR_DONE names the wave's `.done` file;
+# parallel sets PARALLEL_SEQ): one line "SEQ STATUS", a single small append.
+# No `${...}`: parallel reads the local job line below as its command template.
+REPORT_END = """s=$?
+[ -z "$PEGPAR_DONE" ] || echo "$PARALLEL_SEQ $s" >> "$PEGPAR_DONE"
+exit $s
+"""
+
+
+def sshlogin(host: str) -> str:
+    """A host as GNU parallel's --sshlogin takes it: ssh's URL form
+    `ssh://[user@]host[:port]` becomes `[user@]host[:port]` (parallel would
+    read `ssh` as a user and the rest as a password); the ssh it runs gets
+    `-p PORT -l USER host`, which shares the connection ssh://... opened."""
+    return host[len("ssh://"):] if host.startswith("ssh://") else host
+
+
+SESSIONS_PER_MASTER = 8  # sshd's default MaxSessions is 10 per connection
+
+
+def session_groups(nodes: List[SubNode]) -> Dict[str, int]:
+    """Sub-node name -> which shared connection its jobs use: the 1st to 8th
+    sub-node of a host share one master, the 9th to 16th a second one, so a
+    host with many sub-nodes never exceeds sshd's MaxSessions."""
+    seen: Dict[str, int] = {}
+    groups = {}
+    for node in nodes:
+        k = seen.get(node.host, 0)
+        seen[node.host] = k + 1
+        groups[node.name] = k // SESSIONS_PER_MASTER
+    return groups
+
+
+def group_counts(nodes: List[SubNode]) -> Dict[str, int]:
+    """Host -> how many session groups (shared connections) its sub-nodes use."""
+    counts: Dict[str, int] = {}
+    for node in nodes:
+        counts[node.host] = counts.get(node.host, 0) + 1
+    return {host: -(-n // SESSIONS_PER_MASTER) for host, n in counts.items()}
