@@ -20,7 +20,7 @@ from typing import List, Optional, Union
 
 import click
 
-from pegpar import expand, queue, spec
+from pegpar import durable, expand, queue, queuetext, spec
 from pegpar.errors import UserError
 
 FALLBACK_EDITORS = ("vi", "vim", "nano")
@@ -89,7 +89,7 @@ def _edit_locked(queue_path: str, real: str, argv: List[str]) -> int:
             original: Optional[bytes] = f.read()
             mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
     except FileNotFoundError:
-        original, mode = None, queue.new_file_mode()
+        original, mode = None, durable.new_file_mode()
     folder, name = os.path.split(real)
     fd, copy = tempfile.mkstemp(prefix=f".{name}.", suffix=".edit.yaml", dir=folder)
     try:
@@ -118,7 +118,7 @@ def _edit_locked(queue_path: str, real: str, argv: List[str]) -> int:
             if edited == (original or b""):
                 return 0
             try:
-                entries = queue.check_text(edited, queue_path)
+                entries = queuetext.check_text(edited, queue_path)
             except UserError as err:
                 _say(f"pegpar: {err}")
                 if _interactive() and _ask() == "e":

@@ -106,3 +106,16 @@ class Printer:
         if self.progress and self._status:
             self.out.write(self._status)
             self.out.flush()
+
+
+def brief(text: str) -> str:
+    """A command in a message: one line, at most 80 characters."""
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def clock(seconds: float) -> str:
+    """M:SS, or H:MM:SS from an hour on."""
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"

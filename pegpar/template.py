@@ -26,11 +26,10 @@ from __future__ import annotations
 import ast
 import functools
 import re
-import shlex
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
+from pegpar import helpers
 from pegpar.errors import UserError
 from pegpar.spec import Scalar, Source, scalar_text
 
@@ -47,10 +46,10 @@ def render(text: str, variables: Mapping[str, Scalar], source: Source) -> str:
         return "".join(part if i % 2 == 0 else scalar_text(variables[part])
                        for i, part in enumerate(simple))
     tree = _checked(text, frozenset(variables), source)
-    written = {name: _Written.of(value) for name, value in variables.items()}
+    written = {name: helpers.Written.of(value) for name, value in variables.items()}
     try:
         out = _Evaluation(written).nodes(tree, _Frame(written, None))
-    except _Problem as problem:
+    except helpers.Problem as problem:
         raise UserError(f"template: {problem.message}", where=str(source), hint=problem.hint) from None
     return out.replace(_LITERAL_OPEN, "{{")
 
@@ -108,13 +107,6 @@ def _simple(text: str) -> Optional[Tuple[str, ...]]:
 _LITERAL_OPEN = "\ufdd0"  # a Unicode noncharacter standing for an escaped "{{" while pybars3 parses
 
 
-class _Problem(Exception):
-    def __init__(self, message: str, hint: Optional[str] = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-
 def _checked(text: str, names: FrozenSet[str], source: Source) -> tuple:
     tree, problem = _parse(text)
     problem = problem or _static_problem(text, names)
@@ -124,7 +116,7 @@ def _checked(text: str, names: FrozenSet[str], source: Source) -> tuple:
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse(text: str) -> Tuple[tuple, Optional[_Problem]]:
+def _parse(text: str) -> Tuple[tuple, Optional[helpers.Problem]]:
     # \\{{ is a backslash then a live {{; \{{ is a literal {{
     src = re.sub(r"\\(\\?)\{\{", lambda m: "\\{{" if m.group(1) else _LITERAL_OPEN, text)
     src = _rewritten(src)
@@ -142,7 +134,7 @@ def _parse(text: str) -> Tuple[tuple, Optional[_Problem]]:
         return (), problem
     try:
         return _nodes(raw), None
-    except _Problem as problem:
+    except helpers.Problem as problem:
         return (), problem.with_traceback(None)  # cached: keep no frames alive
 
 
@@ -243,7 +235,7 @@ def _fill(nodes: Sequence[Any], texts: Iterator[str]) -> tuple:
 
 
 @functools.lru_cache(maxsize=1024)
-def _pybars_parse(src: str) -> Tuple[Any, Optional[_Problem]]:
+def _pybars_parse(src: str) -> Tuple[Any, Optional[helpers.Problem]]:
     """pybars3's parse tree (without the leading "template"), or the syntax problem."""
     from pybars import Compiler
 
@@ -253,7 +245,7 @@ def _pybars_parse(src: str) -> Tuple[Any, Optional[_Problem]]:
         tree, error = grammar.apply("template")
         stop = grammar.input.position
     except Exception:  # pymeta raises its own errors on some inputs; all are syntax errors
-        return (), _Problem("cannot parse the template", _SYNTAX_HINT)
+        return (), helpers.Problem("cannot parse the template", _SYNTAX_HINT)
     if stop < len(src):
         return (), _syntax_problem(src, stop, getattr(error, "position", stop))
     return tuple(tree[1:]), None
@@ -262,21 +254,21 @@ def _pybars_parse(src: str) -> Tuple[Any, Optional[_Problem]]:
 _SYNTAX_HINT = "write \\{{ for a literal {{"
 
 
-def _syntax_problem(src: str, stop: int, farthest: int) -> _Problem:
+def _syntax_problem(src: str, stop: int, farthest: int) -> helpers.Problem:
     rest = src[stop:]
     tag = re.match(r"\{\{~?\s*([#^/]?)\s*([^\s}]*)", rest)
     kind, name = (tag.group(1), tag.group(2)) if tag else ("", "")
     if kind in ("#", "^") and name and "{{/" + name not in rest.replace(" ", ""):
-        return _Problem(f"`{{{{{kind}{name}}}}}` is not closed by `{{{{/{name}}}}}`")
+        return helpers.Problem(f"`{{{{{kind}{name}}}}}` is not closed by `{{{{/{name}}}}}`")
     if kind == "/":
-        return _Problem(f"`{{{{/{name}}}}}` closes a block that is not open")
+        return helpers.Problem(f"`{{{{/{name}}}}}` closes a block that is not open")
     if kind == "" and name in ("else", "^"):
-        return _Problem("`{{else}}` outside a block")
+        return helpers.Problem("`{{else}}` outside a block")
     start = src.rfind("{{", 0, max(farthest, stop + 1))
     end = src.find("}}", max(start, farthest))
     near = src[start:len(src) if end < 0 else end + 2]
     near = near if len(near) <= 40 else near[:37] + "..."
-    return _Problem(f"syntax error near `{near.replace(_LITERAL_OPEN, '{{')}`", _SYNTAX_HINT)
+    return helpers.Problem(f"syntax error near `{near.replace(_LITERAL_OPEN, '{{')}`", _SYNTAX_HINT)
 
 
 def _nodes(items: Sequence[Any]) -> tuple:
@@ -295,7 +287,7 @@ def _nodes(items: Sequence[Any]) -> tuple:
         elif kind == "rawblock":
             out.append(("text", item[3]))
         elif kind == "partial":
-            raise _Problem("partials (`{{> name}}`) are not supported")
+            raise helpers.Problem("partials (`{{> name}}`) are not supported")
         # comments render nothing
     return tuple(out)
 
@@ -322,17 +314,17 @@ def _args(items: Sequence[Any]) -> tuple:
         elif kind == "subexpr":
             out.append(("sub", "".join(item[1][1]), _args(item[2])))
         else:
-            raise _Problem(f"named arguments (`{item[1]}=...`) are not supported")
+            raise helpers.Problem(f"named arguments (`{item[1]}=...`) are not supported")
     return tuple(out)
 
 
 # --- static check --------------------------------------------------------------
 
 @functools.lru_cache(maxsize=4096)
-def _static_problem(text: str, names: FrozenSet[str]) -> Optional[_Problem]:
+def _static_problem(text: str, names: FrozenSet[str]) -> Optional[helpers.Problem]:
     try:
         _check_nodes(_parse(text)[0], names, in_each=False, scoped=False)
-    except _Problem as problem:
+    except helpers.Problem as problem:
         return problem.with_traceback(None)  # cached: keep no frames alive
     return None
 
@@ -380,23 +372,23 @@ def _check_path(path: Tuple[str, ...], names: FrozenSet[str], in_each: bool, sco
         if head == "@root":
             _check_path(path[1:] or ("this",), names, in_each, False)
         elif head not in _DATA_NAMES:
-            raise _Problem(f"unknown data variable `{head}`")
+            raise helpers.Problem(f"unknown data variable `{head}`")
         elif not in_each:
-            raise _Problem(f"`{head}` is only defined inside {{{{#each}}}}")
+            raise helpers.Problem(f"`{head}` is only defined inside {{{{#each}}}}")
     elif head == "this":
         if len(path) > 1 and not scoped:
             _check_path(path[1:], names, in_each, scoped)
     elif head not in names:
         known = ", ".join(sorted(names)) or "none"
-        raise _Problem(f"unknown variable `{head}` (defined here: {known})")
+        raise helpers.Problem(f"unknown variable `{head}` (defined here: {known})")
     elif len(path) > 1:
-        raise _Problem(f"`{'.'.join(path)}`: `{head}` is a plain value, it has no fields")
+        raise helpers.Problem(f"`{'.'.join(path)}`: `{head}` is a plain value, it has no fields")
 
 
 def _check_arity(name: str, count: int, low: int, high: Optional[int]) -> None:
     if count < low or (high is not None and count > high):
         want = f"{low}" if low == high else f"at least {low}" if high is None else f"{low} to {high}"
-        raise _Problem(f"`{name}` takes {want} argument{'s' if want != '1' else ''}, got {count}")
+        raise helpers.Problem(f"`{name}` takes {want} argument{'s' if want != '1' else ''}, got {count}")
 
 
 def _helper_for(path: Tuple[str, ...], args: tuple, names: FrozenSet[str]) -> Optional[str]:
@@ -406,29 +398,29 @@ def _helper_for(path: Tuple[str, ...], args: tuple, names: FrozenSet[str]) -> Op
     if not args and (name is None or name in names):
         return None
     if name in _BLOCK_HELPERS:
-        raise _Problem(f"`{name}` is a block helper: write {{{{#{name} x}}}}...{{{{/{name}}}}}")
-    if not args and name not in _HELPERS:
+        raise helpers.Problem(f"`{name}` is a block helper: write {{{{#{name} x}}}}...{{{{/{name}}}}}")
+    if not args and name not in helpers.HELPERS:
         return None  # an unknown variable, reported as such
     if name is None:
-        raise _Problem(f"`{'.'.join(path)}` is not a helper")
+        raise helpers.Problem(f"`{'.'.join(path)}` is not a helper")
     _helper(name)
     return name
 
 
 def _helper(name: str) -> Tuple[Callable[..., Any], int, Optional[int]]:
-    if name not in _HELPERS:
+    if name not in helpers.HELPERS:
         if name in _BLOCK_HELPERS:
-            raise _Problem(f"`{name}` is a block helper and cannot be used inside ( )")
-        raise _Problem(f"unknown helper `{name}`")
-    return _HELPERS[name]
+            raise helpers.Problem(f"`{name}` is a block helper and cannot be used inside ( )")
+        raise helpers.Problem(f"unknown helper `{name}`")
+    return helpers.HELPERS[name]
 
 
 def _block_helper(name: str) -> None:
     if name in _BLOCK_HELPERS:
         return
-    if name in _HELPERS:
-        raise _Problem(f"`{name}` is not a block helper: write {{{{#if ({name} ...)}}}}")
-    raise _Problem(f"unknown block helper `{name}` (blocks are {', '.join(_BLOCK_HELPERS)})")
+    if name in helpers.HELPERS:
+        raise helpers.Problem(f"`{name}` is not a block helper: write {{{{#if ({name} ...)}}}}")
+    raise helpers.Problem(f"unknown block helper `{name}` (blocks are {', '.join(_BLOCK_HELPERS)})")
 
 
 # --- evaluation --------------------------------------------------------------
@@ -456,7 +448,7 @@ class _Evaluation:
             if node[0] == "text":
                 out.append(node[1])
             elif node[0] == "mustache":
-                out.append(_text(self.call(node[1], node[2], frame)))
+                out.append(helpers.as_text(self.call(node[1], node[2], frame)))
             else:
                 out.append(self.block(node, frame))
         return "".join(out)
@@ -465,14 +457,14 @@ class _Evaluation:
         helper = _helper_for(path, args, self.names)
         if helper is None:
             return self.lookup(path, frame)
-        return _HELPERS[helper][0](*(self.arg(a, frame) for a in args))
+        return helpers.HELPERS[helper][0](*(self.arg(a, frame) for a in args))
 
     def arg(self, arg: tuple, frame: _Frame) -> Any:
         if arg[0] == "literal":
             return arg[1]
         if arg[0] == "path":
             return self.lookup(arg[1], frame)
-        return _HELPERS[arg[1]][0](*(self.arg(a, frame) for a in arg[2]))
+        return helpers.HELPERS[arg[1]][0](*(self.arg(a, frame) for a in arg[2]))
 
     def lookup(self, path: Tuple[str, ...], frame: _Frame) -> Any:
         head, rest = (path[0], path[1:]) if path else ("this", ())
@@ -485,7 +477,7 @@ class _Evaluation:
         else:
             value = self.variables[head]
         for segment in rest:
-            value = _lookup(value, segment)
+            value = helpers.lookup(value, segment)
         return value
 
     def block(self, node: tuple, frame: _Frame) -> str:
@@ -493,11 +485,11 @@ class _Evaluation:
         value = self.arg(args[0], frame)
         otherwise = "" if inverse is None else self.nodes(inverse, frame)
         if name == "if":
-            return self.nodes(body, frame) if _truthy(value) else otherwise
+            return self.nodes(body, frame) if helpers.truthy(value) else otherwise
         if name == "unless":
-            return otherwise if _truthy(value) else self.nodes(body, frame)
+            return otherwise if helpers.truthy(value) else self.nodes(body, frame)
         if name == "with":
-            return self.nodes(body, _Frame(value, frame.data)) if _truthy(value) else otherwise
+            return self.nodes(body, _Frame(value, frame.data)) if helpers.truthy(value) else otherwise
         if isinstance(value, Mapping):
             items = [(key, value[key]) for key in value]
         elif isinstance(value, (list, tuple)):
@@ -510,169 +502,3 @@ class _Evaluation:
         return "".join(
             self.nodes(body, _Frame(item, {"@index": i, "@key": key, "@first": i == 0, "@last": i == last}))
             for i, (key, item) in enumerate(items))
-
-
-class _Written(str):
-    """A variable's value as its text, as Pegasus handed every value to
-    Handlebars: true unless empty (`0` and `false` are true), `len` counts its
-    characters. `value` keeps the number for comparisons (eq, gt...)."""
-
-    value: Scalar
-
-    @staticmethod
-    def of(value: Scalar) -> "_Written":
-        written = _Written(scalar_text(value))
-        written.value = value
-        return written
-
-
-def _plain(value: Any) -> Any:
-    """A variable's value as loaded (a number stays a number); others as they are."""
-    return value.value if isinstance(value, _Written) else value
-
-
-def _truthy(value: Any) -> bool:
-    # as Handlebars: false, null, 0, "" and empty lists are false (a variable is text)
-    return bool(value)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (str, int, float, bool)):
-        return scalar_text(value)
-    raise _Problem("cannot print a list or map; print one of its values")
-
-
-def _lookup(container: Any, key: Any) -> Any:
-    try:
-        if isinstance(container, Mapping):
-            return container[_text(key)]
-        if isinstance(container, (str, list, tuple)) and not isinstance(key, bool):
-            return container[int(key)]
-    except (KeyError, IndexError, ValueError):
-        pass
-    raise _Problem(f"lookup: `{_text(key)}` not found")
-
-
-# --- helpers -----------------------------------------------------------------
-
-def _words(value: Any) -> Sequence[str]:
-    """Words for the case helpers: split at anything not a letter or digit, at a
-    lower-to-upper change, and before the last capital of an acronym (HTTPServer)."""
-    words = []
-    for chunk in re.findall(r"[^\W_]+", _text(value)):
-        start = 0
-        for i in range(1, len(chunk)):
-            prev, cur, nxt = chunk[i - 1], chunk[i], chunk[i + 1: i + 2]
-            if cur.isupper() and (not prev.isupper() or nxt.islower()):
-                words.append(chunk[start:i])
-                start = i
-        words.append(chunk[start:])
-    return words
-
-
-def _capitalized(word: str) -> str:
-    return word[:1].upper() + word[1:].lower()
-
-
-def _quote(*args: Any) -> str:
-    """{{quote x}}: shell-quoted like shlex.quote. {{quote "'" x}} / {{quote '"' x}}
-    (the Pegasus form, quote symbol first): always quoted with that symbol,
-    escaped the way sh reads it back."""
-    if len(args) == 1:
-        return shlex.quote(_text(args[0]))
-    symbol, text = _text(args[0]) or '"', _text(args[1])
-    if symbol == "'":
-        return "'" + text.replace("'", "'\"'\"'") + "'"
-    if symbol == '"':
-        return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
-    raise _Problem(f"quote: the quote symbol must be ' or \", not {symbol!r}")
-
-
-def _unquote(value: Any) -> str:
-    """Undo `quote`: a text wrapped in matching quotes loses them and the
-    escaping inside, as sh reads it; anything else is returned unchanged."""
-    text = _text(value)
-    if len(text) < 2 or text[0] != text[-1] or text[0] not in "'\"":
-        return text
-    if text[0] == '"':
-        return re.sub(r'\\([\\"$`])', r"\1", text[1:-1])
-    try:
-        words = shlex.split(text)  # also joins the 'it'"'"'s' pieces quote writes
-    except ValueError:
-        words = []
-    return words[0] if len(words) == 1 else text[1:-1]
-
-
-def _number(value: Any, helper: str) -> Any:
-    value = _plain(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", value):
-        return float(value) if re.search(r"[.eE]", value) else int(value)
-    raise _Problem(f"`{helper}` compares numbers; {_text(value)!r} is not a number")
-
-
-def _equal(a: Any, b: Any) -> bool:
-    a, b = _plain(a), _plain(b)
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
-    return a == b if numbers else _text(a) == _text(b)
-
-
-def _compare(name: str, test: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
-    return lambda a, b: test(_number(a, name), _number(b, name))
-
-
-def _length(value: Any) -> int:
-    if isinstance(value, (str, list, tuple, Mapping)):
-        return len(value)
-    raise _Problem(f"`len` needs a text, got {_text(value)!r}")
-
-
-def _parent(value: Any) -> str:
-    text = _text(value)
-    path = PurePosixPath(text)
-    if not path.name:
-        return ""
-    parent = str(path.parent)
-    return "" if parent == "." and not text.startswith("./") else parent
-
-
-def _str1(f: Callable[[str], Any]) -> Tuple[Callable[..., Any], int, int]:
-    return (lambda v: f(_text(v))), 1, 1
-
-
-_HELPERS: Dict[str, Tuple[Callable[..., Any], int, Optional[int]]] = {
-    "replace": (lambda v, old, new: _text(v).replace(_text(old), _text(new)), 3, 3),
-    "to_lower_case": _str1(str.lower),
-    "to_upper_case": _str1(str.upper),
-    "trim": _str1(str.strip),
-    "trim_start": _str1(str.lstrip),
-    "trim_end": _str1(str.rstrip),
-    "to_snake_case": _str1(lambda s: "_".join(w.lower() for w in _words(s))),
-    "to_kebab_case": _str1(lambda s: "-".join(w.lower() for w in _words(s))),
-    "to_screaming_snake_case": _str1(lambda s: "_".join(w.upper() for w in _words(s))),
-    "to_camel_case": _str1(lambda s: "".join(w.lower() if i == 0 else _capitalized(w)
-                                             for i, w in enumerate(_words(s)))),
-    "to_pascal_case": _str1(lambda s: "".join(_capitalized(w) for w in _words(s))),
-    "to_title_case": _str1(lambda s: " ".join(_capitalized(w) for w in _words(s))),
-    "to_train_case": _str1(lambda s: "-".join(_capitalized(w) for w in _words(s))),
-    "quote": (_quote, 1, 2),
-    "unquote": (_unquote, 1, 1),
-    "first_non_empty": (lambda *vs: next((v for v in vs if _text(v) != ""), ""), 1, None),
-    "file_name": _str1(lambda s: PurePosixPath(s).name),
-    "parent": (_parent, 1, 1),
-    "extension": _str1(lambda s: PurePosixPath(s).suffix[1:]),
-    "lookup": (_lookup, 2, 2),
-    "eq": (_equal, 2, 2),
-    "ne": (lambda a, b: not _equal(a, b), 2, 2),
-    "gt": (_compare("gt", lambda a, b: a > b), 2, 2),
-    "gte": (_compare("gte", lambda a, b: a >= b), 2, 2),
-    "lt": (_compare("lt", lambda a, b: a < b), 2, 2),
-    "lte": (_compare("lte", lambda a, b: a <= b), 2, 2),
-    "and": (lambda *vs: all(_truthy(v) for v in vs), 2, None),
-    "or": (lambda *vs: any(_truthy(v) for v in vs), 2, None),
-    "not": (lambda v: not _truthy(v), 1, 1),
-    "len": (_length, 1, 1),
-}

@@ -12,9 +12,10 @@ import time
 import pytest
 import yaml
 
-from pegpar import queue
+from pegpar import queue, queuetext
 from pegpar.errors import UserError
-from pegpar.queue import QueueFile, check_text, unconsume
+from pegpar.queue import QueueFile, unconsume
+from pegpar.queuetext import check_text
 
 HEADER = """\
 # experiments for the paper
@@ -470,7 +471,7 @@ def test_rewritten_keep_chomped_command_stays_one_document(tmp_path, qpath):
 
 
 def test_oversized_head_entry_is_refused(monkeypatch, qpath):
-    monkeypatch.setattr(queue, "MAX_ENTRY_BYTES", 100)
+    monkeypatch.setattr(queuetext, "MAX_ENTRY_BYTES", 100)
     original = "- command: [a]\n  x: [" + ", ".join(map(str, range(100))) + "]\n- b\n"
     write(qpath, original)
     jobs, err = QueueFile(str(qpath)).take(1, accept_all)
@@ -489,14 +490,14 @@ def test_large_file_pops_without_reading_it_all(qpath):
 
 
 def test_check_text_refuses_what_pops_could_not_cut():
-    assert len(queue.check_text(b"- a\n- b\n", "q.yaml")) == 2
+    assert len(queuetext.check_text(b"- a\n- b\n", "q.yaml")) == 2
     with pytest.raises(UserError) as err:
-        queue.check_text(b'- "one\n- two"\n', "q.yaml")  # PyYAML accepts it as a whole
+        queuetext.check_text(b'- "one\n- two"\n', "q.yaml")  # PyYAML accepts it as a whole
     assert err.value.where.startswith("q.yaml:")
     with pytest.raises(UserError, match="block-style"):
-        queue.check_text(b"[a, b]\n", "q.yaml")
+        queuetext.check_text(b"[a, b]\n", "q.yaml")
     with pytest.raises(UserError) as err:
-        queue.check_text(b"- a\n- command: [b]\n  x: [1\n", "q.yaml")
+        queuetext.check_text(b"- a\n- command: [b]\n  x: [1\n", "q.yaml")
     assert err.value.where.startswith("q.yaml:")
 
 

@@ -1,0 +1,174 @@
+"""What becomes of a job that ended: its record in the joblog and the
+journal, its output's last lines, and then ok, failed, run again (--retries),
+or put back in the queue because its host died. A job waiting to run again
+when the run ends is never dropped unsaid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+
+from pegpar import joblog
+from pegpar.backend import Running
+from pegpar.expand import Job
+from pegpar.output import brief
+from pegpar.report import Failure
+
+if TYPE_CHECKING:
+    from pegpar.controller import Controller
+
+WAITING_BACK = "pegpar put back jobs waiting to run again: "  # the comment above them, at the end of a stopped run
+
+
+class Outcomes:
+    def __init__(self, ctl: "Controller"):
+        self.ctl = ctl
+        # jobs to run again before taking from the queue, each with the seq of its
+        # failed attempt (marked "again" in the journal once the job runs again)
+        # and, for --retries, that attempt's failure (counted if it never does)
+        self.retry: List[Tuple[Job, int, Optional[Failure]]] = []
+        self.attempts: Dict[Tuple, int] = {}
+
+    def finished(self, job: Running, rec: Optional[joblog.Record]) -> None:
+        ctl = self.ctl
+        out, err = ctl.tails.pop(job.seq)
+        ctl.printer.job_lines(job.node.name, out.lines(final=True))
+        err_lines = err.lines(final=True)
+        ctl.printer.job_lines(job.node.name, err_lines, ctl.printer.err)
+        if rec is None:  # parallel recorded nothing: killed (F8) or parallel itself failed
+            now = time.time()
+            rec = joblog.Record(0, job.node.host, job.started, now - job.started, 0, 0, -1,
+                                signal.SIGTERM if ctl.killing else 0, job.command)
+        if ctl.killing and not rec.ok:
+            ctl.summary.killed += 1
+        rec = joblog.relabel(rec, job.seq, job.node.name, job.command)
+        joblog.append(ctl.joblog_path, [rec])
+        # not synced: recovery also checks the joblog, and a job whose end is lost
+        # to a power cut is reported as interrupted, never lost
+        ctl.state.journal_append([{"event": "done", "run": ctl.run_id, "seq": job.seq,
+                               "exitval": rec.exitval, "signal": rec.signal}], sync=False)
+        ctl.live.pop(job.seq, None)
+        if ctl.busy.get(job.node.name) is job:
+            del ctl.busy[job.node.name]
+        if job.node.name in ctl.health.leaving and ctl.opts.mode == "q" and job.node.name not in ctl.busy:
+            ctl.nodes = [n for n in ctl.nodes if n.name != job.node.name]
+        if ctl.opts.mode == "b":
+            ctl.steps.record(job.node.name, rec.exitval, rec.signal)
+        if not ctl.opts.keep_logs:
+            for path in (job.out_path, job.err_path):
+                unlink(path)
+        unlink(job.out_path + ".seq")
+        if rec.ok:
+            ctl.summary.done += 1
+            return
+        reason = err_lines[-1] if err_lines and rec.exitval == 255 else ""
+        if ctl.opts.timeout and rec.signal and rec.runtime >= ctl.opts.timeout and not ctl.killing:
+            reason = f"timed out after {ctl.opts.timeout:g} s"
+            # parallel killed the job's ssh client (or its local process); with a
+            # shared ssh connection the job itself goes on running on its node
+            ctl.kill_jobs([job])
+        # 255: ssh's own failure; 129..254: killed by a signal, as the processes of a
+        # node that goes down are (the exit status may get out before the connection dies)
+        if rec.exitval > 128 and self._may_die_with_its_host(job):
+            if job.node.host in ctl.health.down:
+                self.put_back_from_down(job, reason)
+            else:
+                ctl.health.suspect(job, rec, reason)
+            return
+        self.failed(job, rec, reason)
+
+    def failed(self, job: Running, rec: joblog.Record, reason: str) -> None:
+        ctl = self.ctl
+        ctl.summary.failed.append(Failure(job.seq, job.node.name, job.command,
+                                      rec.exitval, rec.signal, reason))
+        if ctl.opts.retries and not ctl.stopping and job.job is not None and not ctl.aborted:
+            # queue mode: the job again, on the next free sub-node; broadcast: the
+            # step's job again on the same sub-node, and the step waits for it
+            key = (job.job.command, job.job.params, str(job.job.source),
+                   job.node.name if ctl.opts.mode == "b" else "", ctl.steps.number)
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            if self.attempts[key] <= ctl.opts.retries:
+                ctl.printer.say(f"job #{job.seq} failed on {job.node.name}; retrying "
+                            f"({self.attempts[key]}/{ctl.opts.retries})")
+                failure = ctl.summary.failed.pop()
+                if ctl.opts.mode == "q":
+                    self.retry.append((job.job, job.seq, failure))
+                else:
+                    ctl.steps.again(job)
+
+    def _may_die_with_its_host(self, job: Running) -> bool:
+        """A remote queue job that ended with ssh's failure (255) or by a
+        signal may have died with its host: if the host no longer answers, it
+        goes down and the job runs again elsewhere."""
+        ctl = self.ctl
+        return not (job.node.local or ctl.killing or job.job is None or ctl.opts.mode != "q")
+
+    def put_back_from_down(self, job: Running, reason: str) -> None:
+        ctl = self.ctl
+        assert job.job is not None
+        host = job.node.host
+        ctl.printer.say(f"host {host} is down ({reason or ctl.health.down[host]}); job #{job.seq} "
+                    "goes back to the queue")
+        ctl.health.left_behind.setdefault(host, []).append(job.seq)
+        ctl.state.journal_append([{"event": "left", "run": ctl.run_id, "seq": job.seq, "host": host}]
+                             + self.requeue(job.job, job.seq), sync=False)
+        ctl.summary.requeued += 1
+
+    def requeue(self, job: Job, seq: int) -> List[dict]:
+        """Queue a failed job again (its attempt #seq); returns the journal's
+        "again" mark when it is back in the queue file (a crash then leaves it
+        queued). A job kept in memory is marked when it runs again: until then
+        a crash leaves a failure `retry --failed` finds, never nothing."""
+        ctl = self.ctl
+        if not ctl.opts.stdin and ctl.opts.mode == "q":
+            try:
+                ctl.source.add([job.canonical()], front=True, timeout=2)
+                return [self.again_mark(seq)]
+            except Exception:  # the lock is held too long: keep it in memory, it still runs
+                pass
+        self.retry.append((job, seq, None))
+        return []
+
+    def again_mark(self, seq: int) -> dict:
+        """The journal's mark of a failed job run again: its last attempt counts (status, retry)."""
+        return {"event": "again", "run": self.ctl.run_id, "seq": seq}
+
+    def settle_unrun(self) -> None:
+        """The run ends (stopped, or no host left) before jobs waiting to run
+        again, or input lines, got a sub-node: none is dropped unsaid. A
+        --retries job counts as the failure it was; a queue job goes back to
+        the top of the queue file; an input line is named as not run."""
+        ctl = self.ctl
+        waiting, self.retry = self.retry, []
+        ctl.summary.failed += [failure for _, _, failure in waiting if failure is not None]
+        if waiting and not ctl.opts.stdin:
+            seqs = [seq for _, seq, _ in waiting]
+            try:
+                ctl.source.add([job.canonical() for job, _, _ in waiting], front=True, timeout=10,
+                           note=WAITING_BACK + "".join(f"#{seq} " for seq in seqs) + f"(run {ctl.run_id})")
+            except Exception as err:  # the lock held too long, or the file cannot be written
+                for job, _, _ in waiting:
+                    ctl.printer.say(f"not run again ({err}): {brief(job.command)}")
+                ctl.summary.not_run += len(waiting)
+            else:
+                ctl.state.journal_append([self.again_mark(seq) for seq in seqs], sync=False)
+                ctl.printer.say(f"{len(waiting)} job(s) waiting to run again put back at the top of "
+                            f"{ctl.opts.queue_file}: " + ", ".join(f"#{seq}" for seq in seqs))
+            return
+        for job, _, failure in waiting:
+            if failure is None:
+                ctl.printer.say(f"not run again (pegpar stopped first): {brief(job.command)}")
+                ctl.summary.not_run += 1
+        unread = ctl.source.pending() if ctl.opts.stdin and ctl.queue_error is None else 0
+        if unread:
+            ctl.printer.say(f"{unread} input line(s) not run (pegpar stopped first)")
+            ctl.summary.not_run += unread
+
+
+def unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,112 @@
+"""The GNU parallels one controller keeps: the waves that run jobs, the open
+wave per host and session group that takes a host's next jobs, and a ready
+(warm) parallel per host that has already paid its start-up."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, List, Tuple
+
+from pegpar import backend, runtime
+from pegpar.backend import Running, Wave
+from pegpar.expand import SubNode
+
+if TYPE_CHECKING:
+    from pegpar.controller import Controller
+
+Key = Tuple[str, bool, int]  # host, local, session group
+
+
+class Waves:
+    def __init__(self, ctl: "Controller"):
+        self.ctl = ctl
+        self.waves: List[Wave] = []
+        self.open: Dict[Key, Wave] = {}  # the open wave per host and session group
+        self.warm: Dict[Key, backend.Warm] = {}  # parallels ready per host
+
+    def warm_up(self) -> None:
+        """A ready parallel for every host (and session group)."""
+        ctl = self.ctl
+        groups = runtime.session_groups(ctl.nodes)
+        for node in ctl.nodes:
+            k = key(node, groups)
+            if k not in self.warm:
+                self.warm[k] = backend.Warm(ctl.rt, node, self._slots(k, groups), k[2], ctl.opts.timeout)
+
+    def _slots(self, k: Key, groups: Dict[str, int]) -> int:
+        return sum(1 for n in self.ctl.nodes if key(n, groups) == k)
+
+    def launch(self, placed: List[Running]) -> None:
+        """Hand jobs to their hosts' open waves, or to new ones."""
+        by_host: Dict[Key, List[Running]] = {}
+        groups = runtime.session_groups(self.ctl.nodes)
+        for running in placed:
+            by_host.setdefault(key(running.node, groups), []).append(running)
+        for k, jobs in by_host.items():
+            wave = self.open.get(k)
+            if wave is not None and wave.room() >= len(jobs) and wave.extend(self.ctl.rt, jobs):
+                continue
+            if wave is not None:  # too small now (the hosts file grew) or gone
+                self.close(wave)
+            self.waves.append(self._start(k, jobs, groups))
+
+    def _start(self, k: Key, jobs: List[Running], groups: Dict[str, int]) -> Wave:
+        """Start a wave, in the parallel made ready for this host if there is
+        one, and make the next one ready while these jobs run."""
+        ctl = self.ctl
+        group = k[2]
+        slots = self._slots(k, groups)
+        # Queue mode keeps the wave open for the host's next jobs; not with
+        # --timeout, which parallel applies only while it is not waiting for input.
+        keep_open = ctl.opts.mode == "q" and not ctl.opts.timeout
+        warm = self.warm.pop(k, None)
+        wave = None
+        if warm is not None:
+            if warm.slots >= max(slots, len(jobs)):
+                wave = warm.fill(jobs, keep_open)
+            else:  # the hosts file gave this host more sub-nodes
+                warm.discard()
+        if wave is None:
+            wave = backend.start_wave(ctl.rt, jobs, timeout=ctl.opts.timeout, group=group,
+                                      slots=slots, keep_open=keep_open)
+        if keep_open:
+            self.open[k] = wave
+        if not ctl.stopping:
+            self.warm[k] = backend.Warm(ctl.rt, jobs[0].node, max(slots, len(jobs)), group, ctl.opts.timeout)
+        return wave
+
+    def close(self, wave: Wave) -> None:
+        wave.close()
+        for k, other in list(self.open.items()):
+            if other is wave:
+                del self.open[k]
+
+    def close_open(self) -> None:
+        for wave in list(self.open.values()):
+            self.close(wave)
+
+    def close_unflushed(self) -> None:
+        """An open wave holding ended jobs that got no input since (their
+        sub-nodes took no new job) is closed: parallel then records them."""
+        for wave in list(self.open.values()):
+            if wave.unflushed:
+                self.close(wave)
+
+    def remove(self, wave: Wave) -> None:
+        """A wave whose parallel exited and whose jobs are all recorded."""
+        self.close(wave)
+        wave.cleanup()
+        self.waves.remove(wave)
+
+    def terminate(self) -> None:
+        for wave in self.waves:
+            wave.terminate()
+
+    def discard_warm(self) -> None:
+        for warm in self.warm.values():
+            warm.discard()
+        self.warm.clear()
+
+
+def key(node: SubNode, groups: Dict[str, int]) -> Key:
+    """Which wave a sub-node's jobs go to: its host and its shared connection."""
+    return (node.host, node.local, 0 if node.local else groups.get(node.name, 0))
