@@ -713,6 +713,41 @@ def row_dispatch(b: Bench, row: Row) -> None:
         row.why.append(dispatch_why(b, bd, remote=True, profile=profile(b, ["q"] + b.remote_args(), wd)))
 
 
+def slot_gaps(recs: Sequence[joblog.Record]) -> List[float]:
+    """For each job that followed others on its slots: its start minus the
+    moment the last of its slots was freed (the end of the job that held it
+    before), so the time from "the slots it needs are free" to "it runs".
+    Each command ends `: SLOTS` ({{slots}}, rendered)."""
+    freed: Dict[Tuple[str, int], float] = {}
+    out = []
+    for r in sorted(recs, key=lambda r: r.start):
+        slots = [int(i) for i in r.command.rsplit(": ", 1)[1].split(",")]
+        before = [freed[(r.host, i)] for i in slots if (r.host, i) in freed]
+        if len(before) == len(slots):
+            out.append(r.start - max(before))
+        for i in slots:
+            freed[(r.host, i)] = r.start + r.runtime
+    return out
+
+
+def row_slots_dispatch(b: Bench, row: Row) -> None:
+    """Jobs of 1 and 2 slots (`sleep 0.2`) on 2 hosts of 4 slots each."""
+    wd = b.remote_workdir("- hostname: [node-1, node-2]\n  slots: 4\n")
+    n = b.cfg.latency_jobs
+    fresh_queue(wd, [])
+    write_private(os.path.join(wd, "queue.yaml"), "".join(
+        f"- command: ['sleep 0.2; : {{{{slots}}}}']\n  slots: {1 + (i % 3 == 1)}\n" for i in range(n)))
+    b.pegpar(["q"] + b.remote_args(), wd, "pegpar q (slots)")
+    g = stat(slot_gaps(check_records(main_joblog(wd), n, "pegpar")))
+    b.warm_wrapper()
+    rtt = stat([b.run([b.wrapper, "node-1", "true"], b.root, b.env, "ssh") for _ in range(max(5, b.cfg.reps * 3))])
+    row.pegpar = f"median {fmt(g.median, 's')}, p95 {fmt(g.pct(95), 's')} ({len(g.samples)} jobs)"
+    row.reference = f"median {fmt(rtt.median, 's')}, p95 {fmt(rtt.pct(95), 's')}"
+    row.compare(g.median / rtt.median, g.median <= 0.25)
+    row.notes.append("gap of a job: its start minus the end of the last job that held one of its slots, "
+                     "both from pegpar's joblog (GNU parallel's times)")
+
+
 def row_broadcast(b: Bench, row: Row) -> None:
     wd = b.remote_workdir("".join(f"- {n}\n" for n in b.cluster.nodes))
     ref_dir = b.folder("broadcast-ref")
@@ -1092,6 +1127,9 @@ def make_rows() -> List[Tuple[List[Row], Callable[[Bench], None]]]:
         one("6b", "RSS of pegpar and its children, 16 local sub-nodes running `sleep`",
             "<= 30 MB per running job", row_memory_local),
         one("7", "CPU of an idle `pegpar q --daemon` (empty queue)", "< 2 % of one core", row_idle),
+        one("10", "dispatch latency with slots: a job's slots free -> it starts (`sleep 0.2` jobs of 1 and "
+                  "2 slots, 2 hosts of 4 slots); ref.: ssh round trip through a warm ControlMaster",
+            "median <= 0.25 s", row_slots_dispatch),
         (startup, lambda b: row_startup(b, startup)),
         (live, lambda b: row_live(b, live)),
     ]

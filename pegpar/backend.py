@@ -24,7 +24,7 @@ import shlex
 import signal
 import subprocess
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from pegpar import joblog, proc
 from pegpar.errors import UserError
@@ -51,6 +51,7 @@ class Running:
     err_path: str
     started: float = 0.0
     job: Optional["Job"] = None  # what was taken from the queue
+    slots: Tuple[int, ...] = (0,)  # the sub-node's slot indices it holds
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,10 @@ class Steps:
 
         def accept(job: Job) -> None:
             check_names(job, ctl.nodes)
-            rendered = [(node, expand.render(job, node)) for node in ctl.nodes
+            # a step takes the whole sub-node: all its slots
+            rendered = [(node, expand.render(job, node, range(node.slots))) for node in ctl.nodes
                         if node.name not in ctl.health.leaving]
-            placed.extend(ctl.reserve(job, node, command) for node, command in rendered)
+            placed.extend(ctl.reserve(job, node, command, tuple(range(node.slots))) for node, command in rendered)
 
         taken = ctl.take(1, accept, lambda pending: ctl.journal_dispatch(placed, pending),
                          lambda: ctl.journal_untaken(placed))
@@ -54,7 +55,7 @@ class Steps:
         the step waits for it."""
         ctl = self.ctl
         assert job.job is not None
-        again = ctl.reserve(job.job, job.node, job.command)
+        again = ctl.reserve(job.job, job.node, job.command, job.slots)
         ctl.journal_dispatch([again], again=[job.seq])
         ctl.launch([again])
         self.jobs.append(again)

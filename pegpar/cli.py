@@ -137,8 +137,9 @@ def _stdin_has_input() -> bool:
 
 def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_path, local_slots,
          timeout, no_logs, no_progress, dry_run, retries, no_requeue_interrupted, require_all_hosts,
-         allow_shared_queue, connect_timeout, ignore_errors=False) -> None:
-    from pegpar import controller, sources
+         allow_shared_queue, connect_timeout, ignore_errors=False, backfill=False, max_load=None,
+         memfree=None) -> None:
+    from pegpar import admission, controller, sources
     from pegpar.queue import check_not_shared, check_queue_file
 
     if joblog_path and not os.path.isdir(os.path.dirname(os.path.abspath(joblog_path))):
@@ -160,7 +161,8 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
                               ignore_errors=ignore_errors, timeout=timeout, keep_logs=not no_logs,
                               retries=retries, requeue_interrupted=not no_requeue_interrupted,
                               require_all_hosts=require_all_hosts, connect_timeout=connect_timeout,
-                              progress=not no_progress, allow_shared=allow_shared_queue)
+                              progress=not no_progress, allow_shared=allow_shared_queue, backfill=backfill,
+                              max_load=max_load, memfree=None if memfree is None else admission.parse_size(memfree))
     words = list(command)
     if words or _stdin_has_input():
         opts.daemon = False
@@ -190,6 +192,15 @@ def _unfinished(queue_file: str) -> bool:
 
 @main.command()
 @_run_options
+@click.option("--max-load", type=click.FloatRange(min=0), default=None,
+              help="A host takes no new job while more processes than this run on it (read every 2 s, "
+                   "as GNU parallel's --load counts them; default: no limit).")
+@click.option("--memfree", default=None, metavar="SIZE",
+              help="A host takes no new job while less memory than SIZE (e.g. 2G) is free on it "
+                   "(default: no limit).")
+@click.option("--backfill", is_flag=True,
+              help="While the head job waits for slots, later jobs may start on other free slots; the "
+                   "sub-node promised to the head takes none of them (default: strict queue order).")
 def q(**kw) -> None:
     """Queue mode: run each job once, on the next free sub-node."""
     _run("q", **kw)

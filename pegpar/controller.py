@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
-from pegpar import backend, expand, joblog, placement, recovery, remote, report, runtime, spec
+from pegpar import backend, expand, joblog, logview, placement, queuetext, recovery, remote, report, runtime, spec
+from pegpar.admission import Admission, Limits
 from pegpar.backend import Running, Wave
 from pegpar.broadcast import Steps
 from pegpar.errors import NotYet, UserError
@@ -63,6 +64,9 @@ class Options:
     stdin: bool = False  # jobs come from stdin: no queue file is read or written
     progress: bool = True  # the status line at the bottom of a terminal
     allow_shared: bool = False  # accept queue/hosts files group or others may write
+    backfill: bool = False  # later jobs may start while the head waits for slots (placement.target)
+    max_load: Optional[float] = None  # a host over this load takes no new job (admission.py)
+    memfree: Optional[int] = None  # nor one with fewer bytes of memory free
 
 
 class Controller:
@@ -81,12 +85,16 @@ class Controller:
         self.waves = Waves(self)
         self.steps = Steps(self)
         self.outcomes = Outcomes(self)
+        self.admission = Admission(self, Limits(opts.max_load, opts.memfree))
         self.next_slow = 0.0
         self._queued_mtime = -1.0
         self._queued_count: Optional[int] = None
         self.joblog_path = opts.joblog or os.path.join(self.state.path, "joblog")
         self.next_seq = joblog.last_seq(self.joblog_path) + 1
-        self.busy: Dict[str, Running] = {}  # sub-node name -> its job
+        self.busy: Dict[int, Running] = {}  # seq -> a job that holds its sub-node's slots
+        # --backfill: the waiting head job (its key) and the sub-node promised to it
+        self.reservation: Optional[Tuple[tuple, str]] = None
+        self._fruitless: Optional[tuple] = None  # what the last take that found no job saw
         self.live: Dict[int, Running] = {}  # seq -> job, until its end is recorded
         self.released = 0  # sub-nodes freed by a job's reported end, before its record
         self.tails: Dict[int, Tuple[Tail, Tail]] = {}
@@ -183,6 +191,7 @@ class Controller:
             return self._loop()
         finally:
             self.waves.discard_warm()
+            self.admission.stop()
             self.state.release()
 
     def _loop(self) -> int:
@@ -199,6 +208,7 @@ class Controller:
             self.health.check_suspects()
             self.health.probe_down()
             self.health.reload_hosts()
+            self.admission.turn()
             self.killers = [k for k in self.killers if k.poll() is None]
             if self.killing:
                 if time.time() > self.kill_deadline:
@@ -276,13 +286,18 @@ class Controller:
     def snapshot(self) -> dict:
         now = time.time()
         nodes = []
+        jobs_of: Dict[str, List[Running]] = {}
+        for job in sorted(self.busy.values(), key=lambda j: j.slots):
+            jobs_of.setdefault(job.node.name, []).append(job)
         for n in self.nodes:
-            job = self.busy.get(n.name)
+            jobs = [{"seq": j.seq, "command": j.command, "since": j.started, "slots": list(j.slots)}
+                    for j in jobs_of.get(n.name, [])]
+            held = {i for j in jobs for i in j["slots"]}
             state = ("down" if n.host in self.health.down else "leaving" if n.name in self.health.leaving
-                     else "running" if job else "idle")
-            nodes.append({"name": n.name, "host": n.host, "state": state,
-                          "job": {"seq": job.seq, "command": job.command, "since": job.started}
-                          if job else None})
+                     else "running" if jobs else "idle")
+            nodes.append({"name": n.name, "host": n.host, "state": state, "job": jobs[0] if jobs else None,
+                          "jobs": jobs, "slots": n.slots, "free": [i for i in range(n.slots) if i not in held],
+                          **({"held": self.admission.held[n.host]} if n.host in self.admission.held else {})})
         return {"pid": os.getpid(), "mode": self.opts.mode, "run": self.run_id,
                 "queue_file": os.path.abspath(self.opts.queue_file),
                 "hosts_file": os.path.abspath(self.opts.hosts_file),
@@ -324,8 +339,8 @@ class Controller:
             if not job.node.local and status > 128:
                 self.waves.close(wave)
                 continue
-            if self.busy.get(job.node.name) is job:
-                del self.busy[job.node.name]
+            if self.busy.get(job.seq) is job:
+                del self.busy[job.seq]
                 wave.unflushed += 1
                 self.released += 1
 
@@ -339,17 +354,35 @@ class Controller:
             if not self.busy and not self.steps.jobs:
                 self.steps.start()
             return
-        free = placement.free_nodes(self.nodes, self.busy, self.health.unavailable(), self.health.leaving)
+        held = {name: set(slots) for name, slots in self.held().items()}
+        unavailable = self.health.unavailable()
+        free = placement.free_nodes(self.nodes, held, unavailable, self.health.leaving)
         if not free:
+            return
+        # Nothing changed since a take found no job that fits: do not read the queue again.
+        seen = (self.source.mtime(), self.summary.finished + self.released + self.dispatched,
+                tuple(sorted(unavailable)), self.health.hosts_mtime, len(self.nodes), len(self.health.leaving))
+        if seen == self._fruitless and not self.outcomes.retry:
             return
         placed: List[Running] = []
         idle = list(free)
+        waiting: List[Job] = []  # queue jobs that found no room this turn, the head first
 
         def accept(job: Job) -> None:
             placement.check_names(job, self.nodes)
-            node, command = placement.place(job, idle, self.nodes, self.health.down, self.health.leaving)
-            idle.remove(node)
-            placed.append(self.reserve(job, node, command))
+            reserved = self.reservation
+            mine = reserved is not None and reserved[0] == _key(job)
+            candidates = [n for n in idle if mine or reserved is None or n.name != reserved[1]]
+            try:
+                node, slots, command = placement.place(job, candidates, self.nodes, held,
+                                                       self.health.down, self.health.leaving)
+            except NotYet:
+                waiting.append(job)
+                raise
+            held.setdefault(node.name, set()).update(slots)
+            if len(held[node.name]) >= node.slots:
+                idle.remove(node)
+            placed.append(self.reserve(job, node, command, slots))
 
         again: List[int] = []
         while self.outcomes.retry and idle:
@@ -366,18 +399,41 @@ class Controller:
             self.outcomes.retry.pop(0)
         ready = len(placed)
         self.journal_dispatch(placed, again=again)
-        if ready < len(free):
-            ready += self.take(len(free) - ready, accept,
+        waiting.clear()  # a job waiting to run again does not hold the queue back
+        if idle:
+            if self.opts.backfill:
+                accept = self._backfilling(accept, waiting, held)
+            ready += self.take(placement.free_slots(idle, held), accept,
                                lambda pending, start=ready: self.journal_dispatch(placed[start:], pending),
-                               lambda start=ready: self.journal_untaken(placed[start:]))
+                               lambda start=ready: self.journal_untaken(placed[start:]),
+                               skip_waiting=self.opts.backfill)
+        if self.opts.backfill and (not waiting or (self.reservation and self.reservation[0] != _key(waiting[0]))):
+            self.reservation = None  # the head it was promised to has started (or left the queue)
+        self._fruitless = seen if not placed and waiting else None
         # only the reservations whose job the queue let go of: the others (an I/O
         # error, the file changed under the pop) were never journalled and stay queued
         self.launch(placed[:ready])
 
-    def take(self, n: int, accept, on_commit, on_abandon) -> int:
+    def _backfilling(self, accept, waiting: List[Job], held):
+        """--backfill: the first job that waits (the head) is promised a
+        sub-node (placement.target) that no later job may take while it waits;
+        later jobs start on whatever else is free (the queue skips the ones
+        that wait too)."""
+        def backfill(job: Job) -> None:
+            try:
+                accept(job)
+            except NotYet:
+                if len(waiting) == 1 and (self.reservation is None or self.reservation[0] != _key(job)):
+                    node = placement.target(job, self.nodes, held, self.health.unavailable(), self.health.leaving)
+                    if node is not None:
+                        self.reservation = (_key(job), node.name)
+                raise
+        return backfill
+
+    def take(self, n: int, accept, on_commit, on_abandon, skip_waiting: bool = False) -> int:
         """Take up to n jobs through `accept`; returns how many were taken."""
         mtime = self.source.mtime()
-        result = self.source.take(n, accept, on_commit, on_abandon)
+        result = self.source.take(n, accept, on_commit, on_abandon, skip_waiting=skip_waiting)
         if result is None:
             return 0  # the queue is locked (pegpar l, pegpar add): try again next turn
         taken, error = result
@@ -391,12 +447,16 @@ class Controller:
                 self.printer.say(f"{error} (waiting for the queue to be fixed)")
         return len(taken)
 
-    def reserve(self, job: Job, node: SubNode, command: str) -> Running:
-        """Give a job its seq and its sub-node; `journal_dispatch` records it."""
+    def reserve(self, job: Job, node: SubNode, command: str, slots: Tuple[int, ...] = (0,)) -> Running:
+        """Give a job its seq, its sub-node and its slots there; `journal_dispatch` records it."""
         seq = self.next_seq
         self.next_seq += 1
         stem = os.path.join(self.rt.logs_dir, backend.log_name(seq, node))
-        return Running(seq, node, command, stem, stem + ".err", time.time(), job)
+        return Running(seq, node, command, stem, stem + ".err", time.time(), job, tuple(slots))
+
+    def held(self) -> Dict[str, frozenset]:
+        """Sub-node name -> the slot indices its running jobs hold."""
+        return placement.held_slots([(j.node.name, j.slots) for j in self.busy.values()])
 
     def journal_dispatch(self, placed: List[Running], pending: Optional[Pending] = None,
                          again: Sequence[int] = ()) -> None:
@@ -409,7 +469,7 @@ class Controller:
         `again`: failed attempts these jobs run again (see Outcomes.requeue)."""
         self.state.journal_append([self.outcomes.again_mark(seq) for seq in again] + [
             {"event": "dispatch", "run": self.run_id, "seq": r.seq, "node": r.node.name, "host": r.node.host,
-             "command": r.command, "source": str(r.job.source) if r.job else "",
+             "command": r.command, "slots": list(r.slots), "source": str(r.job.source) if r.job else "",
              "canonical": None if self.opts.stdin or r.job is None else r.job.canonical(), "start": r.started,
              **({"pending": pending.file, "consumed": [pending.consumed, pending.start, pending.end]}
                 if pending else {})}
@@ -423,8 +483,13 @@ class Controller:
 
     def launch(self, placed: List[Running]) -> None:
         """The jobs are running from now on: their sub-nodes busy, their output followed."""
+        slotted = "".join(logview.slots_line(r.seq, r.node.name, r.slots, r.node.slots)
+                          for r in placed if r.node.slots > 1)
+        if slotted:  # for `pegpar log --summary`: the joblog has no column for it
+            with open(os.path.join(self.state.path, logview.SLOTS_FILE), "a", encoding="utf-8") as f:
+                f.write(slotted)
         for running in placed:
-            self.busy[running.node.name] = running
+            self.busy[running.seq] = running
             self.live[running.seq] = running
             self.tails[running.seq] = (Tail(running.out_path), Tail(running.err_path))
             self.dispatched += 1
@@ -453,10 +518,24 @@ class Controller:
         return 1 if s.failed or s.not_run or s.unreachable else 0
 
 
+def _check_slots(queue_file: str, nodes: List[SubNode]) -> None:
+    """Before anything runs: an entry whose slot count no sub-node can give is
+    an input error (a queue that does not mention slots is only scanned)."""
+    for entry in queuetext.entries_with(queue_file, b"slots"):
+        placement.check_slots([entry], nodes)
+
+
+def _key(job: Job) -> tuple:
+    """A queue job, recognised from one turn to the next (a reservation's holder)."""
+    return (job.command, job.params, str(job.source))
+
+
 def run(opts: Options, source, printer: Optional[Printer] = None) -> int:
     """Run queue or broadcast mode to the end; returns the exit code."""
     printer = printer or Printer(quiet=opts.quiet, progress=opts.progress)
     nodes = load_nodes(opts)
+    if opts.mode == "q" and not opts.stdin:
+        _check_slots(opts.queue_file, nodes)
     controller = Controller(opts, nodes, source, printer)
     controller.install_signals()
     return controller.run()

@@ -12,7 +12,7 @@ import itertools
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from pegpar.errors import UserError
 from pegpar.spec import HostEntry, Params, QueueEntry, Scalar, Source, check_command, scalar_text
@@ -28,6 +28,7 @@ class SubNode:
     params: Combination  # host parameters, file order (hostname not included)
     local: bool  # runs without ssh
     source: Optional[Source] = None  # None for the implicit local sub-nodes
+    slots: int = 1  # how many slots (GPUs, say) its jobs share; a job takes Job.slots of them
 
     def variables(self) -> Dict[str, Scalar]:
         """Template variables this sub-node contributes: its params and `hostname`."""
@@ -45,6 +46,17 @@ class Job:
 
     def variables(self) -> Dict[str, Scalar]:
         return dict(self.params)
+
+    @property
+    def slots(self) -> int:
+        """How many of a sub-node's slots the job takes (its `slots` parameter; 1)."""
+        value = dict(self.params).get("slots", 1)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+    @property
+    def policy(self) -> str:
+        """How its slots are chosen: `first_fit` (the default) or `buddy`."""
+        return str(dict(self.params).get("allocation_policy", "first_fit"))
 
     def canonical(self) -> Union[str, Dict[str, Any]]:
         """The YAML object that, pasted into queue.yaml, runs this job again:
@@ -82,7 +94,7 @@ def subnodes(entries: Optional[Tuple[HostEntry, ...]], local_slots: int) -> Tupl
             for values in itertools.product(*(values for _, values in entry.params)):
                 params = tuple(zip(names, values))
                 host = _host(hostname, params, entry.source)
-                node = SubNode(_name(host, params), host, params, host in LOCAL_NAMES, entry.source)
+                node = SubNode(_name(host, params), host, params, host in LOCAL_NAMES, entry.source, entry.slots)
                 for key in (node.name, (host, frozenset(params))):
                     if key in first:
                         raise UserError(f"duplicate sub-node `{node.name}` (also at {first[key].source})",
@@ -240,11 +252,20 @@ def check_collisions(entry: QueueEntry, nodes: Tuple[SubNode, ...]) -> None:
                                 hint="rename one of them")
 
 
-def render(job: Job, node: SubNode) -> str:
+# Variables every job has, set by where it runs: `slots` is the slot indices it
+# was given ("0,1"), `allocation_policy` how they were chosen.
+RUN_VARIABLES = ("slots", "allocation_policy")
+
+
+def render(job: Job, node: SubNode, slots: Optional[Sequence[int]] = None) -> str:
     """The job's command rendered with the job's and the sub-node's variables
-    (via pegpar.template; strict, no HTML escaping)."""
+    and the slot indices it was given (`slots`; by default the first
+    job.slots), via pegpar.template: strict, no HTML escaping."""
     from pegpar import template
 
-    command = template.render(job.command, {**node.variables(), **job.variables()}, job.source)
+    given = range(job.slots) if slots is None else slots
+    variables = {**node.variables(), **job.variables(),
+                 "slots": ",".join(str(i) for i in given), "allocation_policy": job.policy}
+    command = template.render(job.command, variables, job.source)
     check_command(command, job.source)  # a value may bring one in
     return command

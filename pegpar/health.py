@@ -44,8 +44,8 @@ class Health:
         self.hosts_error: Optional[str] = None
 
     def unavailable(self) -> Set[str]:
-        """Hosts that take no job now: down, or being asked about."""
-        return set(self.down) | set(self.suspects)
+        """Hosts that take no job now: down, being asked about, or held back by their load."""
+        return set(self.down) | set(self.suspects) | set(self.ctl.admission.held)
 
     def mark_down(self, host: str, why: str) -> None:
         self.down[host] = why
@@ -138,7 +138,8 @@ class Health:
             ctl.printer.say("sub-nodes removed (running jobs finish): "
                             + ", ".join(n.name for n in newly_removed))
         self.leaving = {n.name for n in removed}
-        ctl.nodes = fresh + [n for n in removed if n.name in ctl.busy]
+        held = ctl.held()
+        ctl.nodes = fresh + [n for n in removed if n.name in held]
 
     # -- down hosts --------------------------------------------------------
     def probe_down(self) -> None:

@@ -14,7 +14,7 @@ import os
 import signal
 import time
 from dataclasses import asdict, dataclass
-from typing import Container, Dict, List, Optional, Sequence
+from typing import Container, Dict, List, Optional, Sequence, Tuple
 
 from pegpar import joblog
 from pegpar.errors import UserError
@@ -46,7 +46,9 @@ class NodeSummary:
     jobs: int
     failed: int
     busy: float  # seconds spent running jobs
-    utilisation: float  # busy / wall span of the rows summarised (0..1)
+    utilisation: float  # slot-seconds used / (wall span of the rows summarised x slots) (0..1)
+    slots: int = 1  # the sub-node's slots (for "(all)": every sub-node's)
+    slot_hours: float = 0.0  # sum over its jobs of runtime x the slots each held, in hours
 
 
 # -- formatting shared by the status view ---------------------------------------
@@ -107,23 +109,50 @@ def select(rows: Sequence[Row], *, failed: bool = False, running: bool = False,
             and (node is None or r.node == node) and (seqs is None or r.seq in seqs)]
 
 
-def summarize(rows: Sequence[Row]) -> List[NodeSummary]:
-    """Per sub-node: jobs, failures, busy time, and utilisation over the wall
-    span of these rows (first start to last end); then one line for all."""
+def summarize(rows: Sequence[Row], slots: Optional[Dict[int, Tuple[int, int]]] = None) -> List[NodeSummary]:
+    """Per sub-node: jobs, failures, busy time, slot-hours, and utilisation of
+    its slots over the wall span of these rows (first start to last end); then
+    one line for all. `slots`: seq -> (slots the job held, its sub-node's
+    slots), for jobs on sub-nodes of more than one slot (`read_slots`)."""
     if not rows:
         return []
+    slots = slots or {}
     span = max(r.start + r.runtime for r in rows) - min(r.start for r in rows)
     by_node: Dict[str, List[Row]] = {}
     for r in rows:
         by_node.setdefault(r.node, []).append(r)
+    node_slots = {name: max(slots.get(r.seq, (1, 1))[1] for r in group) for name, group in by_node.items()}
 
-    def one(name: str, group: List[Row], slots: int) -> NodeSummary:
+    def one(name: str, group: List[Row], total: int) -> NodeSummary:
         busy = sum(r.runtime for r in group)
+        used = sum(r.runtime * slots.get(r.seq, (1, 1))[0] for r in group)
         return NodeSummary(name, len(group), sum(r.state == "failed" for r in group), busy,
-                           busy / (span * slots) if span > 0 else 0.0)
+                           used / (span * total) if span > 0 else 0.0, total, used / 3600)
 
-    return [one(name, group, 1) for name, group in by_node.items()] + \
-        [one("(all)", list(rows), len(by_node))]
+    return [one(name, group, node_slots[name]) for name, group in by_node.items()] + \
+        [one("(all)", list(rows), sum(node_slots.values()))]
+
+
+SLOTS_FILE = "slots"  # in the state directory: one line per job run on a sub-node of several slots
+
+
+def slots_line(seq: int, node: str, held: Sequence[int], node_slots: int) -> str:
+    """The line `read_slots` reads back: seq, sub-node, slot indices held, the sub-node's slots."""
+    return f"{seq}\t{node}\t{','.join(map(str, held))}\t{node_slots}\n"
+
+
+def read_slots(state: StateDir) -> Dict[int, Tuple[int, int]]:
+    """seq -> (slots the job held, its sub-node's slots), from SLOTS_FILE."""
+    out: Dict[int, Tuple[int, int]] = {}
+    try:
+        with open(os.path.join(state.path, SLOTS_FILE), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                seq, _, held, total = (line.rstrip("\n").split("\t") + ["", "", "", ""])[:4]
+                if seq.isdigit() and total.isdigit():
+                    out[int(seq)] = (len(held.split(",")), int(total))
+    except FileNotFoundError:
+        pass
+    return out
 
 
 # -- output ------------------------------------------------------------------------
@@ -146,8 +175,12 @@ def table(rows: Sequence[Row]) -> str:
 
 
 def summary_table(summary: Sequence[NodeSummary]) -> str:
-    cells = [("SUB-NODE", "JOBS", "FAILED", "BUSY", "UTILISATION")]
-    cells += [(s.node, str(s.jobs), str(s.failed), duration(s.busy), f"{s.utilisation:.0%}")
+    """With job slots (a sub-node of more than one), the slots and slot-hours too."""
+    slotted = any(s.slots > 1 for s in summary[:-1])
+    cells = [("SUB-NODE", "JOBS", "FAILED", "BUSY") + (("SLOTS", "SLOT-HOURS") if slotted else ())
+             + ("UTILISATION",)]
+    cells += [(s.node, str(s.jobs), str(s.failed), duration(s.busy))
+              + ((str(s.slots), f"{s.slot_hours:.2f}") if slotted else ()) + (f"{s.utilisation:.0%}",)
               for s in summary]
     return columns(cells)
 
@@ -187,12 +220,13 @@ def log(queue_file: str, joblog_path: Optional[str] = None, *, failed: bool = Fa
         seqs = run
     shown = select(rows, failed=failed, running=running, node=node, seqs=seqs)
     if summary:
-        totals = summarize(shown)
+        totals = summarize(shown, read_slots(state) if _same_file(path, own) else None)
         if as_json:
             return json.dumps([asdict(s) for s in totals], indent=2) + "\n"
         if tsv:
-            return _tsv(["node", "jobs", "failed", "busy", "utilisation"],
-                        [(s.node, s.jobs, s.failed, f"{s.busy:.3f}", f"{s.utilisation:.4f}") for s in totals])
+            return _tsv(["node", "jobs", "failed", "busy", "utilisation", "slots", "slot_hours"],
+                        [(s.node, s.jobs, s.failed, f"{s.busy:.3f}", f"{s.utilisation:.4f}", s.slots,
+                          f"{s.slot_hours:.4f}") for s in totals])
         return summary_table(totals) if totals else _nothing(rows, path)
     if as_json:
         return json.dumps([dict(asdict(r), state=r.state) for r in shown], indent=2) + "\n"

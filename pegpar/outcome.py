@@ -50,9 +50,9 @@ class Outcomes:
         ctl.state.journal_append([{"event": "done", "run": ctl.run_id, "seq": job.seq,
                                "exitval": rec.exitval, "signal": rec.signal}], sync=False)
         ctl.live.pop(job.seq, None)
-        if ctl.busy.get(job.node.name) is job:
-            del ctl.busy[job.node.name]
-        if job.node.name in ctl.health.leaving and ctl.opts.mode == "q" and job.node.name not in ctl.busy:
+        if ctl.busy.get(job.seq) is job:
+            del ctl.busy[job.seq]
+        if job.node.name in ctl.health.leaving and ctl.opts.mode == "q" and job.node.name not in ctl.held():
             ctl.nodes = [n for n in ctl.nodes if n.name != job.node.name]
         if ctl.opts.mode == "b":
             ctl.steps.record(job.node.name, rec.exitval, rec.signal)

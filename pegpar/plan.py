@@ -14,7 +14,7 @@ import itertools
 import json
 from typing import Any, Dict, List, Optional, Tuple
 
-from pegpar import expand, spec, template
+from pegpar import expand, placement, spec, template
 from pegpar.expand import Job, SubNode
 
 JOB_LIMIT = 1000
@@ -27,6 +27,7 @@ def show(queue_file: str, hosts_file: str, local_slots: int, *, show_all: bool, 
     nodes = expand.subnodes(host_entries, local_slots)
     entries = spec.load_queue(queue_file)
     _check(entries, nodes)
+    placement.check_slots(entries, nodes)
     total = sum(expand.count(entry.dims) for entry in entries)
     all_jobs = itertools.chain.from_iterable(expand.jobs(entry) for entry in entries)
     listed = list(all_jobs if show_all else itertools.islice(all_jobs, JOB_LIMIT))
@@ -38,7 +39,7 @@ def show(queue_file: str, hosts_file: str, local_slots: int, *, show_all: bool, 
 
 def _check(entries: Tuple[spec.QueueEntry, ...], nodes: Tuple[SubNode, ...]) -> None:
     """Collisions, and each command template against each distinct set of sub-node variable names."""
-    name_sets = {frozenset(node.variables()) for node in nodes}
+    name_sets = {frozenset(node.variables()) | frozenset(expand.RUN_VARIABLES) for node in nodes}
     for entry in entries:
         expand.check_collisions(entry, nodes)
         names = {name for name, _ in entry.params}
@@ -57,8 +58,10 @@ def _try_renders(jobs: List[Job], nodes: Tuple[SubNode, ...]) -> None:
 
 def _json(nodes: Tuple[SubNode, ...], jobs: List[Job], total: int) -> str:
     doc: Dict[str, Any] = {
-        "subnodes": [{"name": n.name, "host": n.host, "params": dict(n.params), "local": n.local} for n in nodes],
-        "jobs": [{"command": j.command, "params": dict(j.params), "source": str(j.source)} for j in jobs],
+        "subnodes": [{"name": n.name, "host": n.host, "params": dict(n.params), "local": n.local, "slots": n.slots}
+                     for n in nodes],
+        "jobs": [{"command": j.command, "params": dict(j.params), "source": str(j.source), "slots": j.slots,
+                  "allocation_policy": j.policy} for j in jobs],
         "count": total,
         "truncated": len(jobs) < total,
     }
@@ -73,7 +76,8 @@ def _text(nodes: Tuple[SubNode, ...], jobs: List[Job], total: int, queue_file: s
         lines.append(f"  {nodes[0].name} .. {nodes[-1].name}" if len(nodes) > 1 else f"  {nodes[0].name}")
     else:
         width = max(len(n.name) for n in nodes)
-        lines += [f"  {n.name:<{width}}  {n.source}" + ("  (local)" if n.local else "") for n in nodes]
+        lines += [f"  {n.name:<{width}}  {n.source}" + ("  (local)" if n.local else "")
+                  + (f"  {n.slots} slots" if n.slots > 1 else "") for n in nodes]
     lines += ["", f"{_plural(total, 'job')} from {queue_file}" + ("" if total else " (the queue is empty)")]
     labels = [(str(j.source), f"({','.join(f'{k}={spec.scalar_text(v)}' for k, v in j.params)})" if j.params else "")
               for j in jobs]

@@ -33,11 +33,12 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 import filelock
 
 from pegpar import durable, expand, queuetext, spec
-from pegpar.errors import UserError
+from pegpar.errors import NotYet, UserError
 from pegpar.expand import Job
 from pegpar.spec import Source
 
 CONSUMED_FILE = "consumed.yaml"
+BACKFILL_WINDOW = 100  # entries a take may pass over because their next job waits (--backfill)
 REJECTED_SUFFIX = ".rejected"
 # A lock held longer than this is worth telling the waiting user about; a pop
 # holds it for milliseconds.
@@ -158,7 +159,8 @@ class QueueFile:
         self._lock = filelock.FileLock(lock_path(path))
 
     def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[Pending], None]] = None,
-             on_abandon: Optional[Callable[[], None]] = None) -> Optional[Tuple[List[Job], Optional[UserError]]]:
+             on_abandon: Optional[Callable[[], None]] = None,
+             skip_waiting: bool = False) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         """Take up to n jobs from the head, in order, in one locked transaction.
 
         Returns None, doing nothing, when the lock is held by someone else
@@ -185,7 +187,12 @@ class QueueFile:
         lock's back while it ran (returns None, as for a held lock). When that
         is seen after on_commit (an editor saved meanwhile), consumed.yaml is
         cut back and `on_abandon()` runs while the new file still exists (the
-        controller journals that the jobs were not taken after all)."""
+        controller journals that the jobs were not taken after all).
+
+        `skip_waiting` (--backfill): an entry whose next job waits for a busy
+        sub-node (accept raises NotYet) is passed over, and taking goes on
+        with the entries after it, up to BACKFILL_WINDOW entries passed over;
+        the first NotYet is returned as the error."""
         try:
             self._lock.acquire(timeout=0)
         except filelock.Timeout:
@@ -193,7 +200,7 @@ class QueueFile:
         except OSError as err:
             return [], UserError(f"cannot lock the queue: {err.strerror}", where=lock_path(self.path))
         try:
-            return self._take_locked(n, accept, on_commit, on_abandon)
+            return self._take_locked(n, accept, on_commit, on_abandon, skip_waiting)
         except OSError as err:
             return [], UserError(f"cannot update the queue: {err.strerror}", where=err.filename or self.path)
         finally:
@@ -257,7 +264,8 @@ class QueueFile:
             self._add_locked(text, front)
 
     def _take_locked(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[Pending], None]],
-                     on_abandon: Optional[Callable[[], None]]) -> Optional[Tuple[List[Job], Optional[UserError]]]:
+                     on_abandon: Optional[Callable[[], None]],
+                     skip_waiting: bool) -> Optional[Tuple[List[Job], Optional[UserError]]]:
         real = os.path.realpath(self.path)
         try:
             src = open(real, "rb")
@@ -271,20 +279,25 @@ class QueueFile:
             taken: List[Job] = []
             cuts: List[durable.Cut] = []
             error: Optional[UserError] = None
+            skipped = 0
             try:
                 line = scanner.head()
                 while line is not None and len(taken) < n:
                     item = scanner.item(line)
                     line = scanner.following
                     entry = queuetext.parse_item(item, self.path)
-                    jobs, rest, error = queuetext.take_from(entry, n - len(taken), accept)
+                    jobs, rest, stop = queuetext.take_from(entry, n - len(taken), accept)
                     taken += jobs
+                    error = error or stop
                     if jobs:
                         cuts.append(queuetext.cut_for(item, rest, entry.plain))
-                    if error or rest:
+                    if isinstance(stop, NotYet) and skip_waiting and skipped + 1 < BACKFILL_WINDOW:
+                        skipped += 1
+                        continue
+                    if stop or rest:
                         break
             except UserError as err:
-                error = err
+                error = error or err
             if not taken:
                 return [], error
             consumed = queuetext.items_text([job.canonical() for job in taken])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import IO, Callable, List, Optional, Sequence, Tuple, Union
+from typing import IO, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -220,6 +220,23 @@ def ends_line(f: IO[bytes], offset: int) -> bool:
         return True
     f.seek(offset - 1)
     return f.read(1) == b"\n"
+
+
+def entries_with(path: str, word: bytes) -> Iterator[QueueEntry]:
+    """The entries of a queue file whose text holds `word`, read an entry at a
+    time (a huge file is never held whole). Stops quietly at the first entry
+    that cannot be read: a run reports it when that entry reaches the head."""
+    try:
+        with open(path, "rb") as f:
+            scanner = Scanner(f, path)
+            line = scanner.head()
+            while line is not None:
+                item = scanner.item(line)
+                line = scanner.following
+                if word in item.text:
+                    yield parse_item(item, path)
+    except (OSError, UserError):
+        return
 
 
 def check_text(data: bytes, path: str) -> Tuple[QueueEntry, ...]:

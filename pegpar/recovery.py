@@ -141,7 +141,8 @@ def follow(ctl: "Controller", left: backend.LeftWave, pending: List[dict]) -> bo
         node = nodes[r["node"]]
         stem = os.path.join(ctl.rt.logs_dir, backend.log_name(r["seq"], node))
         jobs[left.index(ctl.rt, r["seq"]) - 1] = Running(r["seq"], node, r["command"], stem, stem + ".err",
-                                                         r.get("start") or time.time(), queue_job(r))
+                                                         r.get("start") or time.time(), queue_job(r),
+                                                         tuple(r.get("slots") or (0,)))
     wave = backend.adopt_wave(left, nodes[pending[0]["node"]].host, jobs)
     if wave is None:
         return False
@@ -149,7 +150,7 @@ def follow(ctl: "Controller", left: backend.LeftWave, pending: List[dict]) -> bo
         if job is not None:
             ctl.printer.say(f"job #{job.seq} on {job.node.name} still runs (started before pegpar "
                             f"stopped); following it: {brief(job.command)}")
-            ctl.busy[job.node.name] = job
+            ctl.busy[job.seq] = job
             ctl.live[job.seq] = job
             ctl.tails[job.seq] = (Tail(job.out_path), Tail(job.err_path))
             ctl.dispatched += 1

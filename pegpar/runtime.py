@@ -144,14 +144,16 @@ SESSIONS_PER_MASTER = 8  # sshd's default MaxSessions is 10 per connection
 
 
 def session_groups(nodes: List[SubNode]) -> Dict[str, int]:
-    """Sub-node name -> which shared connection its jobs use: the 1st to 8th
-    sub-node of a host share one master, the 9th to 16th a second one, so a
-    host with many sub-nodes never exceeds sshd's MaxSessions."""
+    """Sub-node name -> which shared connection its jobs use: counting each
+    sub-node's slots (a job each), the sub-nodes that start within a host's
+    1st to 8th slot share one master, those within the 9th to 16th a second
+    one, so a host with many sub-nodes stays within sshd's MaxSessions (10 by
+    default; a single sub-node with more slots than that needs it raised)."""
     seen: Dict[str, int] = {}
     groups = {}
     for node in nodes:
         k = seen.get(node.host, 0)
-        seen[node.host] = k + 1
+        seen[node.host] = k + node.slots  # each slot may run a job: a session
         groups[node.name] = k // SESSIONS_PER_MASTER
     return groups
 
@@ -159,6 +161,7 @@ def session_groups(nodes: List[SubNode]) -> Dict[str, int]:
 def group_counts(nodes: List[SubNode]) -> Dict[str, int]:
     """Host -> how many session groups (shared connections) its sub-nodes use."""
     counts: Dict[str, int] = {}
+    groups = session_groups(nodes)
     for node in nodes:
-        counts[node.host] = counts.get(node.host, 0) + 1
-    return {host: -(-n // SESSIONS_PER_MASTER) for host, n in counts.items()}
+        counts[node.host] = max(counts.get(node.host, 0), groups[node.name] + 1)
+    return counts

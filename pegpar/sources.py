@@ -10,7 +10,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Tuple
 
-from pegpar.errors import UserError
+from pegpar.errors import NotYet, UserError
 from pegpar.expand import Job
 from pegpar.spec import Source
 
@@ -59,16 +59,30 @@ class MemoryQueue:
 
     def take(self, n: int, accept: Callable[[Job], None],
              on_commit: Optional[Callable[[Optional[Pending]], None]] = None,
-             on_abandon: Optional[Callable[[], None]] = None) -> Optional[Tuple[List[Job], Optional[UserError]]]:
+             on_abandon: Optional[Callable[[], None]] = None,
+             skip_waiting: bool = False) -> Optional[Tuple[List[Job], Optional[UserError]]]:
+        """As QueueFile.take, on the lines in memory."""
+        from pegpar.queue import BACKFILL_WINDOW
+
         taken: List[Job] = []
-        error = None
+        skipped: List[Job] = []  # jobs that wait, passed over (skip_waiting)
+        error: Optional[UserError] = None
         while self._jobs and len(taken) < n:
+            job = self._jobs.pop()
             try:
-                accept(self._jobs[-1])
+                accept(job)
+            except NotYet as err:
+                error = error or err
+                skipped.append(job)
+                if skip_waiting and len(skipped) < BACKFILL_WINDOW:
+                    continue
+                break
             except UserError as err:
+                self._jobs.append(job)
                 error = err
                 break
-            taken.append(self._jobs.pop())
+            taken.append(job)
+        self._jobs.extend(reversed(skipped))
         if taken and on_commit is not None:
             on_commit(None)  # no file to replace
         return taken, error

@@ -49,6 +49,7 @@ class HostEntry:
     hostnames: Tuple[str, ...]  # templates (may use the entry's params)
     params: Params
     source: Source
+    slots: int = 1  # job slots (GPUs, say) of each of this entry's sub-nodes
 
 
 @dataclass(frozen=True)
@@ -321,8 +322,19 @@ def _host_entry(node: _Node, source: Source) -> HostEntry:
     if node.kind == "scalar":
         return HostEntry((_required_text(node, source, "host"),), (), source)
     dims = _dims(node, "hostname", source, "a hostname, or a map with a `hostname` list")
+    slots = dict(dims).get("slots")
+    if slots is not None:
+        where = _key_where(node, "slots", source)
+        if len(slots) != 1:
+            raise UserError("`slots` of a host entry is one number (the slots of each of its sub-nodes), "
+                            "not a list", where=where, hint="write e.g. `slots: 8`")
+        _check_slot_count(slots[0], where)
     return HostEntry(tuple(str(v) for v in dict(dims)["hostname"]),
-                     tuple(d for d in dims if d[0] != "hostname"), source)
+                     tuple(d for d in dims if d[0] not in ("hostname", "slots")), source,
+                     int(slots[0]) if slots else 1)
+
+
+POLICIES = ("first_fit", "buddy")  # how a job's slots are chosen on a sub-node (see placement.allocate)
 
 
 def _queue_entry(node: _Node, source: Source) -> QueueEntry:
@@ -330,11 +342,34 @@ def _queue_entry(node: _Node, source: Source) -> QueueEntry:
         entry = QueueEntry((("command", (_required_text(node, source, "command"),)),), source, plain=True)
     else:
         entry = QueueEntry(_dims(node, "command", source, "a command, or a map with a `command` list"), source)
+        dims = dict(entry.dims)
+        for value in dims.get("slots", ()):
+            _check_slot_count(value, _key_where(node, "slots", source))
+        policy = dims.get("allocation_policy")
+        if policy is not None:
+            where = _key_where(node, "allocation_policy", source)
+            if len(policy) != 1:
+                raise UserError("`allocation_policy` is one value for the whole entry, not a list to sweep",
+                                where=where, hint="write e.g. `allocation_policy: buddy`")
+            if policy[0] not in POLICIES:
+                raise UserError(f"unknown allocation_policy {scalar_text(policy[0])!r}", where=where,
+                                hint="first_fit or buddy")
     for command in entry.commands:
         if not command.strip():
             raise UserError("empty command", where=str(source))
         check_command(command, source)
     return entry
+
+
+def _check_slot_count(value: Scalar, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"`slots` must be a whole number of at least 1, not {scalar_text(value)!r}", where=where)
+
+
+def _key_where(node: _Node, name: str, source: Source) -> str:
+    """FILE:LINE of a key of an entry's map."""
+    line = next((key.line for key, _ in node.value if key.value == name), source.line)
+    return f"{source.path}:{line}"
 
 
 def check_command(command: str, source: Source) -> None:

@@ -82,9 +82,17 @@ def _live(data: Dict[str, Any], state: StateDir, ctl: Dict[str, Any], now: float
     data["elapsed"] = now - started if isinstance(started, (int, float)) else None
     data["stopping"] = bool(snap.get("stopping"))
     data["updated"] = snap.get("updated")
-    data["jobs_running"] = [{"seq": n["job"].get("seq"), "node": n.get("name"),
-                             "command": n["job"].get("command"), "since": n["job"].get("since")}
-                            for n in data["nodes"] if isinstance(n.get("job"), dict)]
+    data["jobs_running"] = [{"seq": job.get("seq"), "node": n.get("name"), "command": job.get("command"),
+                             "since": job.get("since"), "slots": job.get("slots", [0])}
+                            for n in data["nodes"] for job in _jobs(n)]
+
+
+def _jobs(node: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The jobs a sub-node runs, as the snapshot has them (an older one: `job` alone)."""
+    jobs = node.get("jobs")
+    if isinstance(jobs, list):
+        return [j for j in jobs if isinstance(j, dict)]
+    return [node["job"]] if isinstance(node.get("job"), dict) else []
 
 
 def _ended(data: Dict[str, Any], state: StateDir, queue_file: str) -> None:
@@ -149,18 +157,39 @@ def render(data: Dict[str, Any], now: Optional[float] = None, width: int = 100) 
 
 
 def _nodes_table(nodes: List[Dict[str, Any]], now: float, width: int) -> str:
-    cells = [("SUB-NODE", "STATE", "JOB")]
+    """A row per sub-node and job; with job slots, which slots each job holds
+    and which are free, in a SLOTS column."""
+    with_slots = any(isinstance(n.get("slots"), int) and n["slots"] > 1 for n in nodes)
+    rows = [("SUB-NODE", "STATE") + (("SLOTS",) if with_slots else ()) + ("JOB",)]
     for n in nodes:
-        job = n.get("job") if isinstance(n.get("job"), dict) else None
-        what = ""
-        if job is not None:
+        name, state = str(n.get("name", "")), str(n.get("state", ""))
+        lines = []
+        for job in _jobs(n):
             since = job.get("since")
             took = f" for {duration(now - since)}" if isinstance(since, (int, float)) else ""
-            what = f"#{job.get('seq')}{took}: {job.get('command', '')}"
-        cells.append((str(n.get("name", "")), str(n.get("state", "")), what))
-    name_width = max(len(c[0]) for c in cells)
-    room = max(20, width - name_width - len("running") - 4)
-    return columns([(a, b, one_line(c, room)) for a, b, c in cells])
+            lines.append((_indices(job.get("slots", [])), f"#{job.get('seq')}{took}: {job.get('command', '')}"))
+        free = n.get("free")
+        if with_slots and isinstance(free, list) and free:
+            lines.append((_indices(free), "free"))
+        if n.get("held"):
+            lines.append(("", f"takes no new job: {n['held']}"))
+        for slots, what in lines or [("", "")]:
+            rows.append((name, state) + ((slots,) if with_slots else ()) + (what,))
+            name = state = ""
+    fixed = sum(max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]) - 1))
+    room = max(20, width - fixed)
+    return columns([r[:-1] + (one_line(r[-1], room),) for r in rows])
+
+
+def _indices(slots: List[Any]) -> str:
+    """Slot indices, runs shortened: 0-3,6."""
+    out: List[str] = []
+    for i in sorted(s for s in slots if isinstance(s, int)):
+        if out and out[-1].split("-")[-1] == str(i - 1):
+            out[-1] = out[-1].split("-")[0] + f"-{i}"
+        else:
+            out.append(str(i))
+    return ",".join(out)
 
 
 def status(queue_file: str, as_json: bool, watch: bool) -> Optional[str]:

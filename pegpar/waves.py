@@ -33,7 +33,8 @@ class Waves:
                 self.warm[k] = backend.Warm(ctl.rt, node, self._slots(k, groups), k[2], ctl.opts.timeout)
 
     def _slots(self, k: Key, groups: Dict[str, int]) -> int:
-        return sum(1 for n in self.ctl.nodes if key(n, groups) == k)
+        """How many jobs a wave may run at once: the slots of its sub-nodes."""
+        return sum(n.slots for n in self.ctl.nodes if key(n, groups) == k)
 
     def launch(self, placed: List[Running]) -> None:
         """Hand jobs to their hosts' open waves, or to new ones."""

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from pegpar import joblog
+from pegpar import joblog, logview
 from pegpar.runtime import parallel_script
 from pegpar.errors import UserError
 from pegpar.joblog import Record
@@ -80,14 +80,38 @@ def test_summary_per_sub_node_over_the_wall_span(queue):
     rows = json.loads(log(queue, summary=True, last=True, as_json=True))
     # the last run spans T0+100 .. T0+140 (40 s); node-1 was busy 20 s, node-2 40 s
     assert rows == [
-        {"node": "node-1 (gpu=0)", "jobs": 2, "failed": 0, "busy": 20.0, "utilisation": 0.5},
-        {"node": "node-2", "jobs": 1, "failed": 1, "busy": 40.0, "utilisation": 1.0},
-        {"node": "(all)", "jobs": 3, "failed": 1, "busy": 60.0, "utilisation": 0.75},
+        {"node": "node-1 (gpu=0)", "jobs": 2, "failed": 0, "busy": 20.0, "utilisation": 0.5, "slots": 1,
+         "slot_hours": 20.0 / 3600},
+        {"node": "node-2", "jobs": 1, "failed": 1, "busy": 40.0, "utilisation": 1.0, "slots": 1,
+         "slot_hours": 40.0 / 3600},
+        {"node": "(all)", "jobs": 3, "failed": 1, "busy": 60.0, "utilisation": 0.75, "slots": 2,
+         "slot_hours": 60.0 / 3600},
     ]
     text = log(queue, summary=True, last=True)
     assert text.splitlines()[0].split() == ["SUB-NODE", "JOBS", "FAILED", "BUSY", "UTILISATION"]
     assert "50%" in text.splitlines()[1] and "75%" in text.splitlines()[3]
-    assert log(queue, summary=True, tsv=True).splitlines()[0] == "node\tjobs\tfailed\tbusy\tutilisation"
+    assert log(queue, summary=True, tsv=True).splitlines()[0] == \
+        "node\tjobs\tfailed\tbusy\tutilisation\tslots\tslot_hours"
+
+
+def test_summary_counts_slot_hours_on_sub_nodes_of_several_slots(tmp_path):
+    """A 4-slot sub-node ran a 2-slot job for an hour and a 1-slot job for two:
+    4 slot-hours of 8 over the two hours; the 1-slot sub-node's job an hour of 2."""
+    state = StateDir(str(tmp_path / ".pegpar"))
+    os.makedirs(state.path)
+    joblog.append(state.joblog_path(), [
+        Record(1, "gpu-box", T0, 3600.0, 0, 0, 0, 0, "train a"),
+        Record(2, "gpu-box", T0, 7200.0, 0, 0, 0, 0, "train b"),
+        Record(3, "cpu-box", T0 + 3600, 3600.0, 0, 0, 0, 0, "prep"),
+    ])
+    with open(os.path.join(state.path, logview.SLOTS_FILE), "w") as f:
+        f.write(logview.slots_line(1, "gpu-box", (0, 1), 4) + logview.slots_line(2, "gpu-box", (2,), 4))
+    rows = json.loads(log(str(tmp_path / "queue.yaml"), summary=True, as_json=True))
+    assert [(r["node"], r["slots"], r["slot_hours"], r["utilisation"]) for r in rows] == [
+        ("gpu-box", 4, 4.0, 0.5), ("cpu-box", 1, 1.0, 0.5), ("(all)", 5, 5.0, 0.5)]
+    text = log(str(tmp_path / "queue.yaml"), summary=True)
+    assert text.splitlines()[0].split() == ["SUB-NODE", "JOBS", "FAILED", "BUSY", "SLOTS", "SLOT-HOURS", "UTILISATION"]
+    assert text.splitlines()[1].split()[-3:] == ["4", "4.00", "50%"]
 
 
 def test_json_and_tsv_keep_the_whole_command(tmp_path):

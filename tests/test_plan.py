@@ -29,14 +29,14 @@ def write(folder: Path, queue: str, hosts: str = None) -> Path:
 def test_seed_quiz_json():
     doc = json.loads(show(EXAMPLES / "quiz", as_json=True))
     assert doc["subnodes"] == [
-        {"name": "node-1 (laziness=1)", "host": "node-1", "params": {"laziness": 1}, "local": False},
-        {"name": "node-2 (laziness=1)", "host": "node-2", "params": {"laziness": 1}, "local": False},
-        {"name": "node-3 (laziness=2)", "host": "node-3", "params": {"laziness": 2}, "local": False},
+        {"name": "node-1 (laziness=1)", "host": "node-1", "params": {"laziness": 1}, "local": False, "slots": 1},
+        {"name": "node-2 (laziness=1)", "host": "node-2", "params": {"laziness": 1}, "local": False, "slots": 1},
+        {"name": "node-3 (laziness=2)", "host": "node-3", "params": {"laziness": 2}, "local": False, "slots": 1},
     ]
     assert doc["count"] == 9 and len(doc["jobs"]) == 9 and doc["truncated"] is False
     queue = str(EXAMPLES / "quiz" / "queue.yaml")
     assert doc["jobs"][0] == {"command": 'echo "Hello from {{ hostname }}, laziness {{ laziness }}"',
-                              "params": {}, "source": f"{queue}:4"}
+                              "params": {}, "source": f"{queue}:4", "slots": 1, "allocation_policy": "first_fit"}
     ops = ["+" if "{{ low }} + {{ high }}" in j["command"] else "*" for j in doc["jobs"][1:]]
     assert list(zip(ops, [j["params"] for j in doc["jobs"][1:]])) == [
         (op, {"low": lo, "high": hi}) for op in "+*" for lo in (1, 2) for hi in (3, 4)]

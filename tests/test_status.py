@@ -56,7 +56,7 @@ def test_live_controller_json(live):
     assert (data["queued"], data["running"], data["done"], data["failed"]) == (7, 1, 4, 1)
     assert [n["state"] for n in data["nodes"]] == ["running", "idle", "down"]
     assert data["jobs_running"] == [{"seq": 41, "node": "node-1 (gpu=0)",
-                                     "command": "train 0.1 1\n--fast", "since": T0 + 30}]
+                                     "command": "train 0.1 1\n--fast", "since": T0 + 30, "slots": [0]}]
     assert data["elapsed"] > 0
 
 
