@@ -141,22 +141,35 @@ def _edit_locked(queue_path: str, real: str, argv: List[str]) -> int:
 
 
 def _run_editor(argv: List[str], path: str) -> int:
-    try:
-        proc = subprocess.Popen(argv + [path])
-    except OSError as err:
-        raise UserError(f"cannot start the editor {argv[0]!r}: {err.strerror}",
-                        hint="pass --editor, or set $VISUAL or $EDITOR") from None
     # Ctrl-C in the editor reaches this process too; it belongs to the editor.
     # SIGTERM or SIGHUP (the terminal closed) end the edit: the editor is told
-    # to stop too, and the caller keeps what it saved so far.
+    # to stop too, and the caller keeps what it saved so far. The handlers come
+    # first: a signal just after the editor starts must not kill pegpar alone
+    # (the editor would go on, holding the queue's edit). One that comes while
+    # the editor is being started is acted on once it has started.
+    started: List[subprocess.Popen] = []
+    early: List[int] = []
+
     def stop(signum: int, frame: object) -> None:
+        if not started:
+            early.append(signum)
+            return
         raise _Stopped(signum)
 
     previous = {sig: signal.signal(sig, handler)
                 for sig, handler in ((signal.SIGINT, signal.SIG_IGN), (signal.SIGTERM, stop), (signal.SIGHUP, stop))}
     try:
+        try:
+            proc = subprocess.Popen(argv + [path])
+        except OSError as err:
+            raise UserError(f"cannot start the editor {argv[0]!r}: {err.strerror}",
+                            hint="pass --editor, or set $VISUAL or $EDITOR") from None
+        started.append(proc)
+        if early:
+            raise _Stopped(early[0])
         return proc.wait()
     except _Stopped:
+        proc = started[0]
         proc.terminate()
         try:
             proc.wait(5)
