@@ -63,14 +63,16 @@ def _check_hosts_file(hosts_file: str) -> None:
 
 
 def _files(f):
-    f = click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")(f)
-    f = click.option("--hosts-file", default=HOSTS_FILE, show_default=True,
-                     help="The hosts; when missing, jobs run on the local machine.")(f)
+    f = click.option("--queue-file", default=QUEUE_FILE, show_default=True, type=click.Path(),
+                     help="The queue file; its entries leave it as they run.")(f)
+    f = click.option("--hosts-file", default=HOSTS_FILE, show_default=True, type=click.Path(),
+                     help=f"The hosts. Without this option and without a {HOSTS_FILE} here, jobs run on the "
+                          "local machine; a file named with it must exist.")(f)
     return f
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="pegpar")
+@click.version_option(__version__, "-V", "--version", prog_name="pegpar")
 def main() -> None:
     """Run queues of shell commands over a fleet of machines, on GNU parallel."""
 
@@ -119,7 +121,7 @@ def _run_options(f):
                      help="Run from queue/hosts files that others may write (they could run commands on every node).")(f)
     f = click.option("--connect-timeout", type=click.IntRange(min=1), default=5, show_default=True,
                      help="Seconds before an ssh connection attempt counts as failed.")(f)
-    f = click.argument("command", nargs=-1, type=click.UNPROCESSED)(f)
+    f = click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="[-- COMMAND...]")(f)
     return f
 
 
@@ -140,7 +142,7 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
          allow_shared_queue, connect_timeout, ignore_errors=False, backfill=False, max_load=None,
          memfree=None) -> None:
     from pegpar import admission, controller, sources
-    from pegpar.queue import check_not_shared, check_queue_file
+    from pegpar.queue import check_not_shared, check_queue_file, forget_old_lock
 
     if joblog_path and not os.path.isdir(os.path.dirname(os.path.abspath(joblog_path))):
         raise UserError("the joblog's directory does not exist", where=joblog_path)
@@ -174,6 +176,7 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
         from pegpar.queue import QueueFile
 
         check_queue_file(queue_file, allow_shared_queue)
+        forget_old_lock(queue_file)
         if not daemon and not os.path.exists(queue_file) and not _unfinished(queue_file):
             raise UserError("no such queue file: nothing to run", where=queue_file,
                             hint=f"echo '- echo hello' > {queue_file}, or --daemon to wait for one")
@@ -202,7 +205,11 @@ def _unfinished(queue_file: str) -> bool:
               help="While the head job waits for slots, later jobs may start on other free slots; the "
                    "sub-node promised to the head takes none of them (default: strict queue order).")
 def q(**kw) -> None:
-    """Queue mode: run each job once, on the next free sub-node."""
+    """Queue mode: run each job once, on the next free sub-node.
+
+    Jobs come from the queue file, or, when stdin is a pipe or a file, one
+    command per input line. With `-- COMMAND...`, each input line is an
+    argument of COMMAND instead ({{ line }}, or appended at its end)."""
     _run("q", **kw)
 
 
@@ -219,17 +226,25 @@ def b(error_aborts: bool, ignore_errors: bool, **kw) -> None:
 
 
 @main.command()
-@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
-@click.option("--editor", default=None, help="Editor command (default: $VISUAL, $EDITOR, vi).")
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, type=click.Path(),
+              help="The queue file; its state is read from .pegpar/ beside it.")
+@click.option("--editor", default=None,
+              help="Editor command, with its arguments (`code -w`). Default: $VISUAL, $EDITOR, then vi, at a "
+                   "terminal; without a terminal, only --editor is used (a script that edits the file).")
 def l(queue_file: str, editor: Optional[str]) -> None:
-    """Lock mode: edit the queue safely while it runs."""
+    """Lock mode: edit the queue safely while it runs.
+
+    Holds the queue's lock while the editor runs on a copy (no job is taken
+    meanwhile), checks the edited text, and saves it only when it is valid.
+    Needs a terminal, or --editor."""
     from pegpar import edit
 
     sys.exit(edit.edit_queue(queue_file, editor))
 
 
 @main.command()
-@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, type=click.Path(),
+              help="The queue file; its state is read from .pegpar/ beside it.")
 @click.option("--front", is_flag=True, help="Put the entries at the head of the queue.")
 @click.argument("commands", nargs=-1, required=True)
 def add(queue_file: str, front: bool, commands) -> None:
@@ -242,7 +257,8 @@ def add(queue_file: str, front: bool, commands) -> None:
 
 
 @main.command()
-@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, type=click.Path(),
+              help="The queue file; its state is read from .pegpar/ beside it.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--watch", is_flag=True, help="Refresh in place every second.")
 def status(queue_file: str, as_json: bool, watch: bool) -> None:
@@ -255,7 +271,8 @@ def status(queue_file: str, as_json: bool, watch: bool) -> None:
 
 
 @main.command()
-@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, type=click.Path(),
+              help="The queue file; its state is read from .pegpar/ beside it.")
 @click.option("--kill", is_flag=True, help="Kill running jobs on their nodes too.")
 def stop(queue_file: str, kill: bool) -> None:
     """Stop the running pegpar: start no new job."""
@@ -265,12 +282,17 @@ def stop(queue_file: str, kill: bool) -> None:
 
 
 @main.command()
-@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, type=click.Path(),
+              help="The queue file; its state is read from .pegpar/ beside it.")
 @click.option("--job", "seq", type=int, default=None, help="Kill the job with this sequence number.")
-@click.option("--node", default=None, help="Kill the job running on this sub-node.")
-@click.argument("target", required=False)
+@click.option("--node", default=None, help="Kill the job(s) running on this sub-node.")
+@click.argument("target", required=False, metavar="[SEQ | SUB-NODE]")
 def kill(queue_file: str, seq: Optional[int], node: Optional[str], target: Optional[str]) -> None:
-    """Kill running jobs: all, one sub-node's, or one."""
+    """Kill running jobs: one, a sub-node's, or all.
+
+    SEQ is a job's number as `pegpar log` and `pegpar status` show it; a
+    SUB-NODE's name kills what runs there; no target kills every running job
+    (as `pegpar stop --kill`)."""
     from pegpar import control
 
     if target is not None:  # `pegpar kill 12` or `pegpar kill node-1`
@@ -285,13 +307,15 @@ def kill(queue_file: str, seq: Optional[int], node: Optional[str], target: Optio
 
 
 @main.command()
-@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
-@click.option("--joblog", "joblog_path", default=None, help="Joblog to read (default: .pegpar/joblog).")
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, type=click.Path(),
+              help="The queue file; its state is read from .pegpar/ beside it.")
+@click.option("--joblog", "joblog_path", type=click.Path(), default=None,
+              help="Joblog to read (default: .pegpar/joblog next to the queue).")
 @click.option("--failed", is_flag=True, help="Only failed jobs.")
 @click.option("--running", is_flag=True, help="Only jobs still running.")
 @click.option("--node", default=None, help="Only jobs of this sub-node.")
 @click.option("--last", is_flag=True, help="Only the last run.")
-@click.option("--summary", is_flag=True, help="Per sub-node: jobs, busy time, utilisation.")
+@click.option("--summary", is_flag=True, help="Per sub-node: jobs, busy time, slots and slot-hours, utilisation.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("--tsv", is_flag=True, help="Tab-separated output.")
 def log(**kw) -> None:
@@ -302,7 +326,8 @@ def log(**kw) -> None:
 
 
 @main.command()
-@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, type=click.Path(),
+              help="The queue file; its state is read from .pegpar/ beside it.")
 @click.option("--stdout", "out", is_flag=True, help="Only stdout.")
 @click.option("--stderr", "err", is_flag=True, help="Only stderr.")
 @click.argument("seq", type=int)
@@ -315,10 +340,16 @@ def logs(queue_file: str, seq: int, out: bool, err: bool) -> None:
 
 
 @main.command()
-@click.option("--queue-file", default=QUEUE_FILE, show_default=True, help="The queue.")
-@click.option("--failed", is_flag=True, required=True, help="Put the failed jobs of the last run back.")
+@click.option("--queue-file", default=QUEUE_FILE, show_default=True, type=click.Path(),
+              help="The queue file; its state is read from .pegpar/ beside it.")
+@click.option("--failed", is_flag=True, help="Put the failed jobs of the last run back (the only kind for now).")
 def retry(queue_file: str, failed: bool) -> None:
-    """Put the failed jobs of the last run back into the queue."""
+    """Put the failed jobs of the last run back into the queue.
+
+    `pegpar retry --failed`: each failed job goes back to the top of the
+    queue file in the form consumed.yaml keeps."""
     from pegpar import retry as rt
 
+    if not failed:
+        raise click.UsageError("say which jobs to put back: `pegpar retry --failed`")
     click.echo(rt.retry_failed(queue_file), nl=False)

@@ -263,7 +263,7 @@ class Controller:
             if jobs:
                 self.printer.say("killing " + ", ".join(f"#{j.seq} on {j.node.name}" for j in jobs))
                 self.kill_jobs(jobs)
-        self.state.write_status(self.snapshot())
+        self.state.write_status(report.snapshot(self))
         if self.printer.progress:
             self.printer.status(report.progress(self.summary, len(self.busy), self._queued(), len(self.nodes)))
 
@@ -282,30 +282,6 @@ class Controller:
             except (OSError, UserError):
                 pass
         return self._queued_count
-
-    def snapshot(self) -> dict:
-        now = time.time()
-        nodes = []
-        jobs_of: Dict[str, List[Running]] = {}
-        for job in sorted(self.busy.values(), key=lambda j: j.slots):
-            jobs_of.setdefault(job.node.name, []).append(job)
-        for n in self.nodes:
-            jobs = [{"seq": j.seq, "command": j.command, "since": j.started, "slots": list(j.slots)}
-                    for j in jobs_of.get(n.name, [])]
-            held = {i for j in jobs for i in j["slots"]}
-            state = ("down" if n.host in self.health.down else "leaving" if n.name in self.health.leaving
-                     else "running" if jobs else "idle")
-            nodes.append({"name": n.name, "host": n.host, "state": state, "job": jobs[0] if jobs else None,
-                          "jobs": jobs, "slots": n.slots, "free": [i for i in range(n.slots) if i not in held],
-                          **({"held": self.admission.held[n.host]} if n.host in self.admission.held else {})})
-        return {"pid": os.getpid(), "mode": self.opts.mode, "run": self.run_id,
-                "queue_file": os.path.abspath(self.opts.queue_file),
-                "hosts_file": os.path.abspath(self.opts.hosts_file),
-                "started": self.summary.started, "updated": now, "joblog": os.path.abspath(self.joblog_path),
-                "nodes": nodes, "running": len(self.busy), "done": self.summary.done,
-                "failed": len(self.summary.failed), "stopping": self.stopping,
-                "queue_error": self.queue_error,
-                **({"queued": self.source.pending()} if self.opts.stdin else {})}
 
     # -- observing -------------------------------------------------------
     def _observe(self) -> None:

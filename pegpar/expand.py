@@ -75,7 +75,8 @@ _SAFE_HOST = re.compile(r"[A-Za-z0-9_.@:/\[\]-]+")
 def subnodes(entries: Optional[Tuple[HostEntry, ...]], local_slots: int) -> Tuple[SubNode, ...]:
     """hosts.yaml entries -> sub-nodes in file order. entries=None means no
     hosts.yaml: `local_slots` sub-nodes "localhost/1".."localhost/N" on the local
-    machine. Rejects duplicate sub-nodes and hostnames with spaces or shell
+    machine. The same host with the same parameters twice is two sub-nodes
+    (the second named `... #2`). Rejects hostnames with spaces or shell
     metacharacters (UserError naming FILE:LINE).
 
     Within an entry the hostname varies slowest (a host's sub-nodes are
@@ -85,7 +86,7 @@ def subnodes(entries: Optional[Tuple[HostEntry, ...]], local_slots: int) -> Tupl
             raise UserError(f"{local_slots} local sub-nodes requested", hint="ask for at least one, e.g. -j 4")
         return tuple(SubNode(f"localhost/{i}", "localhost", (), True) for i in range(1, local_slots + 1))
     nodes: List[SubNode] = []
-    first: Dict[Any, SubNode] = {}
+    copies: Dict[Any, int] = {}  # (host, params) -> how many sub-nodes have them so far
     for entry in entries:
         if len(nodes) + len(entry.hostnames) * count(entry.params) > MAX_SUBNODES:
             raise UserError(f"more than {MAX_SUBNODES} sub-nodes", where=str(entry.source))
@@ -94,13 +95,12 @@ def subnodes(entries: Optional[Tuple[HostEntry, ...]], local_slots: int) -> Tupl
             for values in itertools.product(*(values for _, values in entry.params)):
                 params = tuple(zip(names, values))
                 host = _host(hostname, params, entry.source)
-                node = SubNode(_name(host, params), host, params, host in LOCAL_NAMES, entry.source, entry.slots)
-                for key in (node.name, (host, frozenset(params))):
-                    if key in first:
-                        raise UserError(f"duplicate sub-node `{node.name}` (also at {first[key].source})",
-                                        where=str(entry.source), hint="list each host and parameter set once")
-                    first[key] = node
-                nodes.append(node)
+                # the same host and parameters again is one more runner there, as in
+                # Pegasus: named `host (k=v) #2`, `#3`...
+                key = (host, frozenset(params))
+                copies[key] = copies.get(key, 0) + 1
+                name = _name(host, params) + (f" #{copies[key]}" if copies[key] > 1 else "")
+                nodes.append(SubNode(name, host, params, host.lower() in LOCAL_NAMES, entry.source, entry.slots))
     return tuple(nodes)
 
 

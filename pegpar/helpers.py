@@ -10,11 +10,16 @@ reports with FILE:LINE.
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import re
 import shlex
+import sys
 from pathlib import PurePosixPath
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
+from pegpar import cases
 from pegpar.spec import Scalar, scalar_text
 
 
@@ -58,6 +63,8 @@ def as_text(value: Any) -> str:
 
 
 def lookup(container: Any, key: Any) -> Any:
+    if container is None:  # a missing variable: nothing to look in, as in Handlebars
+        return None
     try:
         if isinstance(container, Mapping):
             return container[as_text(key)]
@@ -66,25 +73,6 @@ def lookup(container: Any, key: Any) -> Any:
     except (KeyError, IndexError, ValueError):
         pass
     raise Problem(f"lookup: `{as_text(key)}` not found")
-
-
-def _words(value: Any) -> Sequence[str]:
-    """Words for the case helpers: split at anything not a letter or digit, at a
-    lower-to-upper change, and before the last capital of an acronym (HTTPServer)."""
-    words = []
-    for chunk in re.findall(r"[^\W_]+", as_text(value)):
-        start = 0
-        for i in range(1, len(chunk)):
-            prev, cur, nxt = chunk[i - 1], chunk[i], chunk[i + 1: i + 2]
-            if cur.isupper() and (not prev.isupper() or nxt.islower()):
-                words.append(chunk[start:i])
-                start = i
-        words.append(chunk[start:])
-    return words
-
-
-def _capitalized(word: str) -> str:
-    return word[:1].upper() + word[1:].lower()
 
 
 def _quote(*args: Any) -> str:
@@ -150,6 +138,71 @@ def _parent(value: Any) -> str:
     return "" if parent == "." and not text.startswith("./") else parent
 
 
+def _env_var(key: Any) -> str:
+    """The controller's environment variable (empty when unset), with the
+    crate's own names for the platform: ARCH, OS, FAMILY, USERNAME..."""
+    name = as_text(key)
+    if name in _PLATFORM:
+        return _PLATFORM[name]()
+    if name == "USERNAME":
+        return next((os.environ[k] for k in ("USERNAME", "username", "USER", "user") if k in os.environ), "noname")
+    return os.environ.get(name, "")
+
+
+_PLATFORM: Dict[str, Callable[[], str]] = {
+    "ARCH": lambda: {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine()),
+    "OS": lambda: {"darwin": "macos"}.get(sys.platform, "linux" if sys.platform.startswith("linux") else sys.platform),
+    "FAMILY": lambda: "windows" if os.name == "nt" else "unix",
+    "DLL_PREFIX": lambda: "" if os.name == "nt" else "lib",
+    "DLL_EXTENSION": lambda: {"darwin": "dylib", "win32": "dll"}.get(sys.platform, "so"),
+    "DLL_SUFFIX": lambda: "." + {"darwin": "dylib", "win32": "dll"}.get(sys.platform, "so"),
+    "EXE_EXTENSION": lambda: "exe" if os.name == "nt" else "",
+    "EXE_SUFFIX": lambda: ".exe" if os.name == "nt" else "",
+}
+
+
+def _read_to_str(path: Any) -> str:
+    """A file's text, read on the controller (empty when there is no such file)."""
+    try:
+        with open(as_text(path), encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as err:
+        raise Problem(f"read_to_str: cannot read {as_text(path)!r}: {err}")
+
+
+def _canonicalize(path: Any) -> str:
+    """The absolute path with links resolved, on the controller; empty when it does not exist."""
+    text = as_text(path)
+    return os.path.realpath(text) if text and os.path.exists(text) else ""
+
+
+def _str_to_json(text: Any) -> Any:
+    """JSON text -> the value it holds (a map, a list...), usable with lookup, each and with."""
+    raw = as_text(text)
+    if raw == "":
+        return ""
+    try:
+        return json.loads(raw)
+    except ValueError as err:
+        raise Problem(f"str_to_json: not JSON ({err})")
+
+
+def _json_to_str(value: Any) -> str:
+    """A value as compact JSON text (empty for nothing or an empty text)."""
+    value = plain(value)
+    if value is None or value == "":
+        return ""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _not_provided(name: str, why: str) -> Tuple[Callable[..., Any], int, None]:
+    def refuse(*_: Any) -> Any:
+        raise Problem(f"`{name}` is not provided by pegpar: {why}")
+    return refuse, 0, None
+
+
 def _str1(f: Callable[[str], Any]) -> Tuple[Callable[..., Any], int, int]:
     return (lambda v: f(as_text(v))), 1, 1
 
@@ -161,14 +214,18 @@ HELPERS: Dict[str, Tuple[Callable[..., Any], int, Optional[int]]] = {
     "trim": _str1(str.strip),
     "trim_start": _str1(str.lstrip),
     "trim_end": _str1(str.rstrip),
-    "to_snake_case": _str1(lambda s: "_".join(w.lower() for w in _words(s))),
-    "to_kebab_case": _str1(lambda s: "-".join(w.lower() for w in _words(s))),
-    "to_screaming_snake_case": _str1(lambda s: "_".join(w.upper() for w in _words(s))),
-    "to_camel_case": _str1(lambda s: "".join(w.lower() if i == 0 else _capitalized(w)
-                                             for i, w in enumerate(_words(s)))),
-    "to_pascal_case": _str1(lambda s: "".join(_capitalized(w) for w in _words(s))),
-    "to_title_case": _str1(lambda s: " ".join(_capitalized(w) for w in _words(s))),
-    "to_train_case": _str1(lambda s: "-".join(_capitalized(w) for w in _words(s))),
+    "to_snake_case": _str1(cases.snake),
+    "to_kebab_case": _str1(cases.kebab),
+    "to_screaming_snake_case": _str1(cases.screaming_snake),
+    "to_camel_case": _str1(cases.camel),
+    "to_pascal_case": _str1(cases.pascal),
+    "to_title_case": _str1(cases.title),
+    "to_train_case": _str1(cases.train),
+    "to_sentence_case": _str1(cases.sentence),
+    "to_class_case": _str1(cases.class_case),
+    "to_table_case": _str1(cases.table_case),
+    "to_plural": _str1(cases.plural),
+    "to_singular": _str1(cases.singular),
     "quote": (_quote, 1, 2),
     "unquote": (_unquote, 1, 1),
     "first_non_empty": (lambda *vs: next((v for v in vs if as_text(v) != ""), ""), 1, None),
@@ -186,4 +243,24 @@ HELPERS: Dict[str, Tuple[Callable[..., Any], int, Optional[int]]] = {
     "or": (lambda *vs: any(truthy(v) for v in vs), 2, None),
     "not": (lambda v: not truthy(v), 1, 1),
     "len": (_length, 1, 1),
+    "env_var": (_env_var, 1, 1),
+    "read_to_str": (_read_to_str, 1, 1),
+    "canonicalize": (_canonicalize, 1, 1),
+    "str_to_json": (_str_to_json, 1, 1),
+    "json_to_str": (_json_to_str, 1, 1),
+    # Pegasus's other helpers that pegpar cannot honour as they are: an error
+    # that says so, never a silent empty text in a command
+    "json_query": _not_provided("json_query", "JMESPath queries are not implemented; use lookup on "
+                                "str_to_json's value"),
+    "json_str_query": _not_provided("json_str_query", "JMESPath queries are not implemented; use lookup on "
+                                    "str_to_json's value"),
+    "from_json": _not_provided("from_json", "it is a block helper over format= arguments, which pegpar's "
+                               "templates do not take; use str_to_json"),
+    "to_json": _not_provided("to_json", "it is a block helper over format= arguments, which pegpar's templates "
+                             "do not take; use json_to_str"),
+    "jsonnet": _not_provided("jsonnet", "Jsonnet is not available to pegpar"),
+    "assign": _not_provided("assign", "templates do not set variables in pegpar; give the value as a parameter"),
+    "http_get": _not_provided("http_get", "pegpar does not fetch URLs while it renders commands "
+                              "(a command can: curl, wget)"),
+    "gitignore_io": _not_provided("gitignore_io", "pegpar does not fetch URLs while it renders commands"),
 }

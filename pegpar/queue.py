@@ -16,8 +16,9 @@ Layout rules the scan relies on (checked, with FILE:LINE errors):
   refused rather than rewritten, since a canonical rewrite would drop the
   user's comments and layout.
 
-The lock is `<queue>.lock`, an OS lock (filelock), so a killed holder leaves
-nothing behind. `take` never waits for it; `add` and `pegpar l` do.
+The lock is `queue.lock` in the queue's state directory (Pegasus would take a
+`queue.yaml.lock` next to the queue for a lock held forever), an OS lock
+(filelock), so a killed holder leaves nothing that holds it. `take` never waits for it; `add` and `pegpar l` do.
 """
 
 from __future__ import annotations
@@ -47,7 +48,40 @@ _QUIET_WAIT = 0.5
 
 
 def lock_path(path: str) -> str:
-    return os.path.realpath(path) + ".lock"
+    """The queue's lock file, in its state directory: next to the queue,
+    Pegasus would read `queue.yaml.lock` as a lock held forever."""
+    from pegpar.state import state_dir_for
+
+    return os.path.join(state_dir_for(path), "queue.lock")
+
+
+def _file_lock(path: str) -> filelock.FileLock:
+    folder = os.path.dirname(lock_path(path))
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError:
+        pass  # acquiring reports it
+    return filelock.FileLock(lock_path(path), mode=0o600)
+
+
+def forget_old_lock(path: str) -> None:
+    """Remove a `QUEUE.lock` that earlier versions of pegpar left next to the
+    queue, when no one holds it (Pegasus reads its existence as a lock held
+    forever)."""
+    old = os.path.realpath(path) + ".lock"
+    if not os.path.exists(old):
+        return
+    lock = filelock.FileLock(old)
+    try:
+        lock.acquire(timeout=0)
+    except (filelock.Timeout, OSError):
+        return
+    try:
+        os.unlink(old)
+    except OSError:
+        pass
+    finally:
+        lock.release()
 
 
 def check_queue_file(path: str, allow_shared: bool = False) -> None:
@@ -75,13 +109,36 @@ def check_queue_file(path: str, allow_shared: bool = False) -> None:
 def check_not_shared(path: str, what: str, allow_shared: bool = False) -> None:
     """Refuse a queue or hosts file that group or others may write: whoever can
     write it can run commands on every node (a hosts file's parameters are
-    rendered into commands too)."""
+    rendered into commands too). Group write is fine when the group is the
+    owner's private one (see shared)."""
     try:
-        mode = os.stat(path).st_mode
+        st = os.stat(path)
     except OSError:
         return  # missing: nothing to refuse (readers report other problems)
-    if mode & (stat.S_IWGRP | stat.S_IWOTH) and not allow_shared:
+    if shared(st) and not allow_shared:
         raise _shared(path, what)
+
+
+def shared(st: os.stat_result) -> bool:
+    """Whether others than the file's owner may write it. As Debian's OpenSSH
+    decides for its files: world-writable is shared; group-writable is not
+    when the group's one member is the owner (a user-private group, as umask
+    002 systems give every user), counting users whose primary group it is
+    and its listed members."""
+    if st.st_mode & stat.S_IWOTH:
+        return True
+    if not st.st_mode & stat.S_IWGRP:
+        return False
+    import grp
+    import pwd
+
+    try:
+        group = grp.getgrgid(st.st_gid)
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        return True
+    members = {p.pw_name for p in pwd.getpwall() if p.pw_gid == st.st_gid} | set(group.gr_mem)
+    return members != {owner}
 
 
 def _shared(path: str, what: str) -> UserError:
@@ -106,7 +163,7 @@ def hold_lock(path: str, who: str, timeout: float = -1,
 
     While held, the lock file names the holder so that a waiting `pegpar l` or
     `pegpar add` can say whom it waits for."""
-    lock = filelock.FileLock(lock_path(path))
+    lock = _file_lock(path)
     started = time.monotonic()
     first_wait = _QUIET_WAIT if timeout < 0 else min(timeout, _QUIET_WAIT)
     try:
@@ -143,8 +200,8 @@ def _describe_holder(lock_file: str, text: str) -> None:
 
 
 class QueueFile:
-    """queue.yaml as a queue. The lock is `<queue>.lock` (filelock, an OS lock),
-    shared with `pegpar l` and `pegpar add`. consumed.yaml sits beside queue.yaml.
+    """queue.yaml as a queue. The lock is `queue.lock` in the state directory
+    (filelock, an OS lock), shared with `pegpar l` and `pegpar add`. consumed.yaml sits beside queue.yaml.
 
     `notify` receives the "waiting for the lock" message of `add`.
     File-level problems found by `take` (a file that is not a block list, an
@@ -156,7 +213,7 @@ class QueueFile:
         self.consumed_path = consumed_path or os.path.join(os.path.dirname(path), CONSUMED_FILE)
         self.notify = notify
         self.allow_shared = allow_shared  # else take() refuses a file group or others may write
-        self._lock = filelock.FileLock(lock_path(path))
+        self._lock = _file_lock(path)
 
     def take(self, n: int, accept: Callable[[Job], None], on_commit: Optional[Callable[[Pending], None]] = None,
              on_abandon: Optional[Callable[[], None]] = None,
@@ -273,7 +330,7 @@ class QueueFile:
             return [], None
         with src:
             before = os.fstat(src.fileno())
-            if before.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not self.allow_shared:
+            if shared(before) and not self.allow_shared:
                 return [], _shared(self.path, "the queue file")  # made so during the run
             scanner = queuetext.Scanner(src, self.path)
             taken: List[Job] = []
@@ -350,7 +407,8 @@ class QueueFile:
                     kept = kept.replace(b"\n", b"\r\n")
                 cut = durable.Cut(marker.offset, marker.offset + marker.size, kept + text)
             elif front and first is not None:
-                at = first.offset + (len(queuetext.BOM) if first.number == 1 and first.data.startswith(queuetext.BOM) else 0)
+                bom = first.number == 1 and first.data.startswith(queuetext.BOM)
+                at = first.offset + (len(queuetext.BOM) if bom else 0)
                 cut = durable.Cut(at, at, text)
             else:
                 at = queuetext.document_end(src, end)

@@ -16,8 +16,9 @@ from pegpar.runtime import Runtime, ssh_wrapper
 
 # Where a node keeps the ids of killed jobs, so that a job whose shell had not
 # started when the kill came never runs (KILL_SCRIPT writes them, JOB_GUARD
-# reads them). No braces: parallel reads JOB_GUARD as part of its command template.
-KILLED_DIR = 'd=$TMPDIR; [ -n "$d" ] || d=/tmp; d=$d/pegpar-killed-$USER'
+# reads them), one per user: named by $USER, or the uid where USER is unset (a
+# fork only then). No braces: parallel reads JOB_GUARD as part of its command template.
+KILLED_DIR = 'd=$TMPDIR; [ -n "$d" ] || d=/tmp; u=$USER; [ -n "$u" ] || u=$(id -u); d=$d/pegpar-killed-$u'
 
 # The job's shell, run as `sh -c JOB_GUARD COMMAND` under its kill mark: a job
 # killed before it started exits at once (143, as for SIGTERM); else the command

@@ -3,11 +3,16 @@ progress line, and the summary at its end (with each failure named)."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from pegpar.output import brief, clock
+
+if TYPE_CHECKING:
+    from pegpar.backend import Running
+    from pegpar.controller import Controller
 
 
 @dataclass
@@ -61,3 +66,30 @@ def final(s: Summary) -> List[str]:
         lines.append(f"  FAILED #{f.seq} on {f.node} ({how}): {brief(f.command)}"
                      + (f": {f.reason}" if f.reason else ""))
     return lines
+
+
+def snapshot(ctl: "Controller") -> dict:
+    """The status snapshot `pegpar status` reads: each sub-node, its jobs and
+    slots, and the run's counts."""
+    now = time.time()
+    nodes = []
+    jobs_of: Dict[str, List["Running"]] = {}
+    for job in sorted(ctl.busy.values(), key=lambda j: j.slots):
+        jobs_of.setdefault(job.node.name, []).append(job)
+    for n in ctl.nodes:
+        jobs = [{"seq": j.seq, "command": j.command, "since": j.started, "slots": list(j.slots)}
+                for j in jobs_of.get(n.name, [])]
+        held = {i for j in jobs for i in j["slots"]}
+        state = ("down" if n.host in ctl.health.down else "leaving" if n.name in ctl.health.leaving
+                 else "running" if jobs else "idle")
+        nodes.append({"name": n.name, "host": n.host, "state": state, "job": jobs[0] if jobs else None,
+                      "jobs": jobs, "slots": n.slots, "free": [i for i in range(n.slots) if i not in held],
+                      **({"held": ctl.admission.held[n.host]} if n.host in ctl.admission.held else {})})
+    return {"pid": os.getpid(), "mode": ctl.opts.mode, "run": ctl.run_id,
+            "queue_file": os.path.abspath(ctl.opts.queue_file),
+            "hosts_file": os.path.abspath(ctl.opts.hosts_file),
+            "started": ctl.summary.started, "updated": now, "joblog": os.path.abspath(ctl.joblog_path),
+            "nodes": nodes, "running": len(ctl.busy), "done": ctl.summary.done,
+            "failed": len(ctl.summary.failed), "stopping": ctl.stopping,
+            "queue_error": ctl.queue_error,
+            **({"queued": ctl.source.pending()} if ctl.opts.stdin else {})}

@@ -4,9 +4,12 @@ shared connections (session groups), and the environment parallel runs in."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shlex
+import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Set
@@ -88,12 +91,91 @@ def runtime(state_dir: str, ssh_config: Optional[str], connect_timeout: int = 10
     _private_dir(os.path.join(state_dir, "logs"))
     key = hashlib.sha1(state_dir.encode()).hexdigest()[:12]
     base = _private_dir(os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}"))
-    run_dir = _private_dir(os.path.join(base, key))
+    run_dir = os.path.join(base, key)
+    _claim(run_dir)
     for sub in ("parallel-home", "waves", "cm"):
         _private_dir(os.path.join(run_dir, sub))
     rt = Runtime(state_dir, run_dir, os.path.join(run_dir, "ssh"), ssh_config, connect_timeout)
     _write_wrapper(rt, 0)
+    sweep(base)
     return rt
+
+
+IN_USE = "in-use"  # in a run directory: a shared lock held by every pegpar process that uses it
+_claims: Dict[str, int] = {}  # run directory -> the descriptor holding its shared lock, for this process
+
+
+def _claim(run_dir: str) -> None:
+    """Hold the run directory's shared lock for as long as this process lives,
+    so that a sweep by another pegpar leaves it alone."""
+    if run_dir in _claims:
+        return
+    while True:
+        _private_dir(run_dir)
+        path = os.path.join(run_dir, IN_USE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                _claims[run_dir] = fd
+                return
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # swept just now: make it again
+
+
+def sweep(base: str) -> List[str]:
+    """Remove the run directories of `base` that nothing uses any more, so that
+    one per queue ever run does not pile up: no pegpar holds it, no shared ssh
+    connection (ControlMaster) of it still answers, and it keeps no wave's files
+    (a crashed run's jobs are found through them). Returns what was removed."""
+    removed = []
+    for name in os.listdir(base):
+        run_dir = os.path.join(base, name)
+        if run_dir in _claims or not os.path.isdir(run_dir) or os.path.islink(run_dir):
+            continue
+        try:
+            fd = os.open(os.path.join(run_dir, IN_USE), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a pegpar uses it
+            if _busy(run_dir):
+                continue
+            gone = os.path.join(base, f".gone-{name}-{os.getpid()}")
+            try:
+                os.rename(run_dir, gone)  # a pegpar starting now makes a fresh one (_claim)
+            except OSError:
+                continue
+            shutil.rmtree(gone, ignore_errors=True)
+            removed.append(run_dir)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _busy(run_dir: str) -> bool:
+    """A wave's files, or a ControlMaster socket that still accepts a connection."""
+    try:
+        if os.listdir(os.path.join(run_dir, "waves")):
+            return True
+    except FileNotFoundError:
+        pass
+    try:
+        sockets = [os.path.join(run_dir, "cm", n) for n in os.listdir(os.path.join(run_dir, "cm"))]
+    except FileNotFoundError:
+        return False
+    for path in sockets:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(path)
+                return True
+            except OSError:
+                continue
+    return False
 
 
 def ssh_wrapper(rt: Runtime, group: int) -> str:

@@ -337,12 +337,22 @@ def _check_nodes(nodes: tuple, names: FrozenSet[str], in_each: bool, scoped: boo
             _, name, args, body, inverse = node
             _block_helper(name)
             _check_arity(name, len(args), 1, 1)
-            for arg in args:
-                _check_arg(arg, names, in_each, scoped)
+            for arg in args:  # `{{#if extra}}`: a variable a block tests may be missing (false, empty)
+                _check_arg(arg, names, in_each, scoped, optional=True)
+            missing = args[0][0] == "path" and len(args[0][1]) == 1 and _missing(args[0][1][0], names)
             inner_each = in_each or name == "each"
             inner_scoped = scoped or name in ("each", "with")
-            _check_nodes(body, names, inner_each, inner_scoped)
-            _check_nodes(inverse or (), names, in_each, scoped)
+            # a missing variable is false: the branch it never takes is not checked
+            # (`{{#if gpu}}--gpu {{gpu}}{{/if}}` where a sub-node has no gpu)
+            if not missing or name == "unless":
+                _check_nodes(body, names, inner_each, inner_scoped)
+            if not missing or name != "unless":
+                _check_nodes(inverse or (), names, in_each, scoped)
+
+
+def _missing(head: str, names: FrozenSet[str]) -> bool:
+    """A plain variable name that is not defined here."""
+    return not head.startswith("@") and head != "this" and head not in names
 
 
 def _check_call(path: Tuple[str, ...], args: tuple, names: FrozenSet[str], in_each: bool, scoped: bool) -> None:
@@ -353,17 +363,21 @@ def _check_call(path: Tuple[str, ...], args: tuple, names: FrozenSet[str], in_ea
     _, low, high = _helper(helper)
     _check_arity(helper, len(args), low, high)
     for arg in args:
-        _check_arg(arg, names, in_each, scoped)
+        _check_arg(arg, names, in_each, scoped, optional=helper == "lookup")
 
 
-def _check_arg(arg: tuple, names: FrozenSet[str], in_each: bool, scoped: bool) -> None:
+def _check_arg(arg: tuple, names: FrozenSet[str], in_each: bool, scoped: bool, optional: bool = False) -> None:
+    """`optional`: a plain variable there may be missing (what #if, #unless,
+    #with, #each and lookup are given, as in Handlebars: missing is empty)."""
     if arg[0] == "path":
+        if optional and len(arg[1]) == 1 and _missing(arg[1][0], names):
+            return
         _check_path(arg[1], names, in_each, scoped)
     elif arg[0] == "sub":
         _, low, high = _helper(arg[1])
         _check_arity(arg[1], len(arg[2]), low, high)
         for inner in arg[2]:
-            _check_arg(inner, names, in_each, scoped)
+            _check_arg(inner, names, in_each, scoped, optional=arg[1] == "lookup")
 
 
 def _check_path(path: Tuple[str, ...], names: FrozenSet[str], in_each: bool, scoped: bool) -> None:
@@ -474,8 +488,8 @@ class _Evaluation:
             value = (frame.data or {})[head]
         elif head == "this":
             value = frame.this
-        else:
-            value = self.variables[head]
+        else:  # missing only where the static check lets it be: a block's or lookup's argument
+            value = self.variables.get(head)
         for segment in rest:
             value = helpers.lookup(value, segment)
         return value

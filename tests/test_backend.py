@@ -225,3 +225,67 @@ def test_each_extra_shared_connection_has_its_own_time_to_answer(tmp_path, monke
     monkeypatch.setattr(remote, "MASTERS_AT_ONCE", 1)
     assert remote.probe(rt, ["h"], 1.0, groups={"h": 3}) == {}
     assert remote.probe(rt, ["h"], 0.3, groups={"h": 3}) == {"h": "no answer within 0.3 s"}
+
+
+def test_kill_marks_without_user_go_to_a_folder_named_by_the_uid(tmp_path):
+    """A node whose sessions have no USER still keeps each user's marks apart,
+    and a job whose mark is there does not start."""
+    from pegpar.remote import JOB_GUARD, KILL_SCRIPT
+
+    env = {"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)}
+    subprocess.run(["sh", "-c", KILL_SCRIPT, "pegpar-kill", "q-7"], env=env, check=True, timeout=30)
+    assert os.listdir(tmp_path / f"pegpar-killed-{os.getuid()}") == ["q-7"]
+    ran = subprocess.run(["sh", "-c", JOB_GUARD, "echo started"], env=dict(env, PEGPAR_JOB="q-7"),
+                         capture_output=True, text=True, timeout=30)
+    assert (ran.returncode, ran.stdout) == (143, "")
+    ran = subprocess.run(["sh", "-c", JOB_GUARD, "echo started"], env=dict(env, PEGPAR_JOB="q-8"),
+                         capture_output=True, text=True, timeout=30)
+    assert (ran.returncode, ran.stdout) == (0, "started\n")
+
+
+def test_run_directories_nothing_uses_are_swept(tmp_path, monkeypatch):
+    """One run directory per queue ever run must not pile up: a later pegpar
+    removes those no pegpar holds, whose ssh masters are gone and that keep no
+    wave's files; the others stay."""
+    import fcntl
+    import socket
+
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    first = runtime.runtime(str(tmp_path / "a" / ".pegpar"), None)
+    base = os.path.dirname(first.run_dir)
+
+    def run_dir(name, *files):
+        d = os.path.join(base, name)
+        for sub in ("waves", "cm", "parallel-home"):
+            os.makedirs(os.path.join(d, sub))
+        for f in files:
+            open(os.path.join(d, f), "w").close()
+        return d
+
+    stale = run_dir("000000000001")
+    old_format = run_dir("000000000002", "ssh")  # no in-use file at all
+    crashed = run_dir("000000000003", "waves/9.ids")  # a crashed run's jobs: recovery needs them
+    held = run_dir("000000000004")
+    holder = open(os.path.join(held, runtime.IN_USE), "w")
+    fcntl.flock(holder, fcntl.LOCK_SH)  # a pegpar that uses it
+    mastered = run_dir("000000000005")
+    master = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    master.bind(os.path.join(mastered, "cm", "abc"))
+    master.listen(1)
+    dead_master = run_dir("000000000006")
+    gone = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    gone.bind(os.path.join(dead_master, "cm", "abc"))
+    gone.close()  # its socket file stays, nothing answers
+    try:
+        second = runtime.runtime(str(tmp_path / "b" / ".pegpar"), None)
+        left = sorted(os.listdir(base))
+    finally:
+        holder.close()
+        master.close()
+    assert os.path.basename(second.run_dir) in left and os.path.basename(first.run_dir) in left
+    assert not any(os.path.exists(d) for d in (stale, old_format, dead_master))
+    assert all(os.path.exists(d) for d in (crashed, held, mastered))
+    assert not [n for n in left if n.startswith(".gone")]

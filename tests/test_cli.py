@@ -44,3 +44,23 @@ def test_contradicting_broadcast_flags_are_a_usage_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pegpar", "b", "-e", "-i"], cwd=tmp_path, capture_output=True,
                        text=True, stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and r.stderr.startswith("pegpar: ") and len(r.stderr.splitlines()) == 1
+
+
+def test_every_option_and_argument_says_what_it_is():
+    """Each option has a help text; an argument's name in the usage line says what goes there."""
+    from pegpar.cli import main
+
+    for name, command in main.commands.items():
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert param.help and len(param.help) > 8, (name, param.name)
+        usage = run(name, "--help").stdout.splitlines()[0]
+        assert "[COMMAND]..." not in usage and "[TARGET]" not in usage, usage
+    assert "[-- COMMAND...]" in run("q", "--help").stdout
+    assert "[SEQ | SUB-NODE]" in run("kill", "--help").stdout
+    assert "without a terminal, only --editor" in " ".join(run("l", "--help").stdout.split())
+
+
+def test_bare_retry_says_what_to_add():
+    r = run("retry")
+    assert r.returncode == 2 and "pegpar retry --failed" in r.stderr and "Missing option" not in r.stderr

@@ -56,10 +56,6 @@ CASES = {
     "rendered hostname with command substitution": (
         {"queue.yaml": "- ok\n", "hosts.yaml": "- hostname: ['{{ p }}']\n  p: ['$(reboot)']\n"},
         "hosts.yaml:1", "hostname"),
-    "duplicate sub-nodes": ({"queue.yaml": "- ok\n", "hosts.yaml": "- node-1\n- node-2\n- node-1\n"},
-                            "hosts.yaml:3", "duplicate"),
-    "duplicate parametrized sub-nodes": ({"queue.yaml": "- ok\n", "hosts.yaml": "- hostname: [a]\n  gpu: [0, 0]\n"},
-                                         "hosts.yaml:1", "duplicate"),
     "zero hosts": ({"queue.yaml": "- ok\n", "hosts.yaml": "[]\n"}, "hosts.yaml", "no hosts"),
     "comments-only hosts file": ({"queue.yaml": "- ok\n", "hosts.yaml": "# nobody yet\n"}, "hosts.yaml", "no hosts"),
     "binary garbage": ({"queue.yaml": bytes(range(256)) * 4}, "queue.yaml:2", "UTF-8"),

@@ -108,7 +108,8 @@ def test_jobs_of_hosts_still_being_checked_go_back_when_pegpar_is_killed(tmp_pat
         def kill(self):
             Check.killed = True
 
-    ctl.health.suspects["node-9"] = (Check(), [(running, Record(7, "node-9", 0.0, 1.0, 0, 0, 255, 0, "echo lost?"), "")])
+    ended = Record(7, "node-9", 0.0, 1.0, 0, 0, 255, 0, "echo lost?")
+    ctl.health.suspects["node-9"] = (Check(), [(running, ended, "")])
     ctl.health.settle_suspects()
     assert Check.killed and not ctl.health.suspects and ctl.summary.requeued == 1
     assert queue.read_text() == "- echo lost?\n- echo later\n"

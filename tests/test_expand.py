@@ -81,15 +81,18 @@ def test_unsafe_rendered_hostname_is_rejected():
         hosts("- hostname: ['{{ p }}']\n  p: ['a b']\n")
 
 
-@pytest.mark.parametrize("text", [
-    "- node-1\n- node-1\n",
-    "- hostname: [n, n]\n",
-    "- hostname: [n]\n  gpu: [0, 0]\n",
-    "- hostname: [n]\n  gpu: [0]\n- hostname: [m, n]\n  gpu: [0]\n",
+@pytest.mark.parametrize("text, names", [
+    ("- node-1\n- node-1\n", ["node-1", "node-1 #2"]),
+    ("- hostname: [n, n]\n", ["n", "n #2"]),
+    ("- hostname: [n]\n  gpu: [0, 0]\n", ["n (gpu=0)", "n (gpu=0) #2"]),
+    ("- hostname: [n]\n  gpu: [0]\n- hostname: [m, n, n]\n  gpu: [0]\n",
+     ["n (gpu=0)", "m (gpu=0)", "n (gpu=0) #2", "n (gpu=0) #3"]),
 ])
-def test_duplicate_subnodes_are_rejected(text):
-    with pytest.raises(UserError, match="duplicate sub-node"):
-        hosts(text)
+def test_duplicate_subnodes_are_runners_of_their_own_named_apart(text, names):
+    """As in Pegasus: the same host and parameters twice is two runners there."""
+    nodes = hosts(text)
+    assert [n.name for n in nodes] == names
+    assert len({n.host for n in nodes if n.name.startswith("n")}) == 1
 
 
 def test_hostname_template_cannot_use_hostname():

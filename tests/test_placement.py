@@ -102,9 +102,11 @@ def test_a_job_takes_slots_on_the_first_sub_node_with_room_and_renders_them():
     four, two = node("n1", slots=4), node("n2", slots=2)
     nodes = [four, two]
     two_slot = job("use {{slots}} {{allocation_policy}}", slots=2)
-    assert placement.place(two_slot, nodes, nodes, {four.name: {0, 1, 2}}, {}, set()) == (two, (0, 1), "use 0,1 first_fit")
+    assert placement.place(two_slot, nodes, nodes, {four.name: {0, 1, 2}}, {}, set()) == \
+        (two, (0, 1), "use 0,1 first_fit")
     # two free slots apart still fit under first_fit (its last resort)
-    assert placement.place(two_slot, nodes, nodes, {four.name: {0, 2}}, {}, set()) == (four, (1, 3), "use 1,3 first_fit")
+    assert placement.place(two_slot, nodes, nodes, {four.name: {0, 2}}, {}, set()) == \
+        (four, (1, 3), "use 1,3 first_fit")
     assert placement.place(two_slot, nodes, nodes, {four.name: {0}}, {}, set()) == (four, (2, 3), "use 2,3 first_fit")
     # four slots fit only on n1; while its slots are held the job waits
     with pytest.raises(NotYet):

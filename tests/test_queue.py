@@ -506,13 +506,51 @@ def test_check_queue_file(tmp_path, qpath):
     with pytest.raises(UserError, match="directory"):
         queue.check_queue_file(str(tmp_path))
     write(qpath, "- a\n")
-    os.chmod(qpath, 0o664)
+    os.chmod(qpath, 0o666)
     with pytest.raises(UserError, match="group or others") as err:
         queue.check_queue_file(str(qpath))
     assert "chmod go-w" in str(err.value)
     queue.check_queue_file(str(qpath), allow_shared=True)
     os.chmod(qpath, 0o644)
     queue.check_queue_file(str(qpath))
+
+
+def test_group_write_is_fine_in_the_owners_private_group_only(qpath):
+    """umask 002 (user-private groups): a 664 file whose group has the owner as
+    its one member is the owner's alone; any other group-writable one is not."""
+    import grp
+    import pwd
+
+    write(qpath, "- a\n")
+    os.chmod(qpath, 0o664)
+    st = os.stat(qpath)
+    owner = pwd.getpwuid(st.st_uid).pw_name
+    members = {p.pw_name for p in pwd.getpwall() if p.pw_gid == st.st_gid} | set(grp.getgrgid(st.st_gid).gr_mem)
+    assert members == {owner}, "the test needs a file in its owner's private group"
+    queue.check_queue_file(str(qpath))
+    other = shared_group(qpath)
+    with pytest.raises(UserError, match="group or others"):
+        queue.check_queue_file(str(qpath))
+    os.chmod(qpath, 0o644)  # the same group without its write bit
+    queue.check_queue_file(str(qpath))
+    assert os.stat(qpath).st_gid == other
+
+
+def shared_group(path) -> int:
+    """Give `path` a group that is not its owner's private one (root may)."""
+    import grp
+    import pwd
+
+    owner = pwd.getpwuid(os.stat(path).st_uid).pw_name
+    for g in grp.getgrall():
+        members = {p.pw_name for p in pwd.getpwall() if p.pw_gid == g.gr_gid} | set(g.gr_mem)
+        if members != {owner}:
+            try:
+                os.chown(path, -1, g.gr_gid)
+            except PermissionError:
+                continue
+            return g.gr_gid
+    pytest.skip("no group this user may give a file that is not its own private one")
     if os.geteuid() != 0:  # root may write anything
         os.chmod(qpath, 0o444)
         with pytest.raises(UserError, match="writable"):

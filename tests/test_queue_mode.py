@@ -145,8 +145,8 @@ def test_an_input_line_that_cannot_render_ends_the_run_with_exit_2(tmp_path, peg
     r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env,
                input="echo one >> ran\necho two >> ran\necho {{nope}}\necho four >> ran\n", timeout=60)
     assert r.returncode == 2, r.stderr
-    assert "pegpar: <stdin>:3: template: unknown variable `nope` (defined here: allocation_policy, hostname, slots); not run: this line " \
-        "and the 1 after it\n" in r.stderr, r.stderr
+    assert "pegpar: <stdin>:3: template: unknown variable `nope` (defined here: allocation_policy, hostname, " \
+        "slots); not run: this line and the 1 after it\n" in r.stderr, r.stderr
     assert (tmp_path / "ran").read_text() == "one\ntwo\n"
 
 

@@ -494,6 +494,16 @@ def _mode(path, mode):
     return lambda work: os.chmod(work / path, mode)
 
 
+def _group_writable(path):
+    """Group-writable, in a group that is not the owner's private one."""
+    from test_queue import shared_group
+
+    def prepare(work):
+        os.chmod(work / path, 0o620)
+        shared_group(work / path)
+    return prepare
+
+
 # name: (files, preparation, arguments, how the message starts (FILE[:LINE]), words it must hold,
 #        whether nothing at all may be created: the error comes before pegpar starts)
 BAD = {
@@ -505,7 +515,7 @@ BAD = {
                                   ["directory"], True),
     "read-only queue file": ({}, _mode("queue.yaml", 0o400), ["q"], "queue.yaml: ",
                              ["not readable and writable", "chmod u+rw"], True),
-    "group-writable queue file": ({}, _mode("queue.yaml", 0o620), ["q"], "queue.yaml: ",
+    "group-writable queue file": ({}, _group_writable("queue.yaml"), ["q"], "queue.yaml: ",
                                   ["writable by group or others", "--allow-shared-queue"], True),
     "world-writable hosts file": ({"hosts.yaml": "- localhost\n"}, _mode("hosts.yaml", 0o602), ["q"],
                                   "hosts.yaml: ", ["writable by group or others", "--allow-shared-queue"], True),

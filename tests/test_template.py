@@ -162,7 +162,7 @@ def test_is_template():
     ("{{to_screaming_snake_case name}}", "HELLO_FOO_BARS"),
     ("{{to_title_case name}}", "Hello Foo Bars"),
     ("{{to_train_case name}}", "Hello-Foo-Bars"),
-    ("{{to_snake_case 'HTTPServer2Go'}} {{to_camel_case 'learning_rate'}}", "http_server2_go learningRate"),
+    ("{{to_snake_case 'HTTPServer2Go'}} {{to_camel_case 'learning_rate'}}", "http_server_2_go learningRate"),
     ("{{quote 'a b'}} {{quote 'plain'}} {{quote ''}}", "'a b' plain ''"),
     ("{{quote \"'\" \"it's\"}}", "'it'\"'\"'s'"),
     ("{{quote '\"' 'say \"$HOME\"'}}", '"say \\"\\$HOME\\""'),
@@ -255,3 +255,54 @@ def test_a_brace_against_a_placeholder_is_a_syntax_error_everywhere(text):
         template.check_syntax(text, SRC)
     with pytest.raises(UserError, match="syntax error"):
         template.render(text, {"x": 1}, SRC)
+
+
+@pytest.mark.parametrize("text, defined, missing", [
+    ("{{#if extra}}x{{else}}y{{/if}}", "x", "y"),
+    ("{{#unless extra}}u{{else}}{{extra}}{{/unless}}", "v", "u"),
+    ("{{#with extra}}<{{this}}>{{/with}}", "<v>", ""),
+    ("{{#each extra}}e{{else}}none{{/each}}", "none", "none"),  # a plain value is no collection
+    ("[{{lookup extra 0}}]", "[v]", "[]"),
+    ("{{#if extra}}--x {{extra}}{{/if}}", "--x v", ""),
+])
+def test_a_variable_a_block_or_lookup_tests_may_be_missing(text, defined, missing):
+    assert template.render(text, {"extra": "v"}, SRC) == defined
+    assert template.render(text, {}, SRC) == missing
+
+
+@pytest.mark.parametrize("text", ["{{extra}}", "{{#if (eq extra 1)}}x{{/if}}", "{{#if extra}}x{{else}}{{extra}}{{/if}}",
+                                  "{{to_upper_case extra}}"])
+def test_a_bare_use_of_a_missing_variable_is_still_an_error(text):
+    with pytest.raises(UserError, match="unknown variable `extra`"):
+        template.render(text, {}, SRC)
+
+
+def test_helpers_read_on_the_controller(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEGPAR_TEST_VALUE", "from env")
+    monkeypatch.delenv("PEGPAR_TEST_UNSET", raising=False)
+    (tmp_path / "note.txt").write_text("hello\n")
+    (tmp_path / "link").symlink_to(tmp_path / "note.txt")
+    r = lambda text: template.render(text, {"d": str(tmp_path)}, SRC)  # noqa: E731
+    assert r("{{env_var 'PEGPAR_TEST_VALUE'}}|{{env_var 'PEGPAR_TEST_UNSET'}}") == "from env|"
+    assert r("{{env_var 'FAMILY'}}") == "unix" and r("{{env_var 'OS'}}") in ("linux", "macos")
+    assert r("{{read_to_str (replace '@/note.txt' '@' d)}}") == "hello\n"
+    assert r("[{{read_to_str (replace '@/none' '@' d)}}]") == "[]"
+    assert r("{{canonicalize (replace '@/link' '@' d)}}") == str((tmp_path / "note.txt").resolve())
+    assert r("[{{canonicalize (replace '@/none' '@' d)}}]") == "[]"
+
+
+def test_json_text_in_and_out():
+    r = lambda text: template.render(text, {"cfg": '{"lr": 0.1, "layers": [2, 4]}'}, SRC)  # noqa: E731
+    assert r("{{lookup (str_to_json cfg) 'lr'}}") == "0.1"
+    assert r("{{#each (lookup (str_to_json cfg) 'layers')}}{{this}} {{/each}}") == "2 4 "
+    assert r("{{json_to_str (str_to_json cfg)}}") == '{"lr":0.1,"layers":[2,4]}'
+    with pytest.raises(UserError, match="str_to_json: not JSON"):
+        template.render("{{str_to_json x}}", {"x": "{nope"}, SRC)
+
+
+@pytest.mark.parametrize("helper", ["json_query", "json_str_query", "from_json", "to_json", "jsonnet", "assign",
+                                    "http_get", "gitignore_io"])
+def test_pegasus_helpers_pegpar_cannot_honour_say_so(helper):
+    with pytest.raises(UserError, match=f"`{helper}` is not provided by pegpar: ") as err:
+        template.render("{{" + helper + " 'a' 'b'}}", {}, SRC)
+    assert err.value.where == str(SRC)
