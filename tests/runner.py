@@ -37,12 +37,13 @@ def records(cwd) -> List[joblog.Record]:
 
 
 def wait_for(predicate, timeout: float = 30, what: str = "condition") -> None:
+    """Until `predicate()` holds; it is asked at least once, even when the
+    time left is already spent (a deadline counted from an earlier moment)."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
+    while not predicate():
+        if time.time() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def cluster_hosts(tmp_path, hosts_yaml: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -151,9 +152,11 @@ def test_an_input_line_that_cannot_render_ends_the_run_with_exit_2(tmp_path, peg
 
 
 def _job_processes(cluster, marker: str) -> str:
+    """Processes whose command line matches `marker` (a grep pattern), as each
+    node sees them (the nodes share this machine: every process here is seen)."""
     found = ""
     for node in ("node-1", "node-2", "node-3"):
-        code, out = cluster.ssh(node, f"ps -eo args | grep -v grep | grep {marker} || true")
+        code, out = cluster.ssh(node, f"ps -eo args | grep -v grep | grep -e {shlex.quote(marker)} || true")
         found += out
     return found
 
@@ -186,7 +189,7 @@ def test_second_ctrl_c_kills_jobs_on_the_nodes(tmp_path, cluster, pegpar_env):
     killed_at = time.time()
     out, err = p.communicate(timeout=60)
     assert p.returncode == 1
-    wait_for(lambda: _job_processes(cluster, "[34]00[0-2]") == "", timeout=5 - (time.time() - killed_at) + 1,
+    wait_for(lambda: _job_processes(cluster, "^sleep [34]00[0-2]$") == "", timeout=5 - (time.time() - killed_at) + 1,
              what="no job process left on any node")
     recs = records(tmp_path)
     assert len(recs) == 3 and all(not rec.ok for rec in recs)
