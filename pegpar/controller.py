@@ -224,8 +224,10 @@ class Controller:
                     break
                 if not self.opts.daemon and self.source.is_empty():
                     break
-                if self._stuck_at_start():
-                    raise UserError(self.queue_error or "")
+                if self.queue_error is not None and not self.opts.daemon:
+                    if not self.dispatched:  # before anything ran: an input error, one line
+                        raise UserError(self.queue_error)
+                    break  # nothing runs and no fix came: no waiting forever (exit 2, _finish)
                 if self.nodes and all(n.host in self.health.down for n in self.nodes) and not self.opts.daemon:
                     self.printer.say("no host can be reached; giving up")
                     self.summary.unreachable = True
@@ -248,11 +250,6 @@ class Controller:
                 killer.wait(timeout=max(0.0, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 pass
-
-    def _stuck_at_start(self) -> bool:
-        """An invalid head entry before anything ran: an input error (exit 2),
-        unless pegpar runs as a daemon and can wait for the fix."""
-        return self.queue_error is not None and self.dispatched == 0 and not self.opts.daemon
 
     # -- once a second: status, control requests ---------------------------
     def _slow_turn(self) -> None:
@@ -419,8 +416,11 @@ class Controller:
             if self.opts.stdin and self.dispatched:  # no fix can come: the run ends
                 self.printer.say(f"{error}; not run: this line and the {self.source.pending() - 1} after it")
                 self.stopping = True
-            elif self.dispatched or self.opts.daemon:
+            elif self.opts.daemon:
                 self.printer.say(f"{error} (waiting for the queue to be fixed)")
+            elif self.dispatched:
+                self.printer.say(f"{error} (no new job until it is fixed; pegpar stops with this error once "
+                                 "the running jobs have ended)")
         return len(taken)
 
     def reserve(self, job: Job, node: SubNode, command: str, slots: Tuple[int, ...] = (0,)) -> Running:

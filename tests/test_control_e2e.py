@@ -248,17 +248,29 @@ def test_a_job_that_renders_on_some_sub_nodes_only_waits_for_one_of_them(tmp_pat
     assert load_yaml(tmp_path / "queue.yaml") in (None, [])
 
 
-def test_a_job_no_sub_node_renders_stops_the_queue_and_a_stop_exits_2(tmp_path, pegpar_env, bg):
+def test_a_job_no_sub_node_renders_stops_the_queue_and_the_run_ends_with_exit_2(tmp_path, pegpar_env, bg):
     """After a job ran, a head entry that renders on no sub-node stops the
-    queue (the file untouched) until it is fixed; stopped in that state,
-    pegpar says so and exits 2, not 0."""
-    write_queue(tmp_path, "- echo first\n- echo {{ nope }}\n")
-    child = bg("q", "--no-progress", "-j", "1")
+    queue (the file untouched); without --daemon no fix is waited for once
+    nothing runs: pegpar says so and exits 2, not 0, and never waits forever."""
+    write_queue(tmp_path, "- sleep 1; echo first\n- echo {{ nope }}\n")
+    child = bg("q", "--no-progress", "-j", "2")
     wait_for(lambda: "unknown variable" in child.stderr(), timeout=30)
-    assert (tmp_path / "queue.yaml").read_text() == "- echo {{ nope }}\n"
-    child.p.send_signal(signal.SIGTERM)
+    assert "no new job until it is fixed" in child.stderr()
     assert child.wait(30) == 2, child.stderr()
-    assert "the queue still has an error" in child.stderr()
+    assert (tmp_path / "queue.yaml").read_text() == "- echo {{ nope }}\n"
+    assert "the queue still has an error" in child.stderr() and child.stdout() == "[localhost/1] first\n"
+
+
+def test_a_bad_entry_behind_a_good_one_never_hangs(tmp_path, pegpar_env):
+    """The issue's case: `- echo ok`, then an entry with a nested list, no
+    terminal, no --daemon: the good job runs, then pegpar exits 2 naming the
+    bad entry, the file as the user left it."""
+    text = "- echo ok\n- command: [x]\n  lr: [[1, 2]]\n"
+    write_queue(tmp_path, text)
+    r = pegpar(["q", "--no-progress", "-j", "1"], tmp_path, pegpar_env, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "queue.yaml:2: a value must be a plain value" in r.stderr
+    assert r.stdout == "[localhost/1] ok\n" and (tmp_path / "queue.yaml").read_text() == text[len("- echo ok\n"):]
 
 
 def test_two_queues_in_one_directory_keep_their_runs_apart(tmp_path, pegpar_env, bg):
