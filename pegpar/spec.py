@@ -314,7 +314,8 @@ def _one_line(text: str) -> str:
 
 # --- entries -----------------------------------------------------------------
 
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+# `.` and `-` as in Pegasus's files; a template reaches such a name as {{[a.b]}}
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _RESERVED = ("this", "else", "true", "false", "null", "undefined")
 
 
@@ -404,7 +405,7 @@ def _dims(node: _Node, required: str, source: Source, expected: str) -> Params:
             raise UserError(f"`{name}` appears twice in this entry", where=where)
         seen[name] = key.line
         if name != required and (not _NAME_RE.fullmatch(name) or name in _RESERVED):
-            hint = "use letters, digits, _ and -, starting with a letter or _"
+            hint = "use letters, digits, _, . and -, starting with a letter or _"
             if " " in name:  # `- echo a: b` is a map to YAML
                 hint = "quote a command that contains ': ', e.g. - 'echo a: b'"
             raise UserError(f"invalid parameter name {name!r}", where=where, hint=hint)

@@ -101,3 +101,12 @@ def test_a_variable_tested_by_if_may_be_missing_and_does_not_restrict_placement(
     write_queue(tmp_path, "- echo {{extra}}\n")
     r = pegpar(["q", "--no-progress"], tmp_path, pegpar_env)
     assert r.returncode == 2 and "unknown variable `extra`" in r.stderr
+
+
+def test_parameter_names_with_dots_and_dashes_are_reached_as_segment_literals(tmp_path, pegpar_env):
+    files(tmp_path, hosts="- hostname: [localhost]\n  gpu.id: [3]\n",
+          queue="- command: ['echo {{[model.name]}} {{[batch-size]}} {{[gpu.id]}}']\n"
+                "  model.name: [tiny]\n  batch-size: [8]\n")
+    r = pegpar(["q", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "[localhost (gpu.id=3)] tiny 8 3\n"
