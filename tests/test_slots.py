@@ -176,3 +176,12 @@ def test_status_shows_which_job_holds_which_slots(tmp_path, cluster, pegpar_env)
     finally:
         pegpar(["stop", "--kill"], tmp_path, pegpar_env, timeout=30)
         p.communicate(timeout=60)
+
+
+def test_a_broadcast_step_runs_once_per_sub_node_with_all_its_slots(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- hostname: [node-1]\n  slots: 4\n- node-2\n")
+    write_queue(tmp_path, "- echo $NODE {{slots}}\n")
+    r = pegpar(["b", "--ssh-config", cluster.ssh_config, "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.splitlines()) == ["[node-1] node-1 0,1,2,3", "[node-2] node-2 0"]
+    assert len(records(tmp_path)) == 2
