@@ -344,7 +344,7 @@ class Controller:
         def accept(job: Job) -> None:
             placement.check_names(job, self.nodes)
             reserved = self.reservation
-            mine = reserved is not None and reserved[0] == _key(job)
+            mine = reserved is not None and reserved[0] == placement.job_key(job)
             candidates = [n for n in idle if mine or reserved is None or n.name != reserved[1]]
             try:
                 node, slots, command = placement.place(job, candidates, self.nodes, held,
@@ -380,7 +380,7 @@ class Controller:
                                lambda pending, start=ready: self.journal_dispatch(placed[start:], pending),
                                lambda start=ready: self.journal_untaken(placed[start:]),
                                skip_waiting=self.opts.backfill)
-        if self.opts.backfill and (not waiting or (self.reservation and self.reservation[0] != _key(waiting[0]))):
+        if self.opts.backfill and (not waiting or (self.reservation and self.reservation[0] != placement.job_key(waiting[0]))):
             self.reservation = None  # the head it was promised to has started (or left the queue)
         self._fruitless = seen if not placed and waiting else None
         # only the reservations whose job the queue let go of: the others (an I/O
@@ -396,10 +396,10 @@ class Controller:
             try:
                 accept(job)
             except NotYet:
-                if len(waiting) == 1 and (self.reservation is None or self.reservation[0] != _key(job)):
+                if len(waiting) == 1 and (self.reservation is None or self.reservation[0] != placement.job_key(job)):
                     node = placement.target(job, self.nodes, held, self.health.unavailable(), self.health.leaving)
                     if node is not None:
-                        self.reservation = (_key(job), node.name)
+                        self.reservation = (placement.job_key(job), node.name)
                 raise
         return backfill
 
@@ -494,24 +494,13 @@ class Controller:
         return 1 if s.failed or s.not_run or s.unreachable else 0
 
 
-def _check_slots(queue_file: str, nodes: List[SubNode]) -> None:
-    """Before anything runs: an entry whose slot count no sub-node can give is
-    an input error (a queue that does not mention slots is only scanned)."""
-    for entry in queuetext.entries_with(queue_file, b"slots"):
-        placement.check_slots([entry], nodes)
-
-
-def _key(job: Job) -> tuple:
-    """A queue job, recognised from one turn to the next (a reservation's holder)."""
-    return (job.command, job.params, str(job.source))
-
-
 def run(opts: Options, source, printer: Optional[Printer] = None) -> int:
     """Run queue or broadcast mode to the end; returns the exit code."""
     printer = printer or Printer(quiet=opts.quiet, progress=opts.progress)
     nodes = load_nodes(opts)
     if opts.mode == "q" and not opts.stdin:
-        _check_slots(opts.queue_file, nodes)
+        # before anything runs: an entry no sub-node can ever take is an input error
+        placement.check_slots(queuetext.entries_with(opts.queue_file, b"slots"), nodes)
     controller = Controller(opts, nodes, source, printer)
     controller.install_signals()
     return controller.run()

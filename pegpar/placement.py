@@ -13,7 +13,7 @@ would, its own error says why.
 
 from __future__ import annotations
 
-from typing import AbstractSet, Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Callable, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from pegpar import expand
 from pegpar.errors import NotYet, UserError
@@ -75,7 +75,7 @@ def _never(n: int, policy: str, nodes: Sequence[SubNode]) -> Optional[str]:
     return f"needs {n} slots, more than any sub-node has (the most is {most})"
 
 
-def check_slots(entries: Sequence[QueueEntry], nodes: Sequence[SubNode]) -> None:
+def check_slots(entries: Iterable[QueueEntry], nodes: Sequence[SubNode]) -> None:
     """A queue entry with a slot count no sub-node can ever give: UserError at
     its FILE:LINE (checked over the entries' values, without expanding them)."""
     for entry in entries:
@@ -171,6 +171,11 @@ def held_slots(running: Sequence[Tuple[str, Sequence[int]]]) -> Dict[str, frozen
     for name, slots in running:
         out.setdefault(name, set()).update(slots)
     return {name: frozenset(slots) for name, slots in out.items()}
+
+
+def job_key(job: Job) -> tuple:
+    """A queue job, recognised from one turn to the next (who a --backfill promise is for)."""
+    return (job.command, job.params, str(job.source))
 
 
 def check_names(job: Job, nodes: Sequence[SubNode]) -> None:
