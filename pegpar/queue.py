@@ -23,6 +23,7 @@ The lock is `queue.lock` in the queue's state directory (Pegasus would take a
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import stat
@@ -127,18 +128,23 @@ def shared(st: os.stat_result) -> bool:
     and its listed members."""
     if st.st_mode & stat.S_IWOTH:
         return True
-    if not st.st_mode & stat.S_IWGRP:
-        return False
+    return bool(st.st_mode & stat.S_IWGRP) and not _private_group(st.st_gid, st.st_uid)
+
+
+@functools.lru_cache(maxsize=16)
+def _private_group(gid: int, uid: int) -> bool:
+    """Whether the group's one member is the user (asked once per run: a pop
+    checks the queue file's mode every time, and the user list can be long)."""
     import grp
     import pwd
 
     try:
-        group = grp.getgrgid(st.st_gid)
-        owner = pwd.getpwuid(st.st_uid).pw_name
+        group = grp.getgrgid(gid)
+        owner = pwd.getpwuid(uid).pw_name
     except KeyError:
-        return True
-    members = {p.pw_name for p in pwd.getpwall() if p.pw_gid == st.st_gid} | set(group.gr_mem)
-    return members != {owner}
+        return False
+    members = {p.pw_name for p in pwd.getpwall() if p.pw_gid == gid} | set(group.gr_mem)
+    return members == {owner}
 
 
 def _shared(path: str, what: str) -> UserError:
