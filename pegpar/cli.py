@@ -330,13 +330,16 @@ def log(**kw) -> None:
               help="The queue file; its state is read from .pegpar/ beside it.")
 @click.option("--stdout", "out", is_flag=True, help="Only stdout.")
 @click.option("--stderr", "err", is_flag=True, help="Only stderr.")
-@click.argument("seq", type=int)
-def logs(queue_file: str, seq: int, out: bool, err: bool) -> None:
-    """Print one job's output (stdout, then stderr)."""
+@click.option("--failed", is_flag=True, help="Every job of the last run whose last attempt failed.")
+@click.argument("seqs", type=int, nargs=-1, metavar="[SEQ]...")
+def logs(queue_file: str, seqs, out: bool, err: bool, failed: bool) -> None:
+    """Print jobs' output (stdout, then stderr), several under a header each."""
     from pegpar import logview
 
+    if not seqs and not failed:
+        raise click.UsageError("name a job (`pegpar logs 12`), several, or --failed")
     which = "out" if out and not err else "err" if err and not out else "both"
-    click.echo(logview.logs(queue_file, seq, which), nl=False)
+    click.echo(logview.several_logs(queue_file, seqs, failed, which), nl=False)
 
 
 @main.command()

@@ -102,10 +102,14 @@ def running_rows(state: StateDir, recorded: Sequence[int], now: float) -> List[R
 
 
 def select(rows: Sequence[Row], *, failed: bool = False, running: bool = False,
-           node: Optional[str] = None, seqs: Optional[Container[int]] = None) -> List[Row]:
-    """Rows that pass the filters: --failed and --running together mean either."""
+           node: Optional[str] = None, seqs: Optional[Container[int]] = None,
+           ran_again: Container[int] = ()) -> List[Row]:
+    """Rows that pass the filters: --failed and --running together mean either.
+    A failed attempt pegpar ran again (`ran_again`) is not a failed job: its
+    last attempt decides."""
     states = ({"failed"} if failed else set()) | ({"running"} if running else set())
     return [r for r in rows if (not states or r.state in states)
+            and not (r.state == "failed" and failed and r.seq in ran_again)
             and (node is None or r.node == node) and (seqs is None or r.seq in seqs)]
 
 
@@ -209,8 +213,11 @@ def log(queue_file: str, joblog_path: Optional[str] = None, *, failed: bool = Fa
     if joblog_path is not None and not os.path.isfile(joblog_path):
         raise UserError("no such joblog", where=joblog_path)
     rows = rows_from_records(joblog.read(path))
+    ran_again: Container[int] = ()
     if _same_file(path, own):  # the journal speaks about this joblog only
         rows += running_rows(state, [r.seq for r in rows], now)
+        run = state.last_run()
+        ran_again = run.again if run is not None else ()
     seqs = None
     if last:
         run = state.last_run()
@@ -218,7 +225,7 @@ def log(queue_file: str, joblog_path: Optional[str] = None, *, failed: bool = Fa
             raise UserError("no run is recorded in this queue's journal", where=queue_file,
                             hint="leave out --last to see the whole joblog")
         seqs = run
-    shown = select(rows, failed=failed, running=running, node=node, seqs=seqs)
+    shown = select(rows, failed=failed, running=running, node=node, seqs=seqs, ran_again=ran_again)
     if summary:
         totals = summarize(shown, read_slots(state) if _same_file(path, own) else None)
         if as_json:
@@ -248,6 +255,32 @@ def _same_file(a: str, b: str) -> bool:
 
 
 # -- one job's output -----------------------------------------------------------------
+def several_logs(queue_file: str, seqs: Sequence[int], failed: bool = False, which: str = "both") -> str:
+    """`pegpar logs SEQ... [--failed]`: one job's output as it is; several
+    jobs' (and --failed: every job of the last run whose last attempt failed),
+    each under a header naming it, as `tail` does for several files."""
+    state = StateDir(state_dir_for(queue_file))
+    chosen = list(seqs)
+    records = {r.seq: r for r in joblog.read(state.joblog_path())}
+    if failed:
+        run = state.last_run()
+        if run is None:
+            raise UserError("no run is recorded in this queue's journal", where=queue_file)
+        chosen += [r.seq for r in select(rows_from_records(list(records.values())), failed=True, seqs=run,
+                                         ran_again=run.again) if r.seq not in chosen]
+        if not chosen:
+            return "no job of the last run failed\n"
+    if len(chosen) == 1 and not failed:
+        return logs(queue_file, chosen[0], which)
+    parts = []
+    for seq in chosen:
+        rec = records.get(seq)
+        about = f" on {rec.host} (exit {rec.exitval}): {one_line(rec.command, 60)}" if rec else ""
+        text = logs(queue_file, seq, which)
+        parts.append(f"==> #{seq}{about} <==\n" + text + ("" if not text or text.endswith("\n") else "\n"))
+    return "\n".join(parts)
+
+
 def logs(queue_file: str, seq: int, which: str = "both") -> str:
     """The output of `pegpar logs SEQ`: the job's stdout, then its stderr
     (`which`: "out", "err" or "both"); partial while the job still runs."""

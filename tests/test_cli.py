@@ -64,3 +64,8 @@ def test_every_option_and_argument_says_what_it_is():
 def test_bare_retry_says_what_to_add():
     r = run("retry")
     assert r.returncode == 2 and "pegpar retry --failed" in r.stderr and "Missing option" not in r.stderr
+
+
+def test_logs_needs_a_job_or_failed():
+    r = run("logs")
+    assert r.returncode == 2 and "pegpar logs 12" in r.stderr

@@ -13,7 +13,7 @@ from pegpar import joblog, logview
 from pegpar.runtime import parallel_script
 from pegpar.errors import UserError
 from pegpar.joblog import Record
-from pegpar.logview import duration, local_time, log, logs
+from pegpar.logview import duration, local_time, log, logs, several_logs
 from pegpar.state import StateDir
 
 T0 = 1700000000.0
@@ -181,3 +181,23 @@ def test_logs_missing_say_why(queue):
     with pytest.raises(UserError) as err:
         logs(queue, 99)
     assert "no job #99" in str(err.value)
+
+
+def test_failed_means_jobs_whose_last_attempt_failed(queue, tmp_path):
+    """#5 failed and pegpar ran it again (its journal's `again` mark): the job's
+    last attempt decides, so #5 is no longer a failed job of the last run."""
+    assert seqs_of(log(queue, failed=True, tsv=True)) == [2, 5]
+    StateDir(str(tmp_path / ".pegpar")).journal_append([{"event": "again", "run": "r", "seq": 5}])
+    assert seqs_of(log(queue, failed=True, tsv=True)) == [2]
+    assert seqs_of(log(queue, tsv=True)) == [1, 2, 3, 4, 5]  # the attempt itself is still in the joblog
+
+
+def test_logs_of_several_jobs_and_of_the_failed_ones_each_under_a_header(queue, tmp_path):
+    write_output(tmp_path, "3.node-1_gpu=0", b"three\n", b"")
+    write_output(tmp_path, "5.node-2", b"five\n", b"killed\n")
+    assert several_logs(queue, [3]) == "three\n"  # one job: as `pegpar logs 3` always printed it
+    assert several_logs(queue, [3, 5]) == ("==> #3 on node-1 (gpu=0) (exit 0): echo three <==\nthree\n\n"
+                                           "==> #5 on node-2 (exit -1): sleep 100 <==\nfive\nkilled\n")
+    assert several_logs(queue, [], failed=True) == "==> #5 on node-2 (exit -1): sleep 100 <==\nfive\nkilled\n"
+    StateDir(str(tmp_path / ".pegpar")).journal_append([{"event": "again", "run": "r", "seq": 5}])
+    assert several_logs(queue, [], failed=True) == "no job of the last run failed\n"
