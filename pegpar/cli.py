@@ -333,7 +333,9 @@ def log(**kw) -> None:
 @click.option("--failed", is_flag=True, help="Every job of the last run whose last attempt failed.")
 @click.argument("seqs", type=int, nargs=-1, metavar="[SEQ]...")
 def logs(queue_file: str, seqs, out: bool, err: bool, failed: bool) -> None:
-    """Print jobs' output (stdout, then stderr), several under a header each."""
+    """Print jobs' output: stdout, then stderr.
+
+    Several jobs (or --failed) each come under a header naming the job."""
     from pegpar import logview
 
     if not seqs and not failed:
