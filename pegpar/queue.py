@@ -338,6 +338,21 @@ class QueueFile:
             before = os.fstat(src.fileno())
             if shared(before) and not self.allow_shared:
                 return [], _shared(self.path, "the queue file")  # made so during the run
+            if queuetext.flow_list(src):
+                # `[a, b]`, as Pegasus reads it: written out once in block style, one
+                # entry a `- ` line (its comments go), then taken from as usual
+                try:
+                    entries = spec.parse_queue(src.read().decode("utf-8").lstrip("\ufeff"), self.path)
+                except UserError as err:
+                    return [], err  # it stays as the user wrote it
+                except UnicodeDecodeError:
+                    src.seek(0)  # the scan below says what is wrong, as for any file
+                else:
+                    text = queuetext.items_text([expand.canonical_entry(e.dims, e.plain) for e in entries])
+                    if not durable.write_atomically(real, lambda out: out.write(text), stat.S_IMODE(before.st_mode),
+                                                    lambda _: not durable.changed(before, real)):
+                        return None  # saved behind the lock's back meanwhile: the next turn looks again
+                    return self._take_locked(n, accept, on_commit, on_abandon, skip_waiting)
             scanner = queuetext.Scanner(src, self.path)
             taken: List[Job] = []
             cuts: List[durable.Cut] = []

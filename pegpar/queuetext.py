@@ -222,6 +222,30 @@ def ends_line(f: IO[bytes], offset: int) -> bool:
     return f.read(1) == b"\n"
 
 
+def flow_list(f: IO[bytes]) -> bool:
+    """Whether the file is a flow-style list (`[a, b]`, not the empty `[]`):
+    its first line that is not blank, a comment or a document marker opens
+    one. Leaves the file at its start."""
+    try:
+        first = True
+        while True:
+            data = f.readline(4096)  # a line is judged by its start: a huge one is never held
+            if not data:
+                return False
+            if first and data.startswith(BOM):
+                data = data[len(BOM):]
+            first = False
+            kind = _kind(data)
+            if kind not in (_BLANK, _COMMENT0, _COMMENT, _DOC):
+                return kind == _CONTENT and data.lstrip(b" \t").startswith(b"[")
+            while not data.endswith(b"\n"):  # the rest of a long comment line
+                data = f.readline(4096)
+                if not data:
+                    return False
+    finally:
+        f.seek(0)
+
+
 def entries_with(path: str, word: bytes) -> Iterator[QueueEntry]:
     """The entries of a queue file whose text holds `word`, read an entry at a
     time (a huge file is never held whole). Stops quietly at the first entry

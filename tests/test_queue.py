@@ -290,14 +290,14 @@ def test_entries_below_the_head_are_not_parsed(qpath):
     assert read(qpath) == tail
 
 
-def test_flow_style_queue_is_refused_clearly(qpath):
-    original = "[echo a, echo b]\n"
+def test_a_flow_style_queue_is_not_empty_and_one_that_does_not_parse_says_so(qpath):
+    original = "[echo a, {command: [b], x: [[1]]}]\n"
     write(qpath, original)
     q = QueueFile(str(qpath))
-    jobs, err = q.take(1, accept_all)
-    assert jobs == [] and "block-style list" in err.message and err.where == f"{qpath}:1"
-    assert read(qpath) == original
     assert not q.is_empty()
+    jobs, err = q.take(1, accept_all)
+    assert jobs == [] and "plain value" in err.message and err.where == f"{qpath}:1"
+    assert read(qpath) == original
     with pytest.raises(UserError, match="block-style"):
         q.add(["x"])
     assert read(qpath) == original
@@ -566,3 +566,18 @@ def test_a_pop_keeps_the_byte_order_mark_of_the_file(qpath):
     take_all(q, 1)
     assert qpath.read_bytes() == b"\xef\xbb\xbf- b\n"
     assert [j.command for j in take_all(q)] == ["b"] and qpath.read_bytes() == b"\xef\xbb\xbf"
+
+
+def test_a_flow_style_queue_is_written_in_block_style_by_its_first_pop(qpath):
+    """`[cmd1, cmd2]`, as Pegasus reads it: the first pop writes the entries
+    out one `- ` line each (the file's mode kept), then takes the head."""
+    write(qpath, "# from Pegasus\n[echo a, 'echo {{x}}', {command: [b], x: [1, 2]}]\n")
+    os.chmod(qpath, 0o640)
+    q = QueueFile(str(qpath))
+    taken, error = q.take(1, lambda job: None)
+    assert error is None and [j.command for j in taken] == ["echo a"]
+    assert read(qpath) == "- echo {{x}}\n- command: [b]\n  x: [1, 2]\n"
+    assert stat.S_IMODE(os.stat(qpath).st_mode) == 0o640
+    taken, _ = q.take(3, lambda job: None)
+    assert [j.command for j in taken] == ["echo {{x}}", "b", "b"]
+    assert read(qpath).strip() in ("", "[]")
