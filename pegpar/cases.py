@@ -28,7 +28,7 @@ The rules, as Inflector applies them (quirks included, on purpose):
 from __future__ import annotations
 
 import re
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 
 def _keep(c: str) -> bool:
@@ -230,24 +230,22 @@ _SINGULAR_RE = [(re.compile(p), e) for p, e in reversed(_SINGULAR)]
 
 
 def plural(word: str) -> str:
-    if word in UNCOUNTABLE:
-        return word
-    if word in _IRREGULAR:
-        return _IRREGULAR[word]
-    for pattern, ending in _PLURAL_RE:
-        m = pattern.search(word)
-        if m and m.group(1) is not None:
-            return m.group(1) + ending
-    return word + "s"
+    return _inflect(word, _IRREGULAR, _PLURAL_RE, word + "s")
 
 
 def singular(word: str) -> str:
+    return _inflect(word, _IRREGULAR_SINGULAR, _SINGULAR_RE, word)
+
+
+def _inflect(word: str, irregular: Dict[str, str], rules: List[Tuple["re.Pattern[str]", str]], otherwise: str) -> str:
+    """The word unchanged when uncountable, its irregular form, the first
+    rule's (in `rules`' order) rewrite, else `otherwise`."""
     if word in UNCOUNTABLE:
         return word
-    if word in _IRREGULAR_SINGULAR:
-        return _IRREGULAR_SINGULAR[word]
-    for pattern, ending in _SINGULAR_RE:
+    if word in irregular:
+        return irregular[word]
+    for pattern, ending in rules:
         m = pattern.search(word)
         if m and m.group(1) is not None:
             return re.sub(r"\$(\d+)", lambda g: m.group(int(g.group(1))) or "", m.group(1) + ending)
-    return word
+    return otherwise
