@@ -134,7 +134,7 @@ class Cluster:
         drop) and every process started there, all with SIGKILL. New connections are
         refused until `restart_node`."""
         k = self._k(node)
-        pids = self._node_pids(k)
+        pids = self._stop_all(k)  # nothing on the node runs on while the others are killed
         for pid in pids:
             _signal(pid, signal.SIGKILL)
         self._frozen.discard(k)
@@ -155,9 +155,22 @@ class Cluster:
         accepted by the kernel but never answered, so ssh gives up after ConnectTimeout
         and running sessions stall. `thaw_node` resumes it."""
         k = self._k(node)
-        for pid in self._node_pids(k):
-            _signal(pid, signal.SIGSTOP)
+        self._stop_all(k)
         self._frozen.add(k)
+
+    def _stop_all(self, k: int) -> Set[int]:
+        """SIGSTOP everything on node k, again until no process appears that the previous
+        pass missed (one forked meanwhile): then the node as a whole stands still, and
+        killing its processes one by one cannot let a job finish its command between two
+        kills."""
+        stopped: Set[int] = set()
+        while True:
+            new = self._node_pids(k) - stopped
+            if not new:
+                return stopped
+            for pid in new:
+                _signal(pid, signal.SIGSTOP)
+            stopped |= new
 
     def thaw_node(self, node: Node) -> None:
         k = self._k(node)
