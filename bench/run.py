@@ -263,11 +263,14 @@ class Bench:
         return wd
 
     # -- running things
-    def run(self, argv: List[str], cwd: str, env: Dict[str, str], what: str) -> float:
-        """Run to the end and return the wall time; `self.last` has the details."""
+    def run(self, argv: List[str], cwd: str, env: Dict[str, str], what: str,
+            stdin: Optional[str] = None) -> float:
+        """Run to the end and return the wall time; `self.last` has the details.
+        `stdin`: a file to read as standard input (else none)."""
         cpu0, began, t0 = children_cpu(), time.time(), time.perf_counter()
-        p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with open(stdin or os.devnull, "rb") as given:
+            p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=given,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             _, err = p.communicate(timeout=self.cfg.hang_guard)
         except subprocess.TimeoutExpired:
@@ -287,11 +290,11 @@ class Bench:
             raise BenchError(f"{what} exited {p.returncode}: {said}")
         return wall
 
-    def pegpar(self, args: List[str], cwd: str, what: str = "pegpar") -> float:
-        return self.run(PEGPAR + args, cwd, self.env, what)
+    def pegpar(self, args: List[str], cwd: str, what: str = "pegpar", stdin: Optional[str] = None) -> float:
+        return self.run(PEGPAR + args, cwd, self.env, what, stdin)
 
-    def parallel(self, args: List[str], cwd: str) -> float:
-        return self.run(["perl", PARALLEL] + args, cwd, self.par_env, "GNU parallel")
+    def parallel(self, args: List[str], cwd: str, stdin: Optional[str] = None) -> float:
+        return self.run(["perl", PARALLEL] + args, cwd, self.par_env, "GNU parallel", stdin)
 
     def remote_args(self) -> List[str]:
         return ["--ssh-config", self.cluster.ssh_config]
@@ -684,6 +687,71 @@ def row_remote_throughput(b: Bench, row: Row) -> None:
 def row_local_throughput(b: Bench, row: Row) -> None:
     throughput(b, row, hosts=None, pegpar_args=["-j", "8"], parallel_args=["-j8"],
                slots=8, name="throughput-local", minimum=0.8)
+
+
+def input_throughput(b: Bench, row: Row, *, remote: bool, from_stdin: bool, wall_target: float) -> None:
+    """`pegpar q -- true` on input (stdin lines or `:::` values), wall time and
+    CPU per job, against GNU parallel given the same arguments and input."""
+    n = b.cfg.jobs if b.cfg.quick else 500
+    name = f"input-{'remote' if remote else 'local'}-{'stdin' if from_stdin else 'args'}"
+    nodes = b.cluster.nodes
+    # remote: the same four job slots on both sides, two sub-nodes on each of two hosts
+    wd = b.remote_workdir(f"- hostname: [{nodes[0]}, {nodes[1]}]\n  slot: [1, 2]\n") if remote else b.workdir(name)
+    ref_dir = b.folder(name + "-ref")
+    values = os.path.join(ref_dir, "values")
+    write_private(values, "".join(f"{i}\n" for i in range(1, n + 1)))
+    args = ["true"] + ([] if from_stdin else [":::"] + [str(i) for i in range(1, n + 1)])
+    pegpar_args = b.remote_args() if remote else ["-j", "8"]
+    parallel_args = ["-S", ",".join(f"2/{x}" for x in nodes[:2]), "--ssh", b.wrapper] if remote else ["-j8"]
+    joblogs = {"pegpar": os.path.join(wd, "input-joblog"), "ref": os.path.join(ref_dir, "joblog")}
+    cpu: Dict[str, List[float]] = {"pegpar": [], "ref": []}
+
+    def measured(side: str, run: Callable[[str], float]) -> float:
+        if os.path.exists(joblogs[side]):
+            os.unlink(joblogs[side])
+        wall = run(joblogs[side])
+        cpu[side].append(b.last.cpu / n)
+        check_records(joblogs[side], n, side, b.last.said)
+        return wall
+
+    def pegpar_run() -> float:
+        return measured("pegpar", lambda log: b.pegpar(["q", *pegpar_args, "--joblog", log, "--", *args], wd,
+                                                        "pegpar q --", values if from_stdin else None))
+
+    def parallel_run() -> float:
+        return measured("ref", lambda log: b.parallel([*parallel_args, "--joblog", log, *args], ref_dir,
+                                                      values if from_stdin else None))
+
+    pegpar_run()  # warm-up, not counted
+    parallel_run()
+    for k in cpu:
+        cpu[k].clear()
+    peg, ref = alternate(b.cfg.reps, pegpar_run, parallel_run)
+    p, r = stat(peg), stat(ref)
+    pc, rc = stat(cpu["pegpar"]), stat(cpu["ref"])
+    row.pegpar = fmt_stat(p, "s")
+    row.reference = fmt_stat(r, "s")
+    wall_ratio, cpu_ratio = p.median / r.median, pc.median / rc.median
+    row.compare(wall_ratio, wall_ratio <= wall_target and cpu_ratio <= 1.3)
+    row.notes.append(f"CPU per job: pegpar {fmt(pc.median, 's')}, GNU parallel {fmt(rc.median, 's')} "
+                     f"(ratio {cpu_ratio:.2f}, target <= 1.3); {n} jobs per run.")
+    if row.met is False:
+        row.why.append(f"pegpar's own work per job (its CPU per job minus GNU parallel's: "
+                       f"{fmt(pc.median - rc.median, 's')}): reading the input into jobs, the joblog and "
+                       "journal lines, each job's output files read and printed when it ends; the jobs "
+                       "themselves run under GNU parallel as in the reference.")
+
+
+def row_input_local_stdin(b: Bench, row: Row) -> None:
+    input_throughput(b, row, remote=False, from_stdin=True, wall_target=1.2)
+
+
+def row_input_local_args(b: Bench, row: Row) -> None:
+    input_throughput(b, row, remote=False, from_stdin=False, wall_target=1.2)
+
+
+def row_input_remote_stdin(b: Bench, row: Row) -> None:
+    input_throughput(b, row, remote=True, from_stdin=True, wall_target=1.0)
 
 
 def row_dispatch(b: Bench, row: Row) -> None:
@@ -1129,6 +1197,14 @@ def make_rows() -> List[Tuple[List[Row], Callable[[Bench], None]]]:
                  "`-S 2/node-1,2/node-2`, ControlMaster on", ">= 1.0 x ref.", row_remote_throughput),
         one("2", "jobs/s, `true` jobs, 8 local sub-nodes (`pegpar q -j 8`); ref.: `parallel -j8`",
             ">= 0.8 x ref.", row_local_throughput),
+        one("11a", "GNU parallel front end: `pegpar q -j 8 -- true` on stdin lines, wall time; "
+                   "ref.: `parallel -j8 true` on the same input", "<= 1.2 x ref., CPU/job <= 1.3 x",
+            row_input_local_stdin),
+        one("11b", "GNU parallel front end: `pegpar q -j 8 -- true ::: 1..N`, wall time; ref.: "
+                   "`parallel -j8 true ::: 1..N`", "<= 1.2 x ref., CPU/job <= 1.3 x", row_input_local_args),
+        one("11c", "GNU parallel front end over ssh: `pegpar q -- true` on stdin, 4 sub-nodes on 2 hosts; "
+                   "ref.: `parallel -S 2/node-1,2/node-2 --ssh WRAPPER true`", "<= 1.0 x ref., CPU/job <= 1.3 x",
+            row_input_remote_stdin),
         one("3", "dispatch latency: a sub-node frees -> its next job starts (`sleep 0.2` jobs, "
                  "4 sub-nodes on 4 hosts); ref.: ssh round trip through a warm ControlMaster",
             "median <= 0.25 s", row_dispatch),

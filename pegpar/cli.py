@@ -98,14 +98,26 @@ def _seconds(ctx, param, value: Optional[float]) -> Optional[float]:
     return value
 
 
+def _jobs(ctx, param, value: Optional[str]) -> Optional[int]:
+    from pegpar import parallelargs
+
+    if value is None:
+        return None
+    try:
+        return parallelargs.jobs_count(value, os.cpu_count() or 1)
+    except UserError as err:
+        raise click.BadParameter(err.message) from None
+
+
 def _run_options(f):
     f = _files(f)
     f = click.option("-d", "--daemon", is_flag=True, help="Keep running and wait for new entries.")(f)
     f = click.option("--ssh-config", type=click.Path(), default=None, help="ssh config file to use.")(f)
     f = click.option("--joblog", "joblog_path", type=click.Path(), default=None,
                      help="GNU parallel joblog to append to (default: .pegpar/joblog next to the queue).")(f)
-    f = click.option("-j", "--jobs", "local_slots", type=click.IntRange(min=1), default=None,
-                     help="Sub-nodes on the local machine when there is no hosts file (default: CPU cores).")(f)
+    f = click.option("-j", "--jobs", "local_slots", default=None, callback=_jobs, metavar="N",
+                     help="Sub-nodes on the local machine when there is no hosts file: N, N% of the CPU "
+                          "cores, +N or -N cores, 0 for 250 (default: CPU cores).")(f)
     f = click.option("--timeout", type=float, default=None, callback=_seconds,
                      help="Kill a job after this many seconds.")(f)
     f = click.option("--no-logs", is_flag=True, help="Do not keep each job's output under .pegpar/logs.")(f)
@@ -141,7 +153,7 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
          timeout, no_logs, no_progress, dry_run, retries, no_requeue_interrupted, require_all_hosts,
          allow_shared_queue, connect_timeout, ignore_errors=False, backfill=False, max_load=None,
          memfree=None) -> None:
-    from pegpar import admission, controller, sources
+    from pegpar import admission, controller, output, parallelargs, sources
     from pegpar.queue import check_not_shared, check_queue_file, forget_old_lock
 
     if joblog_path and not os.path.isdir(os.path.dirname(os.path.abspath(joblog_path))):
@@ -151,9 +163,28 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
     _check_hosts_file(hosts_file)
     check_not_shared(hosts_file, "the hosts file", allow_shared_queue)
 
+    words = list(command)
+    spec = None
+    if words not in ([], ["-"]):  # GNU parallel's command line
+        try:
+            spec = parallelargs.parse(words)
+        except parallelargs.NoSuchOption as err:
+            raise click.NoSuchOption(err.message) from None
+        if daemon:
+            raise UserError("-d before the command is pegpar's --daemon, which input does not take",
+                            hint="GNU parallel's -d DELIM: write it as --delimiter DELIM, or after --")
+        dry_run = dry_run or spec.dry_run
+        local_slots = parallelargs.jobs_count(spec.jobs, os.cpu_count() or 1) if spec.jobs else local_slots
+        joblog_path = spec.joblog or joblog_path
+        timeout = _float_seconds(spec.timeout) if spec.timeout else timeout
+        retries = _count("--retries", spec.retries) if spec.retries else retries
+        _check_input_files(spec)
     if dry_run:
         from pegpar import plan
 
+        if spec is not None or _stdin_has_input():
+            plan.show_input(_input_jobs(spec), hosts_file, local_slots or os.cpu_count() or 1, sys.stdout)
+            return
         click.echo(plan.show(queue_file, hosts_file, local_slots or os.cpu_count() or 1,
                              show_all=False, as_json=False), nl=False)
         return
@@ -165,13 +196,14 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
                               require_all_hosts=require_all_hosts, connect_timeout=connect_timeout,
                               progress=not no_progress, allow_shared=allow_shared_queue, backfill=backfill,
                               max_load=max_load, memfree=None if memfree is None else admission.parse_size(memfree))
-    words = list(command)
-    if words or _stdin_has_input():
+    if spec is not None or _stdin_has_input():
         opts.daemon = False
         opts.stdin = True
-        jobs = sources.stdin_jobs(sys.stdin, None if words in ([], ["-"]) else words)
-        sources.check_syntax(jobs)  # before any runs: no fix of the input can come later
-        source = sources.MemoryQueue(jobs)
+        if spec is not None:
+            opts.output = output.Style(spec.output, spec.keep_order, spec.tag, spec.tagstring)
+        else:
+            opts.output = output.Style("group")
+        source = sources.InputQueue(_input_jobs(spec))
     else:
         from pegpar.queue import QueueFile
 
@@ -184,6 +216,45 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
     sys.exit(controller.run(opts, source))
 
 
+def _input_jobs(spec):
+    """The jobs of the input: GNU parallel's command line, or (no command)
+    each stdin line a command."""
+    from pegpar import sources, template
+
+    if spec is None:
+        return sources.command_lines(sys.stdin.buffer)
+    template.check_syntax(" ".join(spec.command), sources.Source(sources.STDIN if spec.reads_stdin else
+                                                                   sources.ARGS, 1))
+    return sources.parallel_jobs(spec, _open_input)
+
+
+def _open_input(path: str):
+    from pegpar import parallelargs
+
+    return sys.stdin.buffer if path == parallelargs.STDIN else open(path, "rb")
+
+
+def _check_input_files(spec) -> None:
+    from pegpar import parallelargs
+
+    for kind, path, _ in spec.sources:
+        if kind == "file" and path != parallelargs.STDIN and not os.path.isfile(path):
+            raise UserError("no such input file", where=path)
+
+
+def _float_seconds(text: str) -> float:
+    try:
+        return _seconds(None, None, float(text))  # type: ignore[return-value]
+    except (ValueError, click.BadParameter):
+        raise UserError(f"--timeout needs a number of seconds above 0, not {text!r}") from None
+
+
+def _count(option: str, text: str) -> int:
+    if not text.isdigit():
+        raise UserError(f"option {option} needs a number, not {text!r}")
+    return int(text)
+
+
 def _unfinished(queue_file: str) -> bool:
     """Whether an earlier run of this queue left jobs without an end (a crash):
     the run recovers them, even with the queue file gone."""
@@ -193,7 +264,7 @@ def _unfinished(queue_file: str) -> bool:
     return run is not None and bool(run.unfinished())
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})
 @_run_options
 @click.option("--max-load", type=click.FloatRange(min=0), default=None,
               help="A host takes no new job while more processes than this run on it (read every 2 s, "

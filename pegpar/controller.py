@@ -28,8 +28,8 @@ from pegpar.broadcast import Steps
 from pegpar.errors import NotYet, UserError
 from pegpar.expand import Job, SubNode
 from pegpar.health import Health, load_nodes
-from pegpar.outcome import Outcomes, unlink
-from pegpar.output import Printer, Tail, brief
+from pegpar.outcome import Outcomes, print_output, unlink
+from pegpar.output import Printer, Style, Tail, brief
 from pegpar.report import Summary
 from pegpar.state import StateDir, state_dir_for
 from pegpar.waves import Waves
@@ -67,6 +67,7 @@ class Options:
     backfill: bool = False  # later jobs may start while the head waits for slots (placement.target)
     max_load: Optional[float] = None  # a host over this load takes no new job (admission.py)
     memfree: Optional[int] = None  # nor one with fewer bytes of memory free
+    output: Style = Style()  # how job output is printed: `[sub-node]` lines, or as GNU parallel does
 
 
 class Controller:
@@ -285,8 +286,7 @@ class Controller:
         for seq, (out, err) in self.tails.items():
             job = self.live.get(seq)
             if job is not None:
-                self.printer.job_lines(job.node.name, out.lines())
-                self.printer.job_lines(job.node.name, err.lines(), self.printer.err)
+                print_output(self, job, out, err, final=False)
         for wave in list(self.waves.waves):
             exited = wave.exited()  # before reading: a record written just before exit is not missed
             self._ends(wave)
@@ -380,7 +380,8 @@ class Controller:
                                lambda pending, start=ready: self.journal_dispatch(placed[start:], pending),
                                lambda start=ready: self.journal_untaken(placed[start:]),
                                skip_waiting=self.opts.backfill)
-        if self.opts.backfill and (not waiting or (self.reservation and self.reservation[0] != placement.job_key(waiting[0]))):
+        head_moved = not waiting or (self.reservation and self.reservation[0] != placement.job_key(waiting[0]))
+        if self.opts.backfill and head_moved:
             self.reservation = None  # the head it was promised to has started (or left the queue)
         self._fruitless = seen if not placed and waiting else None
         # only the reservations whose job the queue let go of: the others (an I/O
@@ -476,7 +477,9 @@ class Controller:
         self.outcomes.settle_unrun()
         self.printer.clear_status()
         s = self.summary
-        for line in report.final(s):
+        self.printer.flush_held()
+        quiet = self.printer.style.mode != "prefix" and not (s.failed or s.not_run or s.unreachable)
+        for line in [] if quiet else report.final(s):  # input run as parallel's: silent when all went well
             self.printer.say(line)
         if self.opts.mode == "b" and s.failed:
             for line in self.steps.table():
@@ -496,7 +499,7 @@ class Controller:
 
 def run(opts: Options, source, printer: Optional[Printer] = None) -> int:
     """Run queue or broadcast mode to the end; returns the exit code."""
-    printer = printer or Printer(quiet=opts.quiet, progress=opts.progress)
+    printer = printer or Printer(quiet=opts.quiet, progress=opts.progress, style=opts.output)
     nodes = load_nodes(opts)
     if opts.mode == "q" and not opts.stdin:
         # before anything runs: an entry no sub-node can ever take is an input error

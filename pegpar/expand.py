@@ -29,6 +29,7 @@ class SubNode:
     local: bool  # runs without ssh
     source: Optional[Source] = None  # None for the implicit local sub-nodes
     slots: int = 1  # how many slots (GPUs, say) its jobs share; a job takes Job.slots of them
+    slot: int = 1  # its number among its host's sub-nodes (GNU parallel's `{%}`)
 
     def variables(self) -> Dict[str, Scalar]:
         """Template variables this sub-node contributes: its params and `hostname`."""
@@ -43,6 +44,7 @@ class Job:
     params: Combination  # command parameters only, dims order, `command` excluded
     source: Source
     plain: bool = False  # came from a bare string entry
+    call: Optional[Any] = None  # a job of `pegpar q -- COMMAND`: its sources.Call (arguments, form)
 
     def variables(self) -> Dict[str, Scalar]:
         return dict(self.params)
@@ -84,9 +86,10 @@ def subnodes(entries: Optional[Tuple[HostEntry, ...]], local_slots: int) -> Tupl
     if entries is None:
         if local_slots < 1:
             raise UserError(f"{local_slots} local sub-nodes requested", hint="ask for at least one, e.g. -j 4")
-        return tuple(SubNode(f"localhost/{i}", "localhost", (), True) for i in range(1, local_slots + 1))
+        return tuple(SubNode(f"localhost/{i}", "localhost", (), True, slot=i) for i in range(1, local_slots + 1))
     nodes: List[SubNode] = []
     copies: Dict[Any, int] = {}  # (host, params) -> how many sub-nodes have them so far
+    on_host: Dict[str, int] = {}  # host -> its sub-nodes so far
     for entry in entries:
         if len(nodes) + len(entry.hostnames) * count(entry.params) > MAX_SUBNODES:
             raise UserError(f"more than {MAX_SUBNODES} sub-nodes", where=str(entry.source))
@@ -100,7 +103,9 @@ def subnodes(entries: Optional[Tuple[HostEntry, ...]], local_slots: int) -> Tupl
                 key = (host, frozenset(params))
                 copies[key] = copies.get(key, 0) + 1
                 name = _name(host, params) + (f" #{copies[key]}" if copies[key] > 1 else "")
-                nodes.append(SubNode(name, host, params, host.lower() in LOCAL_NAMES, entry.source, entry.slots))
+                on_host[host] = on_host.get(host, 0) + 1
+                nodes.append(SubNode(name, host, params, host.lower() in LOCAL_NAMES, entry.source, entry.slots,
+                                     on_host[host]))
     return tuple(nodes)
 
 
@@ -266,6 +271,9 @@ def render(job: Job, node: SubNode, slots: Optional[Sequence[int]] = None) -> st
     given = range(job.slots) if slots is None else slots
     variables = {**node.variables(), **job.variables(),
                  "slots": ",".join(str(i) for i in given), "allocation_policy": job.policy}
-    command = template.render(job.command, variables, job.source)
+    if job.call is not None:
+        command = job.call.render(variables, node.slot, job.source)
+    else:
+        command = template.render(job.command, variables, job.source)
     check_command(command, job.source)  # a value may bring one in
     return command

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 from pegpar import joblog
 from pegpar.backend import Running
 from pegpar.expand import Job
-from pegpar.output import brief
+from pegpar.output import Tail, brief
 from pegpar.report import Failure
 
 if TYPE_CHECKING:
@@ -34,9 +34,7 @@ class Outcomes:
     def finished(self, job: Running, rec: Optional[joblog.Record]) -> None:
         ctl = self.ctl
         out, err = ctl.tails.pop(job.seq)
-        ctl.printer.job_lines(job.node.name, out.lines(final=True))
-        err_lines = err.lines(final=True)
-        ctl.printer.job_lines(job.node.name, err_lines, ctl.printer.err)
+        print_output(ctl, job, out, err, final=True)
         if rec is None:  # parallel recorded nothing: killed (F8) or parallel itself failed
             now = time.time()
             rec = joblog.Record(0, job.node.host, job.started, now - job.started, 0, 0, -1,
@@ -63,7 +61,7 @@ class Outcomes:
         if rec.ok:
             ctl.summary.done += 1
             return
-        reason = err_lines[-1] if err_lines and rec.exitval == 255 else ""
+        reason = err.last_line if rec.exitval == 255 else ""
         if ctl.opts.timeout and rec.signal and rec.runtime >= ctl.opts.timeout and not ctl.killing:
             reason = f"timed out after {ctl.opts.timeout:g} s"
             # parallel killed the job's ssh client (or its local process); with a
@@ -165,6 +163,29 @@ class Outcomes:
         if unread:
             ctl.printer.say(f"{unread} input line(s) not run (pegpar stopped first)")
             ctl.summary.not_run += unread
+
+
+def print_output(ctl, job: Running, out: Tail, err: Tail, final: bool) -> None:
+    """What a running job wrote since the last call, as the run prints it."""
+    printer = ctl.printer
+    if printer.style.mode == "prefix":
+        printer.job_lines(job.node.name, out.lines(final))
+        printer.job_lines(job.node.name, err.lines(final), printer.err)
+        return
+    call = job.job.call if job.job is not None else None
+    position = job.job.source.line if job.job is not None else 0
+    printer.job_output(position, lambda: _tag(printer.style, call, job), out, err, final)
+
+
+def _tag(style, call, job: Running) -> str:
+    """--tag: the job's arguments; --tagstring: its replacement strings filled (unquoted)."""
+    args = call.args if call is not None else (job.command,)
+    if style.tagstring is None:
+        return " ".join(args)
+    from pegpar import replacement
+
+    tag = replacement.compile_command((style.tagstring,), quote_words=False)
+    return tag.line(args, call.seq if call else job.seq, str(job.node.slot), append=False, quoting=str)
 
 
 def unlink(path: str) -> None:

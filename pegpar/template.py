@@ -34,21 +34,23 @@ from pegpar.errors import UserError
 from pegpar.spec import Scalar, Source, scalar_text
 
 
-def render(text: str, variables: Mapping[str, Scalar], source: Source) -> str:
-    """Render `text` with `variables`. No HTML escaping. A variable the template
-    uses that is missing, an unknown helper, or a syntax error -> UserError
-    naming the variable/helper, at `source` (FILE:LINE). Compiles each distinct
-    text once (cache)."""
+def render(text: str, variables: Mapping[str, Scalar], source: Source,
+           paste: Callable[[str], str] = str) -> str:
+    """Render `text` with `variables`. No HTML escaping: each `{{ }}` gives its
+    value through `paste` (as is by default; shell-quoted for a command after
+    `pegpar q --`). A variable the template uses that is missing, an unknown
+    helper, or a syntax error -> UserError naming the variable/helper, at
+    `source` (FILE:LINE). Compiles each distinct text once (cache)."""
     if not is_template(text):
         return text
     simple = _simple(text)
     if simple is not None and all(name in variables for name in simple[1::2]):
-        return "".join(part if i % 2 == 0 else scalar_text(variables[part])
+        return "".join(part if i % 2 == 0 else paste(scalar_text(variables[part]))
                        for i, part in enumerate(simple))
     tree = _checked(text, frozenset(variables), source)
     written = {name: helpers.Written.of(value) for name, value in variables.items()}
     try:
-        out = _Evaluation(written).nodes(tree, _Frame(written, None))
+        out = _Evaluation(written, paste).nodes(tree, _Frame(written, None))
     except helpers.Problem as problem:
         raise UserError(f"template: {problem.message}", where=str(source), hint=problem.hint) from None
     return out.replace(_LITERAL_OPEN, "{{")
@@ -452,9 +454,10 @@ class _Frame:
 class _Evaluation:
     """One rendering; the tree has passed the static check for these variables."""
 
-    def __init__(self, variables: Mapping[str, Scalar]):
+    def __init__(self, variables: Mapping[str, Scalar], paste: Callable[[str], str] = str):
         self.variables = variables
         self.names = frozenset(variables)
+        self.paste = paste
 
     def nodes(self, nodes: tuple, frame: _Frame) -> str:
         out = []
@@ -462,7 +465,7 @@ class _Evaluation:
             if node[0] == "text":
                 out.append(node[1])
             elif node[0] == "mustache":
-                out.append(helpers.as_text(self.call(node[1], node[2], frame)))
+                out.append(self.paste(helpers.as_text(self.call(node[1], node[2], frame))))
             else:
                 out.append(self.block(node, frame))
         return "".join(out)

@@ -62,7 +62,7 @@ def test_valid_hostname_forms_and_local_names():
 
 def test_no_hosts_file_gives_local_slots():
     nodes = expand.subnodes(None, 3)
-    assert nodes == tuple(SubNode(f"localhost/{i}", "localhost", (), True) for i in (1, 2, 3))
+    assert nodes == tuple(SubNode(f"localhost/{i}", "localhost", (), True, slot=i) for i in (1, 2, 3))
     assert nodes[0].variables() == {"hostname": "localhost"}
     with pytest.raises(UserError):
         expand.subnodes(None, 0)

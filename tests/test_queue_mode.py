@@ -128,15 +128,25 @@ def test_stdin_lines_as_arguments_like_xargs(tmp_path, cluster, pegpar_env):
     cluster_hosts(tmp_path, "- node-1\n")
     r = q(tmp_path, cluster, pegpar_env, "--", "echo", "X", input="a b\nc\n")
     assert r.returncode == 0, r.stderr
-    assert sorted(r.stdout.splitlines()) == ["[node-1] X a b", "[node-1] X c"]
+    assert sorted(r.stdout.splitlines()) == ["X a b", "X c"]
+    assert r.stderr == ""  # as GNU parallel: no summary when all went well
     r = q(tmp_path, cluster, pegpar_env, "--", "echo", "{{", "line", "}}", "Y", input="it's\n")
-    assert r.stdout == "[node-1] it's Y\n"
+    assert r.stdout == "it's Y\n"
 
 
-def test_a_bad_template_in_the_input_is_refused_before_anything_runs(tmp_path, pegpar_env):
+def test_a_template_that_does_not_parse_ends_the_input_where_it_is(tmp_path, pegpar_env):
+    """Input is run as it comes: the lines before the bad one run, it and
+    those after it do not, exit 2 naming it."""
     r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env,
                input="echo one >> ran\necho two >> ran\necho {{#if}}\necho four >> ran\n", timeout=60)
-    assert r.returncode == 2 and r.stderr == "pegpar: <stdin>:3: template: `{{#if}}` is not closed by `{{/if}}`\n"
+    assert r.returncode == 2, r.stderr
+    assert "pegpar: <stdin>:3: template: `{{#if}}` is not closed by `{{/if}}`" in r.stderr
+    assert (tmp_path / "ran").read_text() == "one\ntwo\n"
+
+
+def test_a_command_after_double_dash_that_does_not_parse_runs_nothing(tmp_path, pegpar_env):
+    r = pegpar(["q", "--", "echo {{#if}} >> ran"], tmp_path, pegpar_env, input="a\nb\n", timeout=60)
+    assert r.returncode == 2 and r.stderr == "pegpar: <stdin>:1: template: `{{#if}}` is not closed by `{{/if}}`\n"
     assert not (tmp_path / "ran").exists()
 
 

@@ -1,0 +1,150 @@
+"""`pegpar q -- COMMAND` run for real, as GNU parallel runs it, on the sshd
+cluster and on the local machine: same output as the vendored parallel,
+streaming input, bytes unchanged, input errors that end the run."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+
+import pytest
+
+from runner import cluster_hosts, pegpar, records
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PARALLEL = os.path.join(ROOT, "vendor", "parallel", "parallel")
+
+# (arguments, stdin): run by pegpar over three nodes and by parallel locally
+ROWS = [
+    (["echo", "{}", "{.}", "{/}", ":::", "dir/a b.txt", "it's", "$HOME", "`id -u`", "é 日本", "x\\y"], None),
+    (["echo", "{#}", "{1}-{2}", ":::", "a", "b", ":::", "1", "2", "3"], None),
+    (["-n", "2", "printf", "'%s|'", ":::", "a", "b", "c"], None),
+    (["--colsep", ",", "sh", "-c", "echo $0 $1", "{2}", "{1}"], b"a,b\nc d,e\n"),
+    (["-q", "sh", "-c", "echo \"$1\"", "_", "{}", ":::", "a  b", "c\"d"], None),
+    (["echo"], b"one\ntwo words\n\nfour\n"),
+    (["-0", "printf", "[%s]"], b"x\ny\0z\0"),
+    (["--tag", "echo", ":::", "a b", "c"], None),
+    ([":::", "echo 1", "echo 'x y'", "printf '%s\\n' @ %"], None),
+]
+
+
+def _parallel(args, stdin, cwd, keep=False):
+    p = subprocess.run(["perl", PARALLEL, "--will-cite", *(["-k"] if keep else []), *args],
+                       input=stdin or b"", capture_output=True, cwd=cwd, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def _pegpar(args, stdin, cwd, env, *before):
+    return subprocess.run([sys.executable, "-m", "pegpar", "q", "--no-progress", *before, "--", *args],
+                          input=stdin or b"", capture_output=True, cwd=cwd, env=env, timeout=120)
+
+
+def _lines(out: bytes):
+    return sorted(out.splitlines(keepends=True))
+
+
+@pytest.mark.parametrize("args,stdin", ROWS, ids=[" ".join(a) for a, _ in ROWS])
+def test_output_over_the_cluster_equals_gnu_parallels(tmp_path, cluster, pegpar_env, args, stdin):
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n- node-3\n")
+    expected = _parallel(args, stdin, tmp_path, keep=True)
+    r = _pegpar(args, stdin, tmp_path, pegpar_env, "--ssh-config", cluster.ssh_config)
+    assert r.returncode == 0, r.stderr
+    assert _lines(r.stdout) == _lines(expected)  # parallel's order is completion order
+    assert {rec.host for rec in records(tmp_path)} <= {"node-1", "node-2", "node-3"}
+    keep = _pegpar(["-k", *args], stdin, tmp_path, pegpar_env, "--ssh-config", cluster.ssh_config)
+    assert keep.returncode == 0, keep.stderr
+    assert keep.stdout == expected  # -k: exactly parallel's -k output
+
+
+def test_keep_order_holds_a_fast_job_behind_a_slow_one(tmp_path, pegpar_env):
+    r = _pegpar(["-k", "sleep {}; echo {}", ":::", "1.5", "0", "0.5"], None, tmp_path, pegpar_env, "-j", "3")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"1.5\n0\n0.5\n"
+    unordered = _pegpar(["sleep {}; echo {}", ":::", "1.5", "0", "0.5"], None, tmp_path, pegpar_env, "-j", "3")
+    assert unordered.stdout == b"0\n0.5\n1.5\n"  # --group: each job's output when it ends
+
+
+def test_each_jobs_output_is_whole_and_stdout_and_stderr_stay_apart(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n")
+    script = "for i in 1 2 3; do echo {}-$i; echo {}-err >&2; sleep 0.2; done"
+    r = _pegpar([script, ":::", "a", "b", "c", "d"], None, tmp_path, pegpar_env, "--ssh-config", cluster.ssh_config)
+    assert r.returncode == 0, r.stderr
+    blocks = r.stdout.decode().split("\n")[:-1]
+    groups = [blocks[i:i + 3] for i in range(0, 12, 3)]
+    assert sorted(g[0][0] for g in groups) == ["a", "b", "c", "d"]
+    assert all(g == [f"{g[0][0]}-{i}" for i in (1, 2, 3)] for g in groups)  # never interleaved
+    assert sorted(line for line in r.stderr.decode().splitlines() if line.endswith("-err")) == \
+        sorted(f"{x}-err" for x in "abcd" for _ in range(3))
+
+
+def test_binary_output_round_trips_exactly(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n")
+    data = bytes(range(256)) * 400 + os.urandom(50_000)
+    (tmp_path / "blob").write_bytes(data)
+    r = _pegpar(["gzip", "-c", "{}", ":::", str(tmp_path / "blob")], None, tmp_path, pegpar_env,
+                "--ssh-config", cluster.ssh_config)
+    assert r.returncode == 0, r.stderr
+    back = subprocess.run(["gunzip"], input=r.stdout, capture_output=True, timeout=60)
+    assert back.returncode == 0 and back.stdout == data
+    raw = _pegpar(["cat"], str(tmp_path / "blob").encode() + b"\n", tmp_path, pegpar_env,
+                  "--ssh-config", cluster.ssh_config)
+    assert raw.stdout == data  # not UTF-8: passed through as it came
+
+
+def test_jobs_start_as_input_arrives(tmp_path, pegpar_env):
+    """(echo 'echo a'; sleep 3; echo 'echo b') | pegpar q: `a` is printed long
+    before the input ends."""
+    p = subprocess.Popen([sys.executable, "-m", "pegpar", "q", "--no-progress"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=pegpar_env)
+    try:
+        p.stdin.write(b"echo a\n")
+        p.stdin.flush()
+        ready, _, _ = select.select([p.stdout], [], [], 30)  # the hard timeout: stdin stays open meanwhile
+        assert ready, "nothing printed while the input stayed open"
+        first = p.stdout.readline()
+        assert first == b"a\n"
+        assert p.poll() is None  # still reading its input
+        p.stdin.write(b"echo b\n")
+        p.stdin.close()
+        p.wait(timeout=60)
+        out, err = p.stdout.read(), p.stderr.read()
+    finally:
+        p.kill()
+    assert out == b"b\n" and p.returncode == 0, err
+
+
+def test_a_line_that_cannot_render_ends_the_run_whatever_j(tmp_path, pegpar_env):
+    for jobs in ("2", "8"):
+        r = pegpar(["q", "-j", jobs, "--no-progress"], tmp_path, pegpar_env,
+                   input="echo ok\necho '{{x}}'\n", timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert "<stdin>:2: template: unknown variable `x`" in r.stderr
+        assert r.stdout in ("ok\n", "")
+
+
+def test_handlebars_and_parallel_strings_in_one_command(tmp_path, cluster, pegpar_env):
+    """Sub-node variables next to `{}`; a helper gets the raw line, its result is quoted once."""
+    cluster_hosts(tmp_path, "- hostname: node-1\n  gpu: [0, 1]\n")
+    r = _pegpar(["echo", "{{gpu}}", "{{file_name line}}", "{%}", "{}", ":::", "data/b c.txt"], None, tmp_path,
+                pegpar_env, "--ssh-config", cluster.ssh_config)
+    assert r.returncode == 0, r.stderr
+    gpu, rest = r.stdout.decode().split(" ", 1)
+    assert rest == f"b c.txt {int(gpu) + 1} data/b c.txt\n"
+
+
+def test_unsupported_options_and_misplaced_d_are_errors(tmp_path, pegpar_env):
+    r = pegpar(["q", "--", "--pipe", "wc", ":::", "a"], tmp_path, pegpar_env)
+    assert r.returncode == 2 and "option --pipe is not supported" in r.stderr
+    r = pegpar(["q", "-d", ",", "echo", ":::", "a"], tmp_path, pegpar_env)
+    assert r.returncode == 2 and "--delimiter" in r.stderr
+    r = pegpar(["q", "--", "-a", "no-such-file", "echo"], tmp_path, pegpar_env)
+    assert r.returncode == 2 and "no-such-file: no such input file" in r.stderr
+
+
+def test_parallel_options_may_come_before_the_double_dash(tmp_path, pegpar_env):
+    r = pegpar(["q", "-k", "-n", "2", "--no-progress", "echo", ":::", "a", "b", "c"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "a b\nc\n"
