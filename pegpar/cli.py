@@ -114,7 +114,8 @@ def _run_options(f):
     f = click.option("-d", "--daemon", is_flag=True, help="Keep running and wait for new entries.")(f)
     f = click.option("--ssh-config", type=click.Path(), default=None, help="ssh config file to use.")(f)
     f = click.option("--joblog", "joblog_path", type=click.Path(), default=None,
-                     help="GNU parallel joblog to append to (default: .pegpar/joblog next to the queue).")(f)
+                     help="GNU parallel joblog to append to (default: .pegpar/joblog next to the queue); for "
+                          "input, a joblog as parallel writes it (Seq: the position in the input).")(f)
     f = click.option("-j", "--jobs", "local_slots", default=None, callback=_jobs, metavar="N",
                      help="Sub-nodes on the local machine when there is no hosts file: N, N% of the CPU "
                           "cores, +N or -N cores, 0 for 250 (default: CPU cores).")(f)
@@ -176,14 +177,17 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
         dry_run = dry_run or spec.dry_run
         local_slots = parallelargs.jobs_count(spec.jobs, os.cpu_count() or 1) if spec.jobs else local_slots
         joblog_path = spec.joblog or joblog_path
+        parallelargs.check_resume(spec, joblog_path)
         timeout = _float_seconds(spec.timeout) if spec.timeout else timeout
         retries = _count("--retries", spec.retries) if spec.retries else retries
         _check_input_files(spec)
+    hosts = _sshlogins(spec) if spec is not None and spec.sshlogins else None
     if dry_run:
         from pegpar import plan
 
         if spec is not None or _stdin_has_input():
-            plan.show_input(_input_jobs(spec), hosts_file, local_slots or os.cpu_count() or 1, sys.stdout)
+            plan.show_input(_input_jobs(spec, joblog_path), hosts_file, local_slots or os.cpu_count() or 1,
+                            sys.stdout, hosts)
             return
         click.echo(plan.show(queue_file, hosts_file, local_slots or os.cpu_count() or 1,
                              show_all=False, as_json=False), nl=False)
@@ -199,11 +203,19 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
     if spec is not None or _stdin_has_input():
         opts.daemon = False
         opts.stdin = True
+        # the joblog asked for is GNU parallel's: Seq is the job's position in the input;
+        # pegpar's own (log, logs, status) stays in its state directory
+        opts.joblog, opts.input_joblog = None, joblog_path
+        if hosts is not None:
+            opts.hosts, opts.hosts_file = hosts, None
+        elif os.path.exists(hosts_file):  # a file the user may not think of: said once
+            opts.announce = f"jobs run on the sub-nodes of {hosts_file} (-S names others)"
         if spec is not None:
             opts.output = output.Style(spec.output, spec.keep_order, spec.tag, spec.tagstring)
+            opts.halt = spec.halt
         else:
             opts.output = output.Style("group")
-        source = sources.InputQueue(_input_jobs(spec))
+        source = sources.InputQueue(_input_jobs(spec, joblog_path))
     else:
         from pegpar.queue import QueueFile
 
@@ -216,22 +228,39 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
     sys.exit(controller.run(opts, source))
 
 
-def _input_jobs(spec):
+def _input_jobs(spec, joblog_path: Optional[str]):
     """The jobs of the input: GNU parallel's command line, or (no command)
-    each stdin line a command."""
-    from pegpar import sources, template
+    each stdin line a command. --resume, --resume-failed: without the jobs the
+    joblog has (as succeeded); --retry-failed: the joblog's failed commands."""
+    from pegpar import joblog, sources, template
 
     if spec is None:
         return sources.command_lines(sys.stdin.buffer)
     template.check_syntax(" ".join(spec.command), sources.Source(sources.STDIN if spec.reads_stdin else
                                                                    sources.ARGS, 1))
-    return sources.parallel_jobs(spec, _open_input)
+    records = joblog.read(joblog_path) if joblog_path and os.path.exists(joblog_path) else []
+    if spec.retry_failed:
+        return sources.failed_again(records)
+    jobs = sources.parallel_jobs(spec, _open_input)
+    if spec.resume or spec.resume_failed:
+        skip = {r.seq for r in records if spec.resume or r.ok}
+        jobs = (job for job in jobs if job.call.seq not in skip)
+    return jobs
 
 
 def _open_input(path: str):
     from pegpar import parallelargs
 
     return sys.stdin.buffer if path == parallelargs.STDIN else open(path, "rb")
+
+
+def _sshlogins(spec):
+    """-S / --slf: host entries as hosts.yaml would give them, N sub-nodes for `N/host`."""
+    from pegpar import parallelargs
+    from pegpar.spec import HostEntry, Source
+
+    return tuple(HostEntry((host,), (), Source(path, line))
+                 for host, count, path, line in parallelargs.sshlogin_hosts(spec.sshlogins) for _ in range(count))
 
 
 def _check_input_files(spec) -> None:

@@ -51,6 +51,7 @@ class Options:
     hosts_file: str = "hosts.yaml"
     ssh_config: Optional[str] = None
     joblog: Optional[str] = None  # default: STATE_DIR/joblog
+    input_joblog: Optional[str] = None  # input runs' --joblog: GNU parallel's, Seq the position in the input
     daemon: bool = False
     local_slots: int = 1
     ignore_errors: bool = False  # broadcast: carry on after a failed step
@@ -67,6 +68,9 @@ class Options:
     backfill: bool = False  # later jobs may start while the head waits for slots (placement.target)
     max_load: Optional[float] = None  # a host over this load takes no new job (admission.py)
     memfree: Optional[int] = None  # nor one with fewer bytes of memory free
+    halt: Optional[Tuple[str, str, int]] = None  # --halt: (now | soon, fail | success | done, count)
+    hosts: Optional[Tuple[spec.HostEntry, ...]] = None  # named on the command line (-S): no hosts file
+    announce: str = ""  # said once, when the first job starts
     output: Style = Style()  # how job output is printed: `[sub-node]` lines, or as GNU parallel does
 
 
@@ -103,6 +107,7 @@ class Controller:
         self.stopping = False  # no new jobs; running ones finish
         self.killing = False  # kill running jobs, then exit
         self.aborted = False  # broadcast: a step failed
+        self.halted: Optional[int] = None  # --halt reached: the exit status it gives
         self.dispatched = 0
         self.queue_error: Optional[str] = None
         self.queue_error_mtime = 0.0
@@ -148,6 +153,29 @@ class Controller:
             self.printer.say(f"killing {len(self.busy)} running job(s)")
             self.kill_jobs(list(self.busy.values()))
 
+    def _check_halt(self) -> None:
+        """--halt, as GNU parallel's: once N jobs failed (succeeded, ended), no
+        new job starts (soon) or the running ones are killed too (now). The
+        exit status is the failed job's (0 for success)."""
+        if self.opts.halt is None or self.halted is not None:
+            return
+        when, what, n = self.opts.halt
+        s = self.summary
+        count = {"fail": len(s.failed), "success": s.done, "done": s.finished}[what]
+        if count < n:
+            return
+        self.halted = s.failed[-1].exitval if what == "fail" and s.failed else 0
+        self.printer.say(f"--halt {when},{what}={n}: {count} job(s) " + {"fail": "failed", "success": "succeeded",
+                                                                          "done": "ended"}[what])
+        if when == "now":
+            self.kill()
+        elif not self.stopping:
+            self.stopping = True
+            self.waves.discard_warm()
+            self.waves.close_open()
+            if self.busy:
+                self.printer.say(f"no new jobs; waiting for {len(self.busy)} running")
+
     def kill_jobs(self, jobs: List[Running]) -> None:
         """Kill jobs on their nodes, children included; parallel then records
         each one as it would any job that died of a signal."""
@@ -162,8 +190,10 @@ class Controller:
         """Claim the queue, recover from an earlier crash, check the hosts."""
         self.state.claim({"pid": os.getpid(), "started": time.time(), "mode": self.opts.mode,
                           "queue_file": os.path.abspath(self.opts.queue_file),
-                          "hosts_file": os.path.abspath(self.opts.hosts_file), "run": self.run_id})
+                          "hosts_file": self.opts.hosts_file and os.path.abspath(self.opts.hosts_file),
+                          "run": self.run_id})
         self.rt = runtime.runtime(self.state.path, self.opts.ssh_config, self.opts.connect_timeout)
+        self.next_seq = max(self.next_seq, self.rt.last_seq() + 1)
         backend.forget_unfilled(self.rt)
         found = recovery.recover(self)
         # One atomic rewrite: the seqs given out so far, this run, and the jobs it
@@ -201,6 +231,7 @@ class Controller:
             finished_before = self.summary.finished + self.released
             self._handle_signals()
             self._observe()
+            self._check_halt()
             # a sub-node just freed: dispatch at once, sleep only when idle
             progressed = self.summary.finished + self.released != finished_before
             if time.time() >= self.next_slow:
@@ -309,7 +340,8 @@ class Controller:
         its sub-node until its record says whether the host died: the wave is
         closed so that the record comes now."""
         for job, status in wave.new_ends():
-            if not job.node.local and status > 128:
+            # --halt counts failures from records: a failed job's sub-node waits for its own
+            if (not job.node.local and status > 128) or (self.opts.halt is not None and status != 0):
                 self.waves.close(wave)
                 continue
             if self.busy.get(job.seq) is job:
@@ -443,14 +475,18 @@ class Controller:
         `pending`: the queue's new file until it replaces the old one (a crash
         in between leaves it, and recovery knows the jobs are still queued) and
         the part of consumed.yaml written for them (recovery takes it out).
-        `again`: failed attempts these jobs run again (see Outcomes.requeue)."""
+        `again`: failed attempts these jobs run again (see Outcomes.requeue).
+        Synced for a queue file, whose entries are gone once it is replaced; not
+        for input (stdin, `:::`), which no file keeps: what survives a power cut
+        there is the journal as the system wrote it, and a crash of pegpar alone
+        loses nothing of it."""
         self.state.journal_append([self.outcomes.again_mark(seq) for seq in again] + [
             {"event": "dispatch", "run": self.run_id, "seq": r.seq, "node": r.node.name, "host": r.node.host,
              "command": r.command, "slots": list(r.slots), "source": str(r.job.source) if r.job else "",
              "canonical": None if self.opts.stdin or r.job is None else r.job.canonical(), "start": r.started,
              **({"pending": pending.file, "consumed": [pending.consumed, pending.start, pending.end]}
                 if pending else {})}
-            for r in placed])
+            for r in placed], sync=not self.opts.stdin)
 
     def journal_untaken(self, placed: List[Running]) -> None:
         """Jobs journalled while the queue file was saved behind the lock's
@@ -465,6 +501,10 @@ class Controller:
         if slotted:  # for `pegpar log --summary`: the joblog has no column for it
             with open(os.path.join(self.state.path, logview.SLOTS_FILE), "a", encoding="utf-8") as f:
                 f.write(slotted)
+        if placed:
+            self.rt.note_seq(max(r.seq for r in placed))
+        if placed and not self.dispatched and self.opts.announce:
+            self.printer.say(self.opts.announce)
         for running in placed:
             self.busy[running.seq] = running
             self.live[running.seq] = running
@@ -494,6 +534,8 @@ class Controller:
             what = "input" if self.opts.stdin else "queue"
             self.printer.say(f"the {what} still has an error: {self.queue_error}")
             return 2
+        if self.halted is not None:
+            return self.halted
         return 1 if s.failed or s.not_run or s.unreachable else 0
 
 

@@ -200,8 +200,9 @@ class Health:
 
 
 def load_nodes(opts: "Options") -> List[SubNode]:
-    """The sub-nodes hosts.yaml names (without one, the local machine's)."""
-    entries = spec.load_hosts(opts.hosts_file)
+    """The sub-nodes hosts.yaml names (without one, the local machine's), or
+    those named on the command line (-S)."""
+    entries = opts.hosts if opts.hosts is not None else spec.load_hosts(opts.hosts_file)
     return list(expand.subnodes(entries, opts.local_slots))
 
 

@@ -5,6 +5,7 @@ when the run ends is never dropped unsaid."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -43,6 +44,9 @@ class Outcomes:
             ctl.summary.killed += 1
         rec = joblog.relabel(rec, job.seq, job.node.name, job.command)
         joblog.append(ctl.joblog_path, [rec])
+        if ctl.opts.input_joblog and job.job is not None:  # every attempt of a job under its one Seq
+            position = job.job.call.seq if job.job.call is not None else job.job.source.line
+            joblog.append(ctl.opts.input_joblog, [dataclasses.replace(rec, seq=position)])
         # not synced: recovery also checks the joblog, and a job whose end is lost
         # to a power cut is reported as interrupted, never lost
         ctl.state.journal_append([{"event": "done", "run": ctl.run_id, "seq": job.seq,

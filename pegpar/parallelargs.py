@@ -42,6 +42,11 @@ _OPTIONS: Dict[str, Tuple[bool, str]] = {
     "-u": (False, "ungroup"), "--ungroup": (False, "ungroup"),
     "-j": (True, "jobs"), "-P": (True, "jobs"), "--jobs": (True, "jobs"),
     "--dry-run": (False, "dry_run"),
+    "--resume": (False, "resume"), "--resume-failed": (False, "resume_failed"),
+    "--retry-failed": (False, "retry_failed"),
+    "--halt": (True, "halt"), "--halt-on-error": (True, "halt"),
+    "-S": (True, "sshlogin"), "--sshlogin": (True, "sshlogin"),
+    "--slf": (True, "sshloginfile"), "--sshloginfile": (True, "sshloginfile"),
     "--joblog": (True, "joblog"),
     "--timeout": (True, "timeout"),
     "--retries": (True, "retries"),
@@ -52,8 +57,7 @@ _SOURCES = (":::", ":::+", "::::", "::::+")
 # other unknown option is a misspelling)
 UNSUPPORTED = frozenset("""
     --pipe --spreadstdin --pipe-part --pipepart --block --block-size --recstart --recend --regexp
-    --round-robin --roundrobin --halt --halt-on-error -S --sshlogin --slf --sshloginfile --resume
-    --resume-failed --retry-failed --bar --eta --progress --total-jobs -X -m --xargs -s --max-chars
+    --round-robin --roundrobin --bar --eta --progress --total-jobs -X -m --xargs -s --max-chars
     --results --res --files --nice --load -l --memfree --delay --sem --semaphore --env --transfer
     --transferfile --tf --return --cleanup --trc --basefile --bf --wd --workdir --shebang --fifo --cat
     --header --plus --rpl --parens --tmux --tmuxpane -v --verbose -t --limit --compress --ssh --sshdelay
@@ -96,6 +100,11 @@ class Spec:
     joblog: Optional[str] = None
     timeout: Optional[str] = None
     retries: Optional[str] = None
+    resume: bool = False  # skip the jobs the joblog has
+    resume_failed: bool = False  # skip those it has as succeeded
+    retry_failed: bool = False  # run again the joblog's failed commands, not the input
+    halt: Optional[Tuple[str, str, int]] = None  # (now | soon, fail | success | done, count)
+    sshlogins: List[Tuple[str, str, int]] = field(default_factory=list)  # (-S value, file or "-S", line)
 
     @property
     def separator(self) -> str:
@@ -106,6 +115,13 @@ class Spec:
     @property
     def reads_stdin(self) -> bool:
         return not self.sources or any(kind == "file" and value == STDIN for kind, value, _ in self.sources)
+
+
+def check_resume(spec: Spec, joblog_path: Optional[str]) -> None:
+    for flag, name in ((spec.resume, "--resume"), (spec.resume_failed, "--resume-failed"),
+                       (spec.retry_failed, "--retry-failed")):
+        if flag and not joblog_path:
+            raise UserError(f"{name} needs --joblog FILE", hint="the joblog of the run to take up again")
 
 
 def parse(words: Sequence[str]) -> Spec:
@@ -184,6 +200,12 @@ def _set(spec: Spec, key: str, name: str, value: Optional[str]) -> None:
         spec.output = _OUTPUTS[key]
     elif value is None:  # a flag
         setattr(spec, key, True)
+    elif key == "halt":
+        spec.halt = parse_halt(value)
+    elif key == "sshlogin":
+        spec.sshlogins += [(login, "-S", 1) for login in value.split(",") if login]
+    elif key == "sshloginfile":
+        spec.sshlogins += _sshlogin_file(value)
     elif key == "arg_file":
         spec.sources.append(("file", value, False))
     elif key == "delimiter":
@@ -204,6 +226,58 @@ def _set(spec: Spec, key: str, name: str, value: Optional[str]) -> None:
         spec.trim = value
     else:
         setattr(spec, key, value)
+
+
+_LEGACY_HALT = {"0": None, "1": ("soon", "fail", 1), "2": ("now", "fail", 1)}
+
+
+def parse_halt(text: str) -> Optional[Tuple[str, str, int]]:
+    """--halt as GNU parallel writes it: `now|soon,fail|success|done=N`, or
+    the old 0 (never), 1 (soon,fail=1), 2 (now,fail=1). `N%` needs the number
+    of jobs, which input read as it comes does not give."""
+    if text in _LEGACY_HALT:
+        return _LEGACY_HALT[text]
+    m = re.fullmatch(r"(now|soon),(fail|success|done)=([0-9]+%?)", text)
+    if m is None:
+        raise UserError(f"--halt {text!r}: expected now|soon,fail|success|done=N (or 0, 1, 2)")
+    when, what, count = m.groups()
+    if count.endswith("%"):
+        raise UserError(f"--halt {text!r}: a percentage is not supported (the input's length is not known "
+                        "in advance)", hint=f"give a number of jobs: --halt {when},{what}=N")
+    if int(count) < 1:
+        raise UserError(f"--halt {text!r}: the count must be at least 1")
+    return when, what, int(count)
+
+
+def _sshlogin_file(path: str) -> List[Tuple[str, str, int]]:
+    """--slf: one sshlogin per line; empty lines and `#` comments skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as err:
+        raise UserError(f"cannot read the sshlogin file: {err.strerror}", where=path) from None
+    return [(line.strip(), path, n) for n, line in enumerate(lines, 1)
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def sshlogin_hosts(logins: Sequence[Tuple[str, str, int]]) -> List[Tuple[str, int, str, int]]:
+    """GNU parallel's sshlogins -> (host, sub-nodes, file, line): `N/host` is N
+    sub-nodes on host (else one), `:` the local machine."""
+    hosts = []
+    for login, path, line in logins:
+        where = f"{path}:{line}"
+        count, slash, host = login.partition("/")
+        if not slash or not count.isdigit():
+            count, host = "1", login
+        if host == ":":
+            host = "localhost"
+        if " " in host.strip():
+            raise UserError(f"sshlogin {login!r}: an ssh command in an sshlogin is not supported",
+                            where=where, hint="set ssh options in ~/.ssh/config or --ssh-config")
+        if int(count) < 1:
+            raise UserError(f"sshlogin {login!r}: at least one job slot", where=where)
+        hosts.append((host.strip(), int(count), path, line))
+    return hosts
 
 
 MAX_JOBS = 250  # -j 0: "as many as possible", as GNU parallel caps it by file handles

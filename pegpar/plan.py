@@ -96,12 +96,13 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def show_input(jobs, hosts_file: str, local_slots: int, out) -> None:
+def show_input(jobs, hosts_file: Optional[str], local_slots: int, out,
+               hosts: Optional[Tuple[spec.HostEntry, ...]] = None) -> None:
     """`pegpar q --dry-run` on input (GNU parallel's `--dry-run`): each job's
     command line, printed as its input is read. Jobs go round the sub-nodes in
     order, as they would if every job took the same time: that sub-node's
     variables and number (`{%}`) are the ones shown."""
-    nodes = expand.subnodes(spec.load_hosts(hosts_file), local_slots)
+    nodes = expand.subnodes(hosts if hosts is not None else spec.load_hosts(hosts_file), local_slots)
     for k, job in enumerate(jobs):
         out.write(expand.render(job, nodes[k % len(nodes)]) + "\n")
         out.flush()

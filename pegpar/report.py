@@ -87,7 +87,7 @@ def snapshot(ctl: "Controller") -> dict:
                       **({"held": ctl.admission.held[n.host]} if n.host in ctl.admission.held else {})})
     return {"pid": os.getpid(), "mode": ctl.opts.mode, "run": ctl.run_id,
             "queue_file": os.path.abspath(ctl.opts.queue_file),
-            "hosts_file": os.path.abspath(ctl.opts.hosts_file),
+            "hosts_file": ctl.opts.hosts_file and os.path.abspath(ctl.opts.hosts_file),
             "started": ctl.summary.started, "updated": now, "joblog": os.path.abspath(ctl.joblog_path),
             "nodes": nodes, "running": len(ctl.busy), "done": ctl.summary.done,
             "failed": len(ctl.summary.failed), "stopping": ctl.stopping,

@@ -63,8 +63,26 @@ class Runtime:
         return self.ssh if group == 0 else f"{self.ssh}-{group}"
 
     def job_id(self, seq: int) -> str:
-        """Unique on any node: this queue's key and the job's seq."""
+        """Unique on any node: this queue's key and the job's seq (seqs are
+        never given twice under one key: see last_seq)."""
         return f"{os.path.basename(self.run_dir)}-{seq}"
+
+    def last_seq(self) -> int:
+        """The highest seq handed out under this key, whatever joblog counted
+        them: a killed job's mark stays on its node for a day, and a new job
+        under the same id would not run (a fresh --joblog, a deleted .pegpar)."""
+        try:
+            with open(os.path.join(self.run_dir, "last-seq"), encoding="ascii") as f:
+                return int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def note_seq(self, seq: int) -> None:
+        """Before jobs up to `seq` are started (a crash then still counts them)."""
+        path = os.path.join(self.run_dir, "last-seq")
+        with open(path + ".new", "w", encoding="ascii") as f:
+            f.write(f"{seq}\n")
+        os.replace(path + ".new", path)
 
     def env(self) -> Dict[str, str]:
         env = dict(os.environ)

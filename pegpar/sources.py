@@ -27,6 +27,17 @@ ARGS = "<args>"  # input from :::, :::: or -a
 _USES_LINE = re.compile(r"\{\{[^}]*\bline\b")
 
 
+def failed_again(records: List[Any]) -> Iterator[Job]:
+    """--retry-failed: the command of each job a joblog has only as failed,
+    as it ran (its last attempt), with its Seq, in Seq order."""
+    succeeded = {r.seq for r in records if r.ok}
+    last = {r.seq: r.command for r in records if r.seq not in succeeded}
+    form = Form(())
+    for seq in sorted(last):
+        yield Job(command=last[seq], params=(), source=Source(ARGS, seq), plain=True,
+                  call=Call(form, (), seq, last[seq]))
+
+
 def command_lines(stream: IO[bytes]) -> Iterator[Job]:
     """Jobs of input lines that are commands (`pegpar q` with nothing after
     it): each non-empty line, as it arrives, its template syntax checked."""

@@ -13,7 +13,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUN = os.path.join(os.path.dirname(HERE), "bench", "run.py")
-ROWS = ("1", "2", "3", "4", "5", "6a", "6b", "7", "8a", "8b", "9a", "9b", "9c", "10")
+ROWS = ("1", "2", "3", "4", "5", "6a", "6b", "7", "8a", "8b", "9a", "9b", "9c", "10", "11a", "11b", "11c")
 HANG_GUARD = 600
 
 

@@ -20,11 +20,11 @@ PARALLEL = os.path.join(ROOT, "vendor", "parallel", "parallel")
 ROWS = [
     (["echo", "{}", "{.}", "{/}", ":::", "dir/a b.txt", "it's", "$HOME", "`id -u`", "é 日本", "x\\y"], None),
     (["echo", "{#}", "{1}-{2}", ":::", "a", "b", ":::", "1", "2", "3"], None),
-    (["-n", "2", "printf", "'%s|'", ":::", "a", "b", "c"], None),
+    (["-n", "2", "printf", "'%s|\\n'", ":::", "a", "b", "c"], None),
     (["--colsep", ",", "sh", "-c", "echo $0 $1", "{2}", "{1}"], b"a,b\nc d,e\n"),
     (["-q", "sh", "-c", "echo \"$1\"", "_", "{}", ":::", "a  b", "c\"d"], None),
     (["echo"], b"one\ntwo words\n\nfour\n"),
-    (["-0", "printf", "[%s]"], b"x\ny\0z\0"),
+    (["-0", "printf", "'[%s]\\n'"], b"x\ny\0z\0"),
     (["--tag", "echo", ":::", "a b", "c"], None),
     ([":::", "echo 1", "echo 'x y'", "printf '%s\\n' @ %"], None),
 ]
@@ -148,3 +148,92 @@ def test_parallel_options_may_come_before_the_double_dash(tmp_path, pegpar_env):
     r = pegpar(["q", "-k", "-n", "2", "--no-progress", "echo", ":::", "a", "b", "c"], tmp_path, pegpar_env)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "a b\nc\n"
+
+
+def test_sshlogins_name_the_hosts_instead_of_hosts_yaml(tmp_path, cluster, pegpar_env):
+    """-S 2/node-1,node-2: three sub-nodes, {%} numbering them per host; a
+    hosts.yaml in the folder is not used (and not mentioned)."""
+    cluster_hosts(tmp_path, "- node-3\n")
+    (tmp_path / "logins").write_text("# the second host\nnode-2\n")
+    r = _pegpar(["-S", "2/node-1", "--slf", "logins", "echo $NODE {%} {}; sleep 0.5", ":::", *"abcdef"], None,
+                tmp_path, pegpar_env, "--ssh-config", cluster.ssh_config)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == b""
+    lines = sorted(r.stdout.decode().splitlines())
+    assert sorted(line.split()[2] for line in lines) == list("abcdef")
+    assert {tuple(line.split()[:2]) for line in lines} <= {("node-1", "1"), ("node-1", "2"), ("node-2", "1")}
+    assert {rec.host for rec in records(tmp_path)} == {"node-1", "node-1 #2", "node-2"}
+
+
+def test_a_hosts_yaml_used_for_input_is_said_once(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n")
+    r = _pegpar(["echo", ":::", "a", "b"], None, tmp_path, pegpar_env, "--ssh-config", cluster.ssh_config)
+    assert r.returncode == 0 and sorted(r.stdout.split()) == [b"a", b"b"]
+    assert r.stderr == b"pegpar: jobs run on the sub-nodes of hosts.yaml (-S names others)\n"
+
+
+def test_an_ssh_command_as_sshlogin_is_refused(tmp_path, pegpar_env):
+    r = pegpar(["q", "--", "-S", "ssh -p 2222 node-1", "echo", ":::", "a"], tmp_path, pegpar_env)
+    assert r.returncode == 2 and "-S:1: sshlogin 'ssh -p 2222 node-1': an ssh command" in r.stderr
+
+
+def test_halt_soon_lets_running_jobs_end_and_starts_no_more(tmp_path, pegpar_env):
+    args = ["--halt", "soon,fail=1", "sleep {}; echo {} >> ran; exit {}", ":::", "0", "1", "2", "3", "4"]
+    r = _pegpar(args, None, tmp_path, pegpar_env, "-j", "2")
+    assert r.returncode == 1, r.stderr  # the failed job's exit status, as parallel gives it
+    assert sorted((tmp_path / "ran").read_text().split()) == ["0", "1", "2"]  # 2 ran on; 3 and 4 never started
+    assert "--halt soon,fail=1: 1 job(s) failed" in r.stderr.decode()
+
+
+def test_halt_now_kills_the_running_jobs(tmp_path, pegpar_env):
+    args = ["--halt", "now,fail=1", "sleep {}; echo {} >> ran; exit 3", ":::", "0.5", "60"]
+    r = _pegpar(args, None, tmp_path, pegpar_env, "-j", "2")
+    assert r.returncode == 3, r.stderr
+    assert (tmp_path / "ran").read_text() == "0.5\n"  # the 60 s job was killed
+    assert "killing 1 running job(s)" in r.stderr.decode()
+
+
+
+def _parallel_in(cwd, *args):
+    return subprocess.run(["perl", PARALLEL, "--will-cite", "-j1", *args], capture_output=True, cwd=cwd, timeout=60)
+
+
+def test_resume_failed_reruns_the_failed_jobs_only_and_parallel_agrees(tmp_path, cluster, pegpar_env):
+    """The joblog's Seq is the job's position in its input, each attempt under
+    it: pegpar's --resume-failed and GNU parallel's own rerun exactly the
+    failed jobs, once; a job that failed and then succeeded under --retries
+    counts as succeeded."""
+    cluster_hosts(tmp_path, "- node-1\n- node-2\n")
+    # 3 fails always until `fixed` exists; 5 fails once, then succeeds (--retries 1)
+    cmd = (f"cd {tmp_path}; echo {{}} >> ran; test {{}} != 3 -o -e fixed || exit 3; "
+           "test {} != 5 -o -e once || { touch once; exit 5; }")
+    args = ["--joblog", "jl", cmd, ":::", "1", "2", "3", "4", "5"]
+    r = _pegpar(args, None, tmp_path, pegpar_env, "--ssh-config", cluster.ssh_config, "--retries", "1")
+    assert r.returncode == 1, r.stderr
+    rows = [line.split("\t") for line in (tmp_path / "jl").read_text().splitlines()[1:]]
+    assert sorted((int(x[0]), x[6]) for x in rows) == [(1, "0"), (2, "0"), (3, "3"), (3, "3"), (4, "0"),
+                                                       (5, "0"), (5, "5")]
+    (tmp_path / "ran").unlink()
+    (tmp_path / "fixed").touch()
+    again = _pegpar(["--resume-failed", *args], None, tmp_path, pegpar_env, "--ssh-config", cluster.ssh_config)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "ran").read_text() == "3\n"  # only the job that had failed
+    (tmp_path / "ran").unlink()
+    ref = _parallel_in(tmp_path, "--resume-failed", *args)
+    assert ref.returncode == 0, ref.stderr
+    assert not (tmp_path / "ran").exists()  # GNU parallel finds nothing left to run
+
+
+def test_resume_and_retry_failed(tmp_path, pegpar_env):
+    args = ["--joblog", "jl", "echo {} >> ran; exit {}", ":::", "0", "1", "0"]
+    assert _pegpar(args, None, tmp_path, pegpar_env).returncode == 1
+    (tmp_path / "ran").unlink()
+    more = ["--joblog", "jl", "echo {} >> ran; exit {}", ":::", "0", "1", "0", "7"]
+    assert _pegpar(["--resume", *more], None, tmp_path, pegpar_env).returncode == 1
+    assert (tmp_path / "ran").read_text() == "7\n"  # only what the joblog does not have
+    (tmp_path / "ran").unlink()
+    r = _pegpar(["--retry-failed", "--joblog", "jl"], None, tmp_path, pegpar_env)
+    assert r.returncode == 1
+    assert sorted((tmp_path / "ran").read_text().split()) == ["1", "7"]  # the joblog's failed commands
+    r = pegpar(["q", "--", "--resume", "echo", ":::", "a"], tmp_path, pegpar_env)
+    assert r.returncode == 2 and "--resume needs --joblog FILE" in r.stderr

@@ -88,3 +88,9 @@ def test_a_multi_byte_separator_and_bytes_that_are_not_utf8():
     records = list(parallelargs.split(io.BufferedReader(io.BytesIO(b"a::\xff::c")), "::"))
     assert records == ["a", "\udcff", "c"]
     assert records[1].encode("utf-8", "surrogateescape") == b"\xff"
+
+
+@pytest.mark.parametrize("text,expected", [("1", ("soon", "fail", 1)), ("2", ("now", "fail", 1)), ("0", None),
+                                           ("now,done=3", ("now", "done", 3))])
+def test_halt_forms(text, expected):
+    assert parallelargs.parse_halt(text) == expected

@@ -129,7 +129,8 @@ def test_stdin_lines_as_arguments_like_xargs(tmp_path, cluster, pegpar_env):
     r = q(tmp_path, cluster, pegpar_env, "--", "echo", "X", input="a b\nc\n")
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.splitlines()) == ["X a b", "X c"]
-    assert r.stderr == ""  # as GNU parallel: no summary when all went well
+    # as GNU parallel: no summary when all went well; where the jobs run is said
+    assert r.stderr == "pegpar: jobs run on the sub-nodes of hosts.yaml (-S names others)\n"
     r = q(tmp_path, cluster, pegpar_env, "--", "echo", "{{", "line", "}}", "Y", input="it's\n")
     assert r.stdout == "it's Y\n"
 
@@ -305,3 +306,20 @@ def test_input_lines_left_when_the_run_is_stopped_are_counted(tmp_path, pegpar_e
     ran = len(out.splitlines())
     assert p.returncode == 1 and ran < 6, (out, err)
     assert f"{6 - ran} input line(s) not run (pegpar stopped first)" in err, err
+
+
+def test_a_fresh_joblog_does_not_reuse_the_id_of_a_job_killed_before(tmp_path, pegpar_env):
+    """A killed job's mark stays on its node; a later run counting seqs in a new
+    joblog must not give a new job that job's id (it would exit 143 unrun)."""
+    write_queue(tmp_path, "- sleep 30\n")
+    r = pegpar(["q", "-j", "1", "--no-progress", "--timeout", "1"], tmp_path, pegpar_env, timeout=60)
+    assert r.returncode == 1 and "timed out" in r.stderr, r.stderr
+    write_queue(tmp_path, "- echo ok >> ran\n")
+    r = pegpar(["q", "-j", "1", "--no-progress", "--joblog", "new.log"], tmp_path, pegpar_env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ran").read_text() == "ok\n"
+    shutil.rmtree(tmp_path / ".pegpar")  # pegpar's state gone too: the ids still do not come back
+    write_queue(tmp_path, "- echo again >> ran\n")
+    r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ran").read_text() == "ok\nagain\n"
