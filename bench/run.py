@@ -741,7 +741,9 @@ def input_throughput(b: Bench, row: Row, *, remote: bool, from_stdin: bool, wall
         under = pc.median - own
         row.why.append(f"measured in one more run: pegpar's own process takes {fmt(own, 's')} of CPU per job, "
                        f"the GNU parallel it runs the jobs with (and the jobs) {fmt(under, 's')}, against "
-                       f"{fmt(rc.median, 's')} for GNU parallel alone. "
+                       f"{fmt(rc.median, 's')} for GNU parallel alone: the difference is in how the jobs "
+                       "run under GNU parallel (each under pegpar's kill guard, one more `sh` per job, "
+                       "its output in files of its own), more than in pegpar's loop. "
                        + profile(b, ["q", *pegpar_args, "--", "true", ":::", *map(str, range(1, n + 1))], wd))
 
 
