@@ -176,6 +176,8 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
                             hint="GNU parallel's -d DELIM: write it as --delimiter DELIM, or after --")
         dry_run = dry_run or spec.dry_run
         local_slots = parallelargs.jobs_count(spec.jobs, os.cpu_count() or 1) if spec.jobs else local_slots
+        if spec.joblog and not os.path.isdir(os.path.dirname(os.path.abspath(spec.joblog))):
+            raise UserError("the joblog's directory does not exist", where=spec.joblog)
         joblog_path = spec.joblog or joblog_path
         parallelargs.check_resume(spec, joblog_path)
         timeout = _float_seconds(spec.timeout) if spec.timeout else timeout

@@ -142,6 +142,8 @@ def test_unsupported_options_and_misplaced_d_are_errors(tmp_path, pegpar_env):
     assert r.returncode == 2 and "--delimiter" in r.stderr
     r = pegpar(["q", "--", "-a", "no-such-file", "echo"], tmp_path, pegpar_env)
     assert r.returncode == 2 and "no-such-file: no such input file" in r.stderr
+    r = pegpar(["q", "--", "--joblog", "no-dir/jl", "echo", ":::", "a"], tmp_path, pegpar_env)
+    assert r.returncode == 2 and "no-dir/jl: the joblog's directory does not exist" in r.stderr
 
 
 def test_parallel_options_may_come_before_the_double_dash(tmp_path, pegpar_env):
