@@ -161,11 +161,13 @@ class Outcomes:
             return
         for job, _, failure in waiting:
             if failure is None:
-                ctl.printer.say(f"not run again (pegpar stopped first): {brief(job.command)}")
+                why = "--halt" if ctl.halted is not None else "pegpar stopped first"
+                ctl.printer.say(f"not run again ({why}): {brief(job.command)}")
                 ctl.summary.not_run += 1
         unread = ctl.source.pending() if ctl.opts.stdin and ctl.queue_error is None else 0
         if unread:
-            ctl.printer.say(f"{unread} input line(s) not run (pegpar stopped first)")
+            why = "--halt" if ctl.halted is not None else "pegpar stopped first"
+            ctl.printer.say(f"{unread} input line(s) read and not run ({why})")
             ctl.summary.not_run += unread
 
 

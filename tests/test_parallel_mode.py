@@ -185,6 +185,7 @@ def test_halt_soon_lets_running_jobs_end_and_starts_no_more(tmp_path, pegpar_env
     assert r.returncode == 1, r.stderr  # the failed job's exit status, as parallel gives it
     assert sorted((tmp_path / "ran").read_text().split()) == ["0", "1", "2"]  # 2 ran on; 3 and 4 never started
     assert "--halt soon,fail=1: 1 job(s) failed" in r.stderr.decode()
+    assert "2 input line(s) read and not run (--halt)" in r.stderr.decode()
 
 
 def test_halt_now_kills_the_running_jobs(tmp_path, pegpar_env):

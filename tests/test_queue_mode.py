@@ -305,7 +305,7 @@ def test_input_lines_left_when_the_run_is_stopped_are_counted(tmp_path, pegpar_e
     out, err = p.communicate(timeout=60)
     ran = len(out.splitlines())
     assert p.returncode == 1 and ran < 6, (out, err)
-    assert f"{6 - ran} input line(s) not run (pegpar stopped first)" in err, err
+    assert f"{6 - ran} input line(s) read and not run (pegpar stopped first)" in err, err
 
 
 def test_a_fresh_joblog_does_not_reuse_the_id_of_a_job_killed_before(tmp_path, pegpar_env):
