@@ -310,8 +310,9 @@ def q(**kw) -> None:
     """Queue mode: run each job once, on the next free sub-node.
 
     Jobs come from the queue file, or, when stdin is a pipe or a file, one
-    command per input line. With `-- COMMAND...`, each input line is an
-    argument of COMMAND instead ({{ line }}, or appended at its end)."""
+    command per input line. `pegpar q -- ARGS` takes GNU parallel's command
+    line (`wc -l {}`, `::: a b`, `-a FILE`, -k, --tag, -S 2/node-1, --halt,
+    --resume-failed...): see README, "pegpar for GNU parallel users"."""
     _run("q", **kw)
 
 
