@@ -238,6 +238,8 @@ def _input_jobs(spec, joblog_path: Optional[str]):
 
     if spec is None:
         return sources.command_lines(sys.stdin.buffer)
+    if spec.reads_stdin and not spec.retry_failed and sys.stdin.isatty():  # as GNU parallel warns
+        click.echo("pegpar: reading the input from the terminal: one per line, Ctrl-D to end", err=True)
     template.check_syntax(" ".join(spec.command), sources.Source(sources.STDIN if spec.reads_stdin else
                                                                    sources.ARGS, 1))
     records = joblog.read(joblog_path) if joblog_path and os.path.exists(joblog_path) else []

@@ -240,3 +240,20 @@ def test_resume_and_retry_failed(tmp_path, pegpar_env):
     assert sorted((tmp_path / "ran").read_text().split()) == ["1", "7"]  # the joblog's failed commands
     r = pegpar(["q", "--", "--resume", "echo", ":::", "a"], tmp_path, pegpar_env)
     assert r.returncode == 2 and "--resume needs --joblog FILE" in r.stderr
+
+
+def test_input_from_a_terminal_is_announced(tmp_path, pegpar_env):
+    """As GNU parallel warns: a command waiting on the terminal says so."""
+    master, slave = os.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "pegpar", "q", "--dry-run", "--", "echo"], stdin=slave,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=pegpar_env)
+        ready, _, _ = select.select([p.stderr], [], [], 30)
+        assert ready, "nothing said while waiting on the terminal"
+        assert p.stderr.readline() == b"pegpar: reading the input from the terminal: one per line, Ctrl-D to end\n"
+        os.write(master, b"abc\n\x04")
+        out, _ = p.communicate(timeout=30)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert out == b"echo abc\n"
