@@ -406,7 +406,9 @@ class Warm:
             os.close(self._fd)
             self._fd = None
         if self.process.poll() is None:
-            self.process.kill()
+            # the whole group: a parallel still starting holds dummy `sleep 10101`
+            # children (reserve_process) that it alone would kill later
+            proc.signal_group(self.process, signal.SIGKILL)
             self.process.wait()
         for path in _wave_files(self.stem):
             try:

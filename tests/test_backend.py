@@ -289,3 +289,34 @@ def test_run_directories_nothing_uses_are_swept(tmp_path, monkeypatch):
     assert not any(os.path.exists(d) for d in (stale, old_format, dead_master))
     assert all(os.path.exists(d) for d in (crashed, held, mastered))
     assert not [n for n in left if n.startswith(".gone")]
+
+
+def _children(pid: int):
+    """(pid, cmdline) of the processes whose parent is `pid`."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+            if stat[stat.rfind(")") + 2:].split()[1] != str(pid):
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                found.append((int(name), f.read()))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_a_warm_parallel_discarded_while_it_starts_leaves_nothing_behind(tmp_path):
+    """While it starts, GNU parallel holds dummy `sleep 10101` children
+    (reserve_process) that it kills later itself: discarded at that moment,
+    they go with it, not on living for hours."""
+    rt = _runtime(tmp_path)
+    warm = backend.Warm(rt, LOCAL, 8, 0, None)
+    dummies = _until(lambda: [pid for pid, cmd in _children(warm.process.pid) if cmd == b"sleep\x0010101\x00"],
+                     timeout=30)
+    warm.discard()
+    time.sleep(0.2)
+    left = [pid for pid in dummies if os.path.exists(f"/proc/{pid}") and
+            open(f"/proc/{pid}/stat").read().split(") ")[1][0] not in "ZX"]
+    assert left == []

@@ -257,3 +257,4 @@ def test_input_from_a_terminal_is_announced(tmp_path, pegpar_env):
         os.close(master)
         os.close(slave)
     assert out == b"echo abc\n"
+
