@@ -136,13 +136,15 @@ class Controller:
             else:
                 self.stop(by_ctrl_c=action == "interrupt")
 
-    def stop(self, by_ctrl_c: bool = True) -> None:
+    def stop(self, by_ctrl_c: bool = True, why: str = "") -> None:
+        """No new jobs; the running ones finish. `why`: said instead of how to kill them."""
         if not self.stopping:
             self.stopping = True
             self.waves.discard_warm()
             self.waves.close_open()
             how = "Ctrl-C again" if by_ctrl_c else "`pegpar stop --kill`"
-            self.printer.say(f"stopping: no new jobs; waiting for {len(self.busy)} running ({how} kills them)")
+            self.printer.say(f"stopping: no new jobs; waiting for {len(self.busy)} running "
+                             + (f"({why})" if why else f"({how} kills them)"))
 
     def kill(self) -> None:
         self.stopping = True
@@ -152,29 +154,6 @@ class Controller:
             self.kill_deadline = time.time() + KILL_GRACE
             self.printer.say(f"killing {len(self.busy)} running job(s)")
             self.kill_jobs(list(self.busy.values()))
-
-    def _check_halt(self) -> None:
-        """--halt, as GNU parallel's: once N jobs failed (succeeded, ended), no
-        new job starts (soon) or the running ones are killed too (now). The
-        exit status is the failed job's (0 for success)."""
-        if self.opts.halt is None or self.halted is not None:
-            return
-        when, what, n = self.opts.halt
-        s = self.summary
-        count = {"fail": len(s.failed), "success": s.done, "done": s.finished}[what]
-        if count < n:
-            return
-        self.halted = s.failed[-1].exitval if what == "fail" and s.failed else 0
-        self.printer.say(f"--halt {when},{what}={n}: {count} job(s) " + {"fail": "failed", "success": "succeeded",
-                                                                          "done": "ended"}[what])
-        if when == "now":
-            self.kill()
-        elif not self.stopping:
-            self.stopping = True
-            self.waves.discard_warm()
-            self.waves.close_open()
-            if self.busy:
-                self.printer.say(f"no new jobs; waiting for {len(self.busy)} running")
 
     def kill_jobs(self, jobs: List[Running]) -> None:
         """Kill jobs on their nodes, children included; parallel then records
@@ -231,7 +210,7 @@ class Controller:
             finished_before = self.summary.finished + self.released
             self._handle_signals()
             self._observe()
-            self._check_halt()
+            self.outcomes.check_halt()
             # a sub-node just freed: dispatch at once, sleep only when idle
             progressed = self.summary.finished + self.released != finished_before
             if time.time() >= self.next_slow:

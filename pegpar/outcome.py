@@ -81,6 +81,26 @@ class Outcomes:
             return
         self.failed(job, rec, reason)
 
+    def check_halt(self) -> None:
+        """--halt, as GNU parallel's: once N jobs failed (succeeded, ended), no
+        new job starts (soon) or the running ones are killed too (now). The
+        exit status is the failed job's (0 for success)."""
+        ctl = self.ctl
+        if ctl.opts.halt is None or ctl.halted is not None:
+            return
+        when, what, n = ctl.opts.halt
+        s = ctl.summary
+        count = {"fail": len(s.failed), "success": s.done, "done": s.finished}[what]
+        if count < n:
+            return
+        ctl.halted = s.failed[-1].exitval if what == "fail" and s.failed else 0
+        ended = {"fail": "failed", "success": "succeeded", "done": "ended"}[what]
+        ctl.printer.say(f"--halt {when},{what}={n}: {count} job(s) {ended}")
+        if when == "now":
+            ctl.kill()
+        else:
+            ctl.stop(why="--halt")
+
     def failed(self, job: Running, rec: joblog.Record, reason: str) -> None:
         ctl = self.ctl
         ctl.summary.failed.append(Failure(job.seq, job.node.name, job.command,

@@ -152,14 +152,6 @@ class Printer:
             self._write_bytes(self._held.pop(self._next))
             self._next += 1
 
-    def skip(self, position: int) -> None:
-        """-k: an input position that will print nothing (not run): the next ones go on."""
-        if self.style.keep_order and position >= self._next:
-            self._held.setdefault(position, [])
-            while self._next in self._held:
-                self._write_bytes(self._held.pop(self._next))
-                self._next += 1
-
     def flush_held(self) -> None:
         """-k at the end of a run: what waits for a job that never ended, in order."""
         for position in sorted(self._held):

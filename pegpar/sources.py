@@ -217,8 +217,5 @@ class InputQueue:
         """Jobs read and not taken yet (more may follow)."""
         return len(self._jobs)
 
-    def ended(self) -> bool:
-        return self._ended
-
     def mtime(self) -> float:
         return float(self.read)
