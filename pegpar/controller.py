@@ -21,11 +21,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
-from pegpar import backend, expand, joblog, logview, placement, queuetext, recovery, remote, report, runtime, spec
+from pegpar import backend, expand, joblog, logview, placement, queuecheck, recovery, remote, report, runtime, spec
 from pegpar.admission import Admission, Limits
 from pegpar.backend import Running, Wave
 from pegpar.broadcast import Steps
-from pegpar.errors import NotYet, UserError
+from pegpar.errors import NotYet, Several, UserError
 from pegpar.expand import Job, SubNode
 from pegpar.health import Health, load_nodes
 from pegpar.outcome import Outcomes, print_output, unlink
@@ -111,6 +111,7 @@ class Controller:
         self.dispatched = 0
         self.queue_error: Optional[str] = None
         self.queue_error_mtime = 0.0
+        self.held_back = False  # the whole queue is checked again before anything is taken
         self.killers: list = []
         self.kill_deadline = 0.0
         self.pending_signals: List[str] = []
@@ -334,6 +335,13 @@ class Controller:
             if self.source.mtime() == self.queue_error_mtime:
                 return  # wait until the user changes the file
             self.queue_error = None
+        if self.held_back:  # a daemon that started on a bad queue: all of it must be right first
+            mtime = self.source.mtime()
+            problems = queuecheck.check(self.opts.queue_file, self.nodes, every_node=self.opts.mode == "b")
+            if problems:
+                self.hold(problems, mtime)
+                return
+            self.held_back = False
         if self.opts.mode == "b":
             if not self.busy and not self.steps.jobs:
                 self.steps.start()
@@ -414,6 +422,15 @@ class Controller:
                         self.reservation = (placement.job_key(job), node.name)
                 raise
         return backfill
+
+    def hold(self, problems: Sequence[UserError], mtime: Optional[float] = None) -> None:
+        """Take nothing until the whole queue checks clean (--daemon); said once
+        for each version of the file."""
+        self.held_back = True
+        self.queue_error = str(problems[0])
+        self.queue_error_mtime = self.source.mtime() if mtime is None else mtime
+        for problem in problems[:queuecheck.MAX_LISTED]:
+            self.printer.say(f"{problem} (waiting for the queue to be fixed)")
 
     def take(self, n: int, accept, on_commit, on_abandon, skip_waiting: bool = False) -> int:
         """Take up to n jobs through `accept`; returns how many were taken."""
@@ -522,9 +539,11 @@ def run(opts: Options, source, printer: Optional[Printer] = None) -> int:
     """Run queue or broadcast mode to the end; returns the exit code."""
     printer = printer or Printer(quiet=opts.quiet, progress=opts.progress, style=opts.output)
     nodes = load_nodes(opts)
-    if opts.mode == "q" and not opts.stdin:
-        # before anything runs: an entry no sub-node can ever take is an input error
-        placement.check_slots(queuetext.entries_with(opts.queue_file, b"slots"), nodes)
+    problems = [] if opts.stdin else queuecheck.check(opts.queue_file, nodes, every_node=opts.mode == "b")
+    if problems and not opts.daemon:  # before anything runs, every entry: a bad one is an input error
+        raise Several(problems[:queuecheck.MAX_LISTED], more=len(problems) > queuecheck.MAX_LISTED)
     controller = Controller(opts, nodes, source, printer)
+    if problems:
+        controller.hold(problems)
     controller.install_signals()
     return controller.run()

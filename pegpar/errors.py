@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 
 class UserError(Exception):
@@ -27,3 +27,21 @@ class UserError(Exception):
 class NotYet(UserError):
     """Raised by a queue's `accept` for a job that only busy sub-nodes can run:
     taking stops there, and the job waits in the queue without an error."""
+
+
+class Several(UserError):
+    """Several problems found at once (bad entries of a queue file): the CLI
+    prints one line for each."""
+
+    def __init__(self, problems: Sequence[UserError], more: bool = False):
+        super().__init__(problems[0].message, problems[0].where, problems[0].hint)
+        self.problems = list(problems)
+        self.more = more
+
+    def __str__(self) -> str:
+        lines = [str(p) for p in self.problems]
+        if self.more:
+            lines.append(f"more entries than these {len(lines)} have errors")
+        if len(lines) > 1:
+            lines.append("nothing was run; fix them and run again")
+        return "\npegpar: ".join(lines)

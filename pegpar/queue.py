@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import filelock
 
-from pegpar import durable, expand, queuetext, spec
+from pegpar import aliases, durable, expand, queuetext, spec
 from pegpar.errors import NotYet, UserError
 from pegpar.expand import Job
 from pegpar.spec import Source
@@ -356,6 +356,8 @@ class QueueFile:
             scanner = queuetext.Scanner(src, self.path)
             taken: List[Job] = []
             cuts: List[durable.Cut] = []
+            anchors = spec.Anchors()
+            anchored: List[Tuple[durable.Cut, List[Tuple[str, Any]]]] = []
             error: Optional[UserError] = None
             skipped = 0
             try:
@@ -363,12 +365,14 @@ class QueueFile:
                 while line is not None and len(taken) < n:
                     item = scanner.item(line)
                     line = scanner.following
-                    entry = queuetext.parse_item(item, self.path)
+                    entry = queuetext.parse_item(item, self.path, anchors)
                     jobs, rest, stop = queuetext.take_from(entry, n - len(taken), accept)
                     taken += jobs
                     error = error or stop
                     if jobs:
                         cuts.append(queuetext.cut_for(item, rest, entry.plain))
+                        if anchors.defined:
+                            anchored.append((cuts[-1], [(a, anchors.nodes[a]) for a in anchors.defined]))
                     if isinstance(stop, NotYet) and skip_waiting and skipped + 1 < BACKFILL_WINDOW:
                         skipped += 1
                         continue
@@ -378,6 +382,7 @@ class QueueFile:
                 error = error or err
             if not taken:
                 return [], error
+            cuts = sorted(cuts + aliases.moves(src, cuts, anchored), key=lambda c: c.start)
             consumed = queuetext.items_text([job.canonical() for job in taken])
 
             def commit(new_file: str) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import IO, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import IO, Callable, List, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -140,13 +140,17 @@ class Scanner:
         return Item(first.offset, end, blank_end, first.number, text)
 
 
-def parse_item(item: Item, path: str) -> QueueEntry:
+def parse_item(item: Item, path: str, anchors: Optional[spec.Anchors] = None) -> QueueEntry:
+    """The item's entry. `anchors` holds those of the items before it in the
+    file; its `defined` becomes the names this item anchors."""
     where = f"{path}:{item.line}"
     try:
         text = item.text.decode("utf-8").lstrip("\ufeff")
     except UnicodeDecodeError:
         raise UserError("entry is not valid UTF-8 text", where=where) from None
-    entries = spec.parse_queue(text, path, first_line=item.line)
+    if anchors is not None:
+        anchors.defined = []
+    entries = spec.parse_queue(text, path, first_line=item.line, anchors=anchors)
     if len(entries) != 1:
         raise UserError("expected one queue entry here", where=where)
     return entries[0]
@@ -246,23 +250,6 @@ def flow_list(f: IO[bytes]) -> bool:
         f.seek(0)
 
 
-def entries_with(path: str, word: bytes) -> Iterator[QueueEntry]:
-    """The entries of a queue file whose text holds `word`, read an entry at a
-    time (a huge file is never held whole). Stops quietly at the first entry
-    that cannot be read: a run reports it when that entry reaches the head."""
-    try:
-        with open(path, "rb") as f:
-            scanner = Scanner(f, path)
-            line = scanner.head()
-            while line is not None:
-                item = scanner.item(line)
-                line = scanner.following
-                if word in item.text:
-                    yield parse_item(item, path)
-    except (OSError, UserError):
-        return
-
-
 def check_text(data: bytes, path: str) -> Tuple[QueueEntry, ...]:
     """Validate a whole queue text as pops will read it: valid entries (errors
     name path:LINE) and a layout that cuts into one entry per `- ` item."""
@@ -276,15 +263,16 @@ def check_text(data: bytes, path: str) -> Tuple[QueueEntry, ...]:
     scanner = Scanner(io.BytesIO(data), path)
     line = scanner.head()
     count = 0
+    anchors = spec.Anchors()
     while line is not None:
         item = scanner.item(line)
         line = scanner.following
         try:
-            parse_item(item, path)
+            parse_item(item, path, anchors)
         except UserError as err:
             raise UserError(err.message, where=err.where,
                             hint="pegpar reads the queue one `- ` item at a time: indent every line of an entry "
-                            "after its first, and do not share anchors between entries") from None
+                            "after its first") from None
         count += 1
     if count != len(entries):
         raise UserError(f"found {count} entries starting with `- ` at column 0 but the file holds {len(entries)}",

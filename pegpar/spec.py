@@ -14,13 +14,22 @@ How the YAML is read, and why:
 - The file is read as a stream of parser events (libyaml when available) and
   composed here, at most four levels deep: nothing deeper is valid in either
   file, and a deeply nested file cannot exhaust the stack.
-- Aliases (`*name`) are refused at the first one, before anything is expanded,
-  so an alias bomb ("billion laughs") costs nothing. Anchors alone are harmless
-  and ignored.
+- Anchors and aliases (`&lrs [1, 2]` ... `*lrs`) share a value: an alias is
+  the anchored node itself, never a copy, and must fit where it stands (a list
+  of values cannot become a value), so an alias bomb ("billion laughs") is
+  refused by the depth rule without expanding anything. The values aliases
+  bring into a file's entries are bounded too (MAX_ALIASED), against files
+  that repeat an alias to a long list many times. A queue file is read one
+  entry at a time, so an `Anchors` carries the anchors of the entries before.
+- A null (`~`, `null`, or nothing) is text as Pegasus renders it: in a list of
+  values `~` and `null` are the text written, an empty item is `~`; a key with
+  nothing after it (`lr:`) is an error, since it is more likely a slip than a
+  wish for the text `~`.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import dataclass
@@ -86,6 +95,7 @@ def scalar_text(value: Scalar) -> str:
     return str(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def read_plain(text: str) -> Optional[Scalar]:
     """The value an unquoted YAML scalar `text` loads as in pegpar files (None
     for null); the writer of canonical entries quotes text that would not read
@@ -114,10 +124,12 @@ def load_queue(path: str) -> Tuple[QueueEntry, ...]:
     return parse_queue(text, path)
 
 
-def parse_queue(text: str, path: str, first_line: int = 1) -> Tuple[QueueEntry, ...]:
+def parse_queue(text: str, path: str, first_line: int = 1,
+                anchors: Optional["Anchors"] = None) -> Tuple[QueueEntry, ...]:
     """Parse queue text. `first_line` is the file line of text's first line, so
-    that a slice of a file (one entry cut out by pegpar.queue) reports true lines."""
-    return tuple(_queue_entry(node, Source(path, node.line)) for node in _items(text, path, first_line))
+    that a slice of a file (one entry cut out by pegpar.queue) reports true lines;
+    `anchors` holds those of the text before the slice, and gets the slice's."""
+    return tuple(_queue_entry(node, Source(path, node.line)) for node in _items(text, path, first_line, anchors))
 
 
 def queue_entry_from_object(obj: Any, source: Source) -> QueueEntry:
@@ -182,10 +194,10 @@ def _loader_class() -> Any:
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _items(text: str, path: str, first_line: int) -> Tuple[_Node, ...]:
+def _items(text: str, path: str, first_line: int, anchors: Optional["Anchors"] = None) -> Tuple[_Node, ...]:
     """The items of the top-level list (empty for an empty or comments-only text)."""
-    top = _compose(text, path, first_line)
-    if top is None or (top.kind == "scalar" and top.value is None):
+    top = _compose(text, path, first_line, Anchors() if anchors is None else anchors)
+    if top is None or (top.kind == "scalar" and isinstance(top.value, Null)):
         return ()
     if top.kind != "seq":
         raise UserError("the file must be a YAML list: one entry per line starting with `- `",
@@ -193,7 +205,7 @@ def _items(text: str, path: str, first_line: int) -> Tuple[_Node, ...]:
     return top.value
 
 
-def _compose(text: str, path: str, first_line: int) -> Optional[_Node]:
+def _compose(text: str, path: str, first_line: int, anchors: "Anchors") -> Optional[_Node]:
     import yaml
 
     loader = _loader_class()(text)
@@ -202,7 +214,7 @@ def _compose(text: str, path: str, first_line: int) -> Optional[_Node]:
         if loader.check_event(yaml.StreamEndEvent):
             return None
         loader.get_event()  # DocumentStart
-        top = _compose_node(loader, path, first_line, 1)
+        top = _Composer(loader, path, first_line, anchors).node(1)
         loader.get_event()  # DocumentEnd
         if not loader.check_event(yaml.StreamEndEvent):
             raise UserError("more than one YAML document (a second `---`)",
@@ -220,35 +232,96 @@ def _compose(text: str, path: str, first_line: int) -> Optional[_Node]:
         loader.dispose()
 
 
-def _compose_node(loader: Any, path: str, first_line: int, depth: int) -> _Node:
-    import yaml
+class Anchors:
+    """The anchors met so far in a file: name -> node, `defined` the names
+    anchored by the text read last, `aliased` the values aliases brought in."""
 
-    event = loader.get_event()
-    line = event.start_mark.line + first_line
-    if isinstance(event, yaml.AliasEvent):
-        raise UserError(f"YAML aliases (*{event.anchor}) are not supported in pegpar files",
-                        where=f"{path}:{line}", hint="write the values out")
-    if isinstance(event, yaml.ScalarEvent):
-        return _Node("scalar", line, _scalar(event, path, line))
+    def __init__(self) -> None:
+        self.nodes: Dict[str, _Node] = {}
+        self.defined: List[str] = []
+        self.aliased = 0
+
+
+# Values that aliases may bring into one file's entries: far more than any real
+# file shares, far less than memory holds.
+MAX_ALIASED = 2_000_000
+
+
+class _Composer:
+    def __init__(self, loader: Any, path: str, first_line: int, anchors: Anchors):
+        self.loader, self.path, self.first_line, self.anchors = loader, path, first_line, anchors
+
+    def node(self, depth: int) -> _Node:
+        import yaml
+
+        loader, path = self.loader, self.path
+        event = loader.get_event()
+        line = event.start_mark.line + self.first_line
+        kind = type(event)
+        if kind is yaml.ScalarEvent:
+            node = _Node("scalar", line, _scalar(event, path, line))
+        elif kind is yaml.AliasEvent:
+            return self._alias(event.anchor, line, depth)
+        else:
+            if depth >= _MAX_DEPTH:
+                flow_map = kind is yaml.MappingStartEvent and event.flow_style
+                raise _too_deep(path, line, flow_map)
+            _check_collection_tag(event, path, line)
+            if kind is yaml.SequenceStartEvent:
+                items = []
+                while not loader.check_event(yaml.SequenceEndEvent):
+                    items.append(self.node(depth + 1))
+                loader.get_event()
+                node = _Node("seq", line, tuple(items))
+            else:
+                pairs = []
+                while not loader.check_event(yaml.MappingEndEvent):
+                    key = self.node(_MAX_DEPTH)  # a key is never a collection
+                    pairs.append((key, self.node(depth + 1)))
+                loader.get_event()
+                node = _Node("map", line, tuple(pairs))
+        if event.anchor is not None:
+            self.anchors.nodes[event.anchor] = node
+            self.anchors.defined.append(event.anchor)
+        return node
+
+    def _alias(self, name: str, line: int, depth: int) -> _Node:
+        node = self.anchors.nodes.get(name)
+        where = f"{self.path}:{line}"
+        if node is None:
+            raise UserError(f"YAML alias *{name} has no anchor &{name} before it", where=where,
+                            hint=f"anchor a value first, e.g. `lrs: &{name} [0.1, 0.01]`")
+        size = _fits(node, depth)
+        if size is None:
+            raise _too_deep(self.path, line, False)
+        self.anchors.aliased += size
+        if self.anchors.aliased > MAX_ALIASED:
+            raise UserError(f"YAML aliases bring more than {MAX_ALIASED:,} values into the file", where=where,
+                            hint="write a shorter list, or fewer aliases to it")
+        return _Node(node.kind, line, node.value)
+
+
+def _fits(node: _Node, depth: int) -> Optional[int]:
+    """How many values `node` holds, if it may stand at `depth`; else None."""
+    if node.kind == "scalar":
+        return 1
     if depth >= _MAX_DEPTH:
-        flow_map = isinstance(event, yaml.MappingStartEvent) and event.flow_style
-        raise UserError("a value must be a plain value (text, number, true/false), not a list or map",
-                        where=f"{path}:{line}",
-                        hint="`{` starts a YAML map: quote text that contains {{ }}, e.g. 'echo {{ x }}'"
-                        if flow_map else None)
-    _check_collection_tag(event, path, line)
-    if isinstance(event, yaml.SequenceStartEvent):
-        items = []
-        while not loader.check_event(yaml.SequenceEndEvent):
-            items.append(_compose_node(loader, path, first_line, depth + 1))
-        loader.get_event()
-        return _Node("seq", line, tuple(items))
-    pairs = []
-    while not loader.check_event(yaml.MappingEndEvent):
-        key = _compose_node(loader, path, first_line, _MAX_DEPTH)  # a key is never a collection
-        pairs.append((key, _compose_node(loader, path, first_line, depth + 1)))
-    loader.get_event()
-    return _Node("map", line, tuple(pairs))
+        return None
+    total = 0
+    children = node.value if node.kind == "seq" else (n for pair in node.value for n in pair)
+    for child in children:
+        size = _fits(child, depth + 1) if child.kind != "scalar" else 1
+        if size is None:
+            return None
+        total += size
+    return total
+
+
+def _too_deep(path: str, line: int, flow_map: bool) -> UserError:
+    return UserError("a value must be a plain value (text, number, true/false), not a list or map",
+                     where=f"{path}:{line}",
+                     hint="`{` starts a YAML map: quote text that contains {{ }}, e.g. 'echo {{ x }}'"
+                     if flow_map else None)
 
 
 def _check_collection_tag(event: Any, path: str, line: int) -> None:
@@ -259,16 +332,22 @@ def _check_collection_tag(event: Any, path: str, line: int) -> None:
         raise UserError(f"unsupported YAML tag {event.tag}", where=f"{path}:{line}")
 
 
-def _scalar(event: Any, path: str, line: int) -> Optional[Scalar]:
-    """A scalar event -> str, int, float, bool or None, by the rules in the module docstring."""
+class Null(str):
+    """A YAML null, as the text written for it ("" for nothing)."""
+
+
+def _scalar(event: Any, path: str, line: int) -> Scalar:
+    """A scalar event -> str, int, float, bool or Null, by the rules in the module docstring."""
     text, tag = event.value, event.tag
     if tag is None and event.implicit[0]:
-        return read_plain(text)
-    if tag in (None, "!"):
+        value = read_plain(text)
+    elif tag in (None, "!"):
         return text
-    if tag not in (_STR, _NULL, _INT, _FLOAT, _BOOL):
+    elif tag not in (_STR, _NULL, _INT, _FLOAT, _BOOL):
         raise UserError(f"unsupported YAML tag {tag}", where=f"{path}:{line}")
-    return _as(text, tag)
+    else:
+        value = _as(text, tag)
+    return Null(text) if value is None else value
 
 
 def _as(text: str, tag: str) -> Optional[Scalar]:
@@ -283,7 +362,12 @@ def _as(text: str, tag: str) -> Optional[Scalar]:
     return typed if scalar_text(typed) == text else text
 
 
+_MAYBE_TYPED = frozenset("~nNtTfF+-.0123456789")
+
+
 def _resolve(text: str) -> str:
+    if text and text[0] not in _MAYBE_TYPED:
+        return _STR
     for tag, pattern in ((_NULL, _NULL_RE), (_BOOL, _BOOL_RE), (_INT, _INT_RE), (_FLOAT, _FLOAT_RE)):
         if pattern.fullmatch(text):
             return tag
@@ -381,7 +465,7 @@ def check_command(command: str, source: Source) -> None:
 
 
 def _required_text(node: _Node, source: Source, what: str) -> str:
-    if node.value is None:
+    if isinstance(node.value, Null):
         raise UserError(f"empty entry: expected a {what}", where=str(source))
     if not isinstance(node.value, (str, int, float, bool)):
         raise UserError(f"expected a {what}, got {type(node.value).__name__}", where=str(source))
@@ -400,7 +484,7 @@ def _dims(node: _Node, required: str, source: Source, expected: str) -> Params:
         where = f"{source.path}:{key.line}"
         name = key.value
         if not isinstance(name, str):
-            name = "null" if name is None else scalar_text(name)
+            name = scalar_text(name)
         if name in seen:
             raise UserError(f"`{name}` appears twice in this entry", where=where)
         seen[name] = key.line
@@ -417,7 +501,7 @@ def _dims(node: _Node, required: str, source: Source, expected: str) -> Params:
             raise UserError(f"`{name}` must be a list of values, not a map", where=where)
         if not values:
             raise UserError(f"`{name}` is an empty list", where=where, hint="give it at least one value")
-        dims.append((name, tuple(_value(v, name, required, source.path) for v in values)))
+        dims.append((name, tuple(_value(v, name, required, source.path, value.kind == "seq") for v in values)))
     if required not in seen:
         keys = ", ".join(f"`{k}`" for k in seen) or "no keys"
         raise UserError(f"entry has no `{required}` list (it has {keys})", where=str(source),
@@ -425,14 +509,16 @@ def _dims(node: _Node, required: str, source: Source, expected: str) -> Params:
     return tuple(dims)
 
 
-def _value(node: _Node, name: str, required: str, path: str) -> Scalar:
+def _value(node: _Node, name: str, required: str, path: str, listed: bool) -> Scalar:
     where = f"{path}:{node.line}"
     if node.kind != "scalar" or isinstance(node.value, (list, tuple, Mapping)):
         raise UserError(f"`{name}` values must be plain values (text, numbers, true/false), "
                         "not nested lists or maps", where=where)
     value = node.value
-    if value is None:
-        raise UserError(f"`{name}` has an empty (null) value", where=where, hint="quote '' for an empty text")
+    if isinstance(value, Null):
+        if value or listed:
+            return str(value) or "~"  # as Pegasus renders a null: the text written, `~` for nothing
+        raise UserError(f"`{name}` has no value", where=where, hint="quote '' for an empty text")
     if not isinstance(value, (str, int, float, bool)):
         raise UserError(f"`{name}` has a value of unsupported type {type(value).__name__}", where=where)
     return scalar_text(value) if name == required else value

@@ -291,32 +291,44 @@ def test_run_directories_nothing_uses_are_swept(tmp_path, monkeypatch):
     assert not [n for n in left if n.startswith(".gone")]
 
 
-def _children(pid: int):
-    """(pid, cmdline) of the processes whose parent is `pid`."""
-    found = []
-    for name in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-            if stat[stat.rfind(")") + 2:].split()[1] != str(pid):
-                continue
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                found.append((int(name), f.read()))
-        except (OSError, ValueError):
-            continue
-    return found
-
-
 def test_a_warm_parallel_discarded_while_it_starts_leaves_nothing_behind(tmp_path):
     """While it starts, GNU parallel holds dummy `sleep 10101` children
     (reserve_process) that it kills later itself: discarded at that moment,
-    they go with it, not on living for hours."""
+    they go with it, not on living for hours. The moment is short: each try
+    watches a new parallel closely, until one is caught in it."""
     rt = _runtime(tmp_path)
-    warm = backend.Warm(rt, LOCAL, 8, 0, None)
-    dummies = _until(lambda: [pid for pid, cmd in _children(warm.process.pid) if cmd == b"sleep\x0010101\x00"],
-                     timeout=30)
-    warm.discard()
+    for _ in range(20):
+        warm = backend.Warm(rt, LOCAL, 8, 0, None)
+        dummies = _dummies_of(warm.process.pid, within=5.0)
+        warm.discard()
+        if dummies:
+            break
+    else:
+        raise AssertionError("no GNU parallel was caught holding its dummy children")
     time.sleep(0.2)
     left = [pid for pid in dummies if os.path.exists(f"/proc/{pid}") and
             open(f"/proc/{pid}/stat").read().split(") ")[1][0] not in "ZX"]
     assert left == []
+
+
+def _dummies_of(pid: int, within: float):
+    """The `sleep 10101` children of `pid` once there are some, watched
+    without pause (its own children list, not a scan of /proc)."""
+    deadline = time.time() + within
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            return []
+        dummies = []
+        for kid in kids:
+            try:
+                with open(f"/proc/{kid}/cmdline", "rb") as f:
+                    if f.read() == b"sleep\x0010101\x00":
+                        dummies.append(kid)
+            except OSError:
+                continue
+        if dummies:
+            return dummies
+    return []

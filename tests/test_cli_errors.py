@@ -46,7 +46,7 @@ CASES = {
     "missing queue file": ({}, "queue.yaml", "echo '- echo hello' > queue.yaml"),
     "truncated YAML": ({"queue.yaml": "- ok\n- command:\n    - echo a\n    - 'echo b"}, "queue.yaml:4", "YAML"),
     "truncated flow list": ({"queue.yaml": "- command: [a, b\n"}, "queue.yaml:2", "YAML"),
-    "YAML bomb": ({"queue.yaml": BOMB}, "queue.yaml:3", "aliases"),
+    "YAML bomb": ({"queue.yaml": BOMB}, "queue.yaml:3", "plain value"),
     "hostname with spaces": ({"queue.yaml": "- ok\n", "hosts.yaml": "- node-1\n- 'node 2'\n"},
                              "hosts.yaml:2", "hostname"),
     "hostname with shell metacharacters": ({"queue.yaml": "- ok\n", "hosts.yaml": "- 'n1;reboot'\n"},

@@ -252,8 +252,10 @@ def test_a_job_no_sub_node_renders_stops_the_queue_and_the_run_ends_with_exit_2(
     """After a job ran, a head entry that renders on no sub-node stops the
     queue (the file untouched); without --daemon no fix is waited for once
     nothing runs: pegpar says so and exits 2, not 0, and never waits forever."""
-    write_queue(tmp_path, "- sleep 1; echo first\n- echo {{ nope }}\n")
+    write_queue(tmp_path, "- sleep 1; echo first\n")
     child = bg("q", "--no-progress", "-j", "2")
+    wait_for(lambda: (tmp_path / "queue.yaml").read_text() == "", timeout=30, what="the first job taken")
+    write_queue(tmp_path, "- echo {{ nope }}\n")  # an edit during the run (the start checks the whole queue)
     wait_for(lambda: "unknown variable" in child.stderr(), timeout=30)
     assert "no new job until it is fixed" in child.stderr()
     assert child.wait(30) == 2, child.stderr()
@@ -263,14 +265,15 @@ def test_a_job_no_sub_node_renders_stops_the_queue_and_the_run_ends_with_exit_2(
 
 def test_a_bad_entry_behind_a_good_one_never_hangs(tmp_path, pegpar_env):
     """The issue's case: `- echo ok`, then an entry with a nested list, no
-    terminal, no --daemon: the good job runs, then pegpar exits 2 naming the
-    bad entry, the file as the user left it."""
+    terminal, no --daemon: pegpar exits 2 at once naming the bad entry,
+    nothing run, the file as the user left it."""
     text = "- echo ok\n- command: [x]\n  lr: [[1, 2]]\n"
     write_queue(tmp_path, text)
     r = pegpar(["q", "--no-progress", "-j", "1"], tmp_path, pegpar_env, timeout=60)
     assert r.returncode == 2, r.stderr
-    assert "queue.yaml:2: a value must be a plain value" in r.stderr
-    assert r.stdout == "[localhost/1] ok\n" and (tmp_path / "queue.yaml").read_text() == text[len("- echo ok\n"):]
+    assert r.stderr == "pegpar: queue.yaml:3: a value must be a plain value (text, number, true/false), " \
+                       "not a list or map\n"
+    assert r.stdout == "" and (tmp_path / "queue.yaml").read_text() == text
 
 
 def test_two_queues_in_one_directory_keep_their_runs_apart(tmp_path, pegpar_env, bg):

@@ -110,3 +110,30 @@ def test_parameter_names_with_dots_and_dashes_are_reached_as_segment_literals(tm
     r = pegpar(["q", "--no-progress"], tmp_path, pegpar_env)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "[localhost (gpu.id=3)] tiny 8 3\n"
+
+
+def test_a_bad_third_entry_stops_the_run_before_anything_runs(tmp_path, pegpar_env):
+    """Every entry is checked at start: exit 2 listing the bad ones, no job
+    run, the queue file byte for byte as written, no consumed.yaml."""
+    text = "- echo one > one.out\n- echo two > two.out\n- command: echo {{a}}\n  a: [[1]]\n" \
+           "- echo {{ nosuch }}\n- echo fine\n"
+    write_queue(tmp_path, text)
+    for mode in ("q", "b"):
+        r = pegpar([mode, "--no-progress"], tmp_path, pegpar_env, timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.splitlines() == [
+            "pegpar: queue.yaml:4: a value must be a plain value (text, number, true/false), not a list or map",
+            "pegpar: queue.yaml:5: template: unknown variable `nosuch` (defined here: allocation_policy, hostname, "
+            "slots)",
+            "pegpar: nothing was run; fix them and run again"]
+        assert (tmp_path / "queue.yaml").read_text() == text
+        assert not (tmp_path / "one.out").exists() and not (tmp_path / "consumed.yaml").exists()
+
+
+def test_shared_values_and_nulls_as_pegasus_reads_them(tmp_path, pegpar_env):
+    write_queue(tmp_path, "- command: ['echo lr={{lr}} x={{x}} >> out']\n  lr: &lrs [0.1, 0.01]\n  x: [~]\n"
+                          "- command: ['echo again={{lr}} >> out']\n  lr: *lrs\n")
+    r = pegpar(["q", "--no-progress", "-j", "1"], tmp_path, pegpar_env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out").read_text().splitlines() == ["lr=0.1 x=~", "lr=0.01 x=~", "again=0.1", "again=0.01"]
+    assert (tmp_path / "queue.yaml").read_text().strip() in ("", "[]")

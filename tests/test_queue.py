@@ -581,3 +581,55 @@ def test_a_flow_style_queue_is_written_in_block_style_by_its_first_pop(qpath):
     taken, _ = q.take(3, lambda job: None)
     assert [j.command for j in taken] == ["echo {{x}}", "b", "b"]
     assert read(qpath).strip() in ("", "[]")
+
+
+ANCHORED = """\
+# values shared with YAML anchors
+- command: ['train {{lr}} {{wd}}']
+  lr: &lrs [0.1, 0.01]   # the learning rates
+  wd: &wd 5
+- command: ['note "*lrs" is text here']
+  x: ['*lrs']
+- &e {command: ['eval {{lr}}'], lr: *lrs}
+- command: ['again {{lr}} {{wd}}']
+  lr: *lrs
+  wd: [*wd, 6]
+- *e
+- command: [other]
+  lr: &lrs [3]
+- command: ['last {{lr}}']
+  lr: *lrs
+"""
+
+
+def remaining_jobs(path):
+    return [flat(job) for entry in queuetext.spec.load_queue(str(path)) for job in queuetext.expand.jobs(entry)]
+
+
+def test_anchors_move_to_their_next_alias_when_a_pop_takes_their_entry(qpath):
+    """Every pop leaves a file that reads as the jobs not yet taken: an anchor
+    leaving with its entry lands on the first later alias, flow style."""
+    write(qpath, ANCHORED)
+    expected = remaining_jobs(qpath)
+    q = QueueFile(str(qpath))
+    take_all(q, 1)
+    assert read(qpath).splitlines()[1:6] == [
+        "- command: ['train {{lr}} {{wd}}']", "  lr: [0.01]", "  wd: [5]",
+        """- command: ['note "*lrs" is text here']""", "  x: ['*lrs']"]
+    assert "- &e {command: ['eval {{lr}}'], lr: &lrs [0.1, 0.01]}" in read(qpath)
+    assert "  wd: [&wd 5, 6]" in read(qpath)
+    taken = [expected.pop(0)]
+    while expected:
+        assert remaining_jobs(qpath) == expected
+        taken += [flat(job) for job in take_all(q, 1)]
+        expected.pop(0)
+    assert taken[-3:] == [("eval {{lr}}", (("lr", 0.01),)), ("other", (("lr", 3),)), ("last {{lr}}", (("lr", 3),))]
+    assert read(qpath) == "# values shared with YAML anchors\n"
+
+
+def test_a_pop_of_several_entries_moves_an_anchor_past_all_of_them(qpath):
+    write(qpath, "- command: [a]\n  v: &v [1]\n- command: [b]\n  v: *v\n- command: [c]\n  v: *v\n- c2\n"
+                 "- command: [d]\n  v: *v\n")
+    jobs = take_all(QueueFile(str(qpath)), 3)
+    assert [j.command for j in jobs] == ["a", "b", "c"]
+    assert read(qpath) == "- c2\n- command: [d]\n  v: &v [1]\n"

@@ -521,7 +521,7 @@ BAD = {
                                   "hosts.yaml: ", ["writable by group or others", "--allow-shared-queue"], True),
     "editor missing": ({}, None, ["l", "--editor", "/no/such/editor"], "editor '/no/such/editor' not found",
                        ["--editor"], True),
-    "YAML bomb": ({"queue.yaml": BOMB}, None, ["q"], "queue.yaml:3: ", ["aliases"], False),
+    "YAML bomb": ({"queue.yaml": BOMB}, None, ["q"], "queue.yaml:3: ", ["plain value"], False),
     "100 MB queue file, one line": ({}, lambda work: _write_big_line(work / "queue.yaml"), ["q"], "queue.yaml:1: ",
                                     ["larger than"], False),
     "100 MB queue file, one block scalar": ({}, lambda work: _write_big_block(work / "queue.yaml"), ["q"],

@@ -104,8 +104,7 @@ def test_queue_entry_from_object():
     ("- {}\n", 1, "no `command`"),
     ("- command: []\n", 1, "empty list"),
     ("- command: [a]\n  n: []\n", 2, "empty list"),
-    ("- command: [a]\n  n:\n", 2, "empty (null) value"),
-    ("- command: [a]\n  n: [1, ~]\n", 2, "empty (null) value"),
+    ("- command: [a]\n  n:\n", 2, "has no value"),
     ("- command: [a]\n  n: [[1, 2]]\n", 2, "plain value"),
     ("- command: [a]\n  n: [{a: 1}]\n", 2, "plain value"),
     ("- command: [a]\n  n: {a: 1}\n", 2, "not a map"),
@@ -120,7 +119,9 @@ def test_queue_entry_from_object():
     ("- command: [a, b\n", 2, "invalid YAML"),
     ("- ok\n- bad\x01char\n", 2, "not allowed"),
     ("- x\n\t- y\n", 2, "invalid YAML"),
-    ("- &cmd echo\n- *cmd\n", 2, "aliases"),
+    ("- *cmd\n", 1, "no anchor &cmd before it"),
+    ("- command: [a]\n  n: &l [1]\n  m: [*l]\n", 3, "plain value"),
+    ("- &e {command: [a]}\n- command: [*e]\n", 2, "plain value"),
 ])
 def test_queue_errors_name_file_and_line(text, line, message):
     err = error(queue, text)
@@ -138,8 +139,44 @@ def test_alias_bomb_is_refused_at_the_first_alias():
     lines += [f"  {c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]" for p, c in zip("abcdefgh", "bcdefghi")]
     started = time.monotonic()
     err = error(queue, "\n".join(lines) + "\n")
-    assert "aliases" in err.message and err.where == "queue.yaml:3"
+    assert "plain value" in err.message and err.where == "queue.yaml:3"
     assert time.monotonic() - started < 30  # a hang guard, not a timing assertion
+
+
+def test_aliases_share_values_between_entries_and_within_one():
+    entries = queue("- command: ['echo {{lr}}']\n  lr: &lrs [0.1, 0.01]\n  wd: &one 1\n"
+                    "- command: [run]\n  lr: *lrs\n  wd: [*one, 2]\n"
+                    "- &e {command: [x], k: [a]}\n- *e\n")
+    assert [dict(e.dims) for e in entries] == [
+        {"command": ("echo {{lr}}",), "lr": (0.1, 0.01), "wd": (1,)},
+        {"command": ("run",), "lr": (0.1, 0.01), "wd": (1, 2)},
+        {"command": ("x",), "k": ("a",)}, {"command": ("x",), "k": ("a",)}]
+    assert [e.source.line for e in entries] == [1, 4, 7, 8]
+
+
+def test_anchors_carry_from_one_slice_of_a_file_to_the_next():
+    anchors = spec.Anchors()
+    spec.parse_queue("- command: [a]\n  lr: &lrs [1, 2]\n", "queue.yaml", 1, anchors)
+    assert anchors.defined == ["lrs"]
+    anchors.defined = []
+    (entry,) = spec.parse_queue("- command: [b]\n  lr: *lrs\n", "queue.yaml", 3, anchors)
+    assert dict(entry.dims)["lr"] == (1, 2) and anchors.defined == []
+
+
+def test_aliases_that_bring_in_too_many_values_are_refused_quickly():
+    text = "- command: [x]\n  v: &v [" + ", ".join(map(str, range(1000))) + "]\n"
+    text += "".join("- {command: [x], v: *v}\n" for _ in range(spec.MAX_ALIASED // 1000 + 1))
+    started = time.monotonic()
+    err = error(queue, text)
+    assert "aliases bring more than" in err.message and err.where.startswith("queue.yaml:")
+    assert time.monotonic() - started < 60  # a hang guard, not a timing assertion
+
+
+def test_nulls_render_as_pegasus_renders_them():
+    (entry,) = queue("- command: [a]\n  n: [1, ~, null, NULL]\n  m:\n    - \n  k: ~\n")
+    assert dict(entry.dims) == {"command": ("a",), "n": (1, "~", "null", "NULL"), "m": ("~",), "k": ("~",)}
+    (host,) = spec.parse_hosts("- hostname: [a]\n  gpu: [~]\n", "hosts.yaml")
+    assert host.params == (("gpu", ("~",)),)
 
 
 def test_deep_nesting_is_an_error_not_a_crash():
