@@ -49,6 +49,7 @@ from pegpar import joblog  # noqa: E402
 
 PARALLEL = os.path.join(ROOT, "vendor", "parallel", "parallel")
 RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
+FLEET_HEADER = "## Large fleets"  # bench/fleet.py's section of RESULTS.md, always the last
 PEGPAR = [sys.executable, "-m", "pegpar"]
 LONG_QUEUE = 50_000
 SHORT_QUEUE = 100
@@ -1344,6 +1345,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
     text = render([r for rows, _ in specs for r in rows], cfg, time.perf_counter() - started, load)
+    if out == RESULTS and os.path.exists(RESULTS):  # bench/fleet.py's section stays
+        with open(RESULTS) as f:
+            old = f.read()
+        at = old.find("\n" + FLEET_HEADER)
+        if at >= 0:
+            text = text.rstrip("\n") + "\n" + old[at:]
     tmp = out + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Tuple
 from pegpar import joblog, proc
 from pegpar.errors import UserError
 from pegpar.expand import Job, SubNode
-from pegpar.remote import JOB_GUARD
+from pegpar.remote import JOB_GUARD, REMOTE_GUARD
 from pegpar.runtime import JOB_MARK, REPORT_END, Runtime, parallel_script, ssh_wrapper, sshlogin
 
 # How a local wave runs a job: the command line parallel's shell (/bin/sh)
@@ -309,6 +309,9 @@ class Wave:
 
     def cleanup(self) -> None:
         self.close()
+        for follower in (self.follower, self.ends):
+            if follower is not None:
+                follower.close()
         for path in self.files:
             try:
                 os.unlink(path)
@@ -358,7 +361,7 @@ class Warm:
         if node.local:
             argv += [LOCAL_JOB.replace("{DECODE}", _DECODE)]
         else:
-            argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", shlex.quote(JOB_GUARD), _DECODE]
+            argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", shlex.quote(REMOTE_GUARD), _DECODE]
         env = rt.env()
         env["PEGPAR_DONE"] = self.stem + ".done"
         # The input is a pipe whose writing end only pegpar holds: if pegpar

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
-from pegpar import backend, expand, joblog, logview, placement, queuecheck, recovery, remote, report, runtime, spec
+from pegpar import (backend, expand, joblog, logview, placement, proc, queuecheck, recovery, remote, report,
+                    runtime, spec)
 from pegpar.admission import Admission, Limits
 from pegpar.backend import Running, Wave
 from pegpar.broadcast import Steps
@@ -41,7 +42,13 @@ KILL_GRACE = 4.0  # seconds for jobs to die on their nodes before parallel is to
 TICK = 0.05  # seconds between turns while jobs run
 FAST_TICK = 0.005  # right after a job ended: the next ones may end soon (short jobs)
 SLOW_EVERY = 1.0  # status snapshot, hosts file and control requests
+# How often the output of running jobs is read (a job's last output is read when
+# it ends): not every turn, whose cost would grow with the jobs running.
+OUTPUT_EVERY = 0.2
 IDLE_TICK = 0.2  # while nothing runs: a new entry still starts well within 1 s
+
+
+WARM_BEFORE_CHECKS = 8  # hosts up to which GNU parallels start while the hosts are checked
 
 
 @dataclass
@@ -92,6 +99,7 @@ class Controller:
         self.outcomes = Outcomes(self)
         self.admission = Admission(self, Limits(opts.max_load, opts.memfree))
         self.next_slow = 0.0
+        self.next_output = 0.0
         self._queued_mtime = -1.0
         self._queued_count: Optional[int] = None
         self.joblog_path = opts.joblog or os.path.join(self.state.path, "joblog")
@@ -188,9 +196,15 @@ class Controller:
             left.remove()
         for path in found.unreplaced:
             unlink(path)
-        # GNU parallel compiles (a few tenths of a second) while the hosts are checked
-        self.waves.warm_up()
+        # GNU parallel compiles (a few tenths of a second of CPU each) while a few
+        # hosts are checked; with many, their checks come first, so that no
+        # check fails for want of CPU here (the compiles would take seconds)
+        few = len({n.host for n in self.nodes}) <= WARM_BEFORE_CHECKS
+        if few:
+            self.waves.warm_up()
         self.health.check(self.nodes, at_start=True)
+        if not few:
+            self.waves.warm_up()
         for host in list(self.health.left_behind):
             if host not in self.health.down:
                 self.health.kill_left(host)
@@ -294,10 +308,13 @@ class Controller:
 
     # -- observing -------------------------------------------------------
     def _observe(self) -> None:
-        for seq, (out, err) in self.tails.items():
-            job = self.live.get(seq)
-            if job is not None:
-                print_output(self, job, out, err, final=False)
+        if self.tails and time.time() >= self.next_output:
+            # each file is a read: with many jobs running, their output is read less often
+            self.next_output = time.time() + OUTPUT_EVERY * max(1.0, len(self.tails) / 128)
+            for seq, (out, err) in self.tails.items():
+                job = self.live.get(seq)
+                if job is not None:
+                    print_output(self, job, out, err, final=False)
         for wave in list(self.waves.waves):
             exited = wave.exited()  # before reading: a record written just before exit is not missed
             self._ends(wave)
@@ -537,6 +554,7 @@ class Controller:
 
 def run(opts: Options, source, printer: Optional[Printer] = None) -> int:
     """Run queue or broadcast mode to the end; returns the exit code."""
+    proc.raise_open_files()
     printer = printer or Printer(quiet=opts.quiet, progress=opts.progress, style=opts.output)
     nodes = load_nodes(opts)
     problems = [] if opts.stdin else queuecheck.check(opts.queue_file, nodes, every_node=opts.mode == "b")

@@ -169,9 +169,15 @@ class Health:
         """A job ended as if its host died: is the host still there? Asked in
         the background; its sub-nodes wait for the answer."""
         host = job.node.host
-        probe, jobs = self.suspects.get(host) or (
-            remote.Probe(self.ctl.rt, host, self.ctl.opts.connect_timeout + 1), [])
-        self.suspects[host] = (probe, jobs + [(job, rec, reason)])
+        if host in self.suspects:
+            self.suspects[host][1].append((job, rec, reason))  # asked about by the next check
+        else:
+            self.suspects[host] = (self._probe(host, [job]), [(job, rec, reason)])
+
+    def _probe(self, host: str, jobs: List[Running]) -> remote.Probe:
+        """Does the host answer, and which of these jobs' commands exited 255 themselves?"""
+        return remote.Probe(self.ctl.rt, host, self.ctl.opts.connect_timeout + 1,
+                            ask=[self.ctl.rt.job_id(job.seq) for job in jobs])
 
     def check_suspects(self) -> None:
         """The answers about hosts whose jobs ended as if the host died."""
@@ -182,11 +188,19 @@ class Health:
             del self.suspects[host]
             if why:
                 self.mark_down(host, why)
+            ended = set() if why else probe.ended_255()
+            unasked = []
             for job, rec, reason in jobs:
                 if why:
                     self.ctl.outcomes.put_back_from_down(job, reason)
-                else:  # the host answers: the job itself failed
-                    self.ctl.outcomes.failed(job, rec, reason)
+                elif rec.exitval != 255 or self.ctl.rt.job_id(job.seq) in ended:
+                    self.ctl.outcomes.failed(job, rec, reason)  # the host answers: the job itself failed
+                elif self.ctl.rt.job_id(job.seq) in probe.asked:
+                    self.ctl.outcomes.put_back_lost(job, reason)  # its connection died, not its command
+                else:
+                    unasked.append((job, rec, reason))
+            if unasked:
+                self.suspects[host] = (self._probe(host, [job for job, _, _ in unasked]), unasked)
 
     def settle_suspects(self) -> None:
         """pegpar is killed while hosts are still being asked about: their jobs

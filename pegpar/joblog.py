@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import List, Optional
+from typing import IO, List, Optional
 
 HEADER = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n"
 
@@ -77,25 +77,29 @@ class Follower:
 
     def __init__(self, path: str):
         self.path = path
-        self._offset = 0
+        self._file: Optional[IO[bytes]] = None  # kept open once it exists: one read a call
         self._partial = b""
 
     def new_lines(self) -> List[str]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
+        if self._file is None:
+            try:
+                self._file = open(self.path, "rb")
+            except FileNotFoundError:
+                return []
+        data = self._file.read()
         if not data:
             return []
-        self._offset += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
         return [x.decode("utf-8", "replace") for x in lines]
 
     def new_records(self) -> List[Record]:
         return [r for r in map(parse_line, self.new_lines()) if r is not None]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def append(path: str, records: List[Record]) -> None:

@@ -127,6 +127,18 @@ class Outcomes:
         ctl = self.ctl
         return not (job.node.local or ctl.killing or job.job is None or ctl.opts.mode != "q")
 
+    def put_back_lost(self, job: Running, reason: str) -> None:
+        """A job whose ssh connection died (255 not of its command's making)
+        while its host still answers: killed there, in case it runs on, and
+        back to the queue."""
+        ctl = self.ctl
+        assert job.job is not None
+        ctl.printer.say(f"job #{job.seq} lost its connection to {job.node.host} ({reason or 'ssh exited 255'}); "
+                        "it goes back to the queue")
+        ctl.kill_jobs([job])
+        ctl.state.journal_append(self.requeue(job.job, job.seq), sync=False)
+        ctl.summary.reconnected += 1
+
     def put_back_from_down(self, job: Running, reason: str) -> None:
         ctl = self.ctl
         assert job.job is not None

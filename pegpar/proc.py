@@ -44,3 +44,18 @@ def signal_group(p: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         os.killpg(p.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def raise_open_files() -> None:
+    """Each running job keeps its two output files open here, and each GNU
+    parallel a few more: raise the soft limit on open files to the hard one
+    (many systems start at 1,024, which 500 running jobs would pass)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass

@@ -8,7 +8,7 @@ import shlex
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Set
 
 from pegpar import proc
 from pegpar.expand import SubNode
@@ -24,6 +24,19 @@ KILLED_DIR = 'd=$TMPDIR; [ -n "$d" ] || d=/tmp; u=$USER; [ -n "$u" ] || u=$(id -
 # killed before it started exits at once (143, as for SIGTERM); else the command
 # replaces it, run by `sh -c` as written.
 JOB_GUARD = KILLED_DIR + '; [ -e "$d/$PEGPAR_JOB" ] && exit 143; exec sh -c "$0"'
+
+# The same on an ssh node, where ssh's own failure (the connection lost) also
+# exits 255: the guard waits for the command, and a command that exits 255 by
+# itself leaves `ID.255` next to the kill marks, which the check of a suspect
+# host reads (ENDED_255). A job whose ssh ended 255 without that file lost its
+# connection, not its command: it runs again. A kill signals the guard too: it
+# catches the signal (the command gets it as usual, the handler not being
+# inherited), so it outlives and reaps the command, and exits with its status.
+REMOTE_GUARD = KILLED_DIR + ('; [ -e "$d/$PEGPAR_JOB" ] && exit 143; trap : TERM INT HUP; sh -c "$0"; s=$?; '
+                             '[ $s = 255 ] && mkdir -p "$d" && : > "$d/$PEGPAR_JOB.255"; exit $s')
+
+# Prints those of the job ids given as arguments whose command exited 255 by itself.
+ENDED_255 = KILLED_DIR + '; for id in "$@"; do [ -e "$d/$id.255" ] && echo "$id"; done; exit 0'
 
 # Run by `sh -c` on a node with the job ids (letters, digits, `-`) as arguments: marks the
 # ids killed (files over a day old go), then signals every process whose environment
@@ -68,18 +81,28 @@ class Probe:
     host (`ssh -O check`, no round trip) counts as an answer; a master whose
     host died exits within the ServerAlive bound (15 s)."""
 
-    def __init__(self, rt: Runtime, host: str, timeout: float, shared_ok: bool = False, groups: int = 1):
+    def __init__(self, rt: Runtime, host: str, timeout: float, shared_ok: bool = False, groups: int = 1,
+                 ask: Sequence[str] = ()):
         self.rt = rt
         self.host = host
         self.deadline = time.time() + timeout
         self.timeout = timeout
         self._err = tempfile.TemporaryFile()
-        self.checking = shared_ok
+        self._out = tempfile.TemporaryFile()
+        self.checking = shared_ok and not ask
         self.later = list(range(1, groups))  # the other groups' masters, once the host answered
         self.others: List[subprocess.Popen] = []
         self.answered = False  # the first check succeeded: the others' turn
-        argv = [rt.ssh, "-O", "check", host] if shared_ok else [rt.ssh, host, "true"]
-        self.process = proc.spawn(argv, env=rt.env(), stderr=self._err)
+        self.asked = set(ask)  # job ids whose own exit 255 the check reads (ended_255)
+        command = "sh -c " + shlex.quote(ENDED_255) + " pegpar-ends " + " ".join(shlex.quote(i) for i in ask) \
+            if ask else "true"
+        argv = [rt.ssh, "-O", "check", host] if self.checking else [rt.ssh, host, command]
+        self.process = proc.spawn(argv, env=rt.env(), stdout=self._out, stderr=self._err)
+
+    def ended_255(self) -> Set[str]:
+        """Once the host answered: the asked ids whose command exited 255 by itself."""
+        self._out.seek(0)
+        return set(self._out.read().decode("ascii", "replace").split())
 
     def result(self) -> Optional[str]:
         """None while running; "" when the host answered; else the reason it failed."""
@@ -149,15 +172,23 @@ class Probe:
 
 
 MASTERS_AT_ONCE = 4
+# Host checks in flight at once: each is an ssh handshake (some CPU here and on
+# the node), and a check must not fail for want of CPU on this machine.
+PROBES_AT_ONCE = 16
 
 
 def probe(rt: Runtime, hosts: List[str], timeout: float, shared_ok: bool = False,
           groups: Optional[Dict[str, int]] = None) -> Dict[str, str]:
-    """Check hosts in parallel; {host: reason} for those that fail. `groups`:
-    how many session groups (shared connections) each host has (default 1)."""
-    probes = [Probe(rt, h, timeout, shared_ok, (groups or {}).get(h, 1)) for h in hosts]
+    """Check hosts, PROBES_AT_ONCE at a time, each with `timeout` from its own
+    start; {host: reason} for those that fail. `groups`: how many session
+    groups (shared connections) each host has (default 1)."""
+    waiting = list(hosts)
+    probes: List[Probe] = []
     failed: Dict[str, str] = {}
-    while probes:
+    while probes or waiting:
+        while waiting and len(probes) < PROBES_AT_ONCE:
+            host = waiting.pop(0)
+            probes.append(Probe(rt, host, timeout, shared_ok, (groups or {}).get(host, 1)))
         for p in list(probes):
             r = p.result()
             if r is not None:

@@ -32,6 +32,7 @@ class Summary:
     failed: List[Failure] = field(default_factory=list)
     killed: int = 0
     requeued: int = 0
+    reconnected: int = 0  # jobs run again because their ssh connection died
     not_run: int = 0  # taken, then no sub-node could run it
     unreachable: bool = False
 
@@ -59,6 +60,7 @@ def final(s: Summary) -> List[str]:
     lines = [f"{s.finished} job(s) run, {failed} failed"
              + (f" ({s.killed} killed)" if s.killed else "")
              + (f", {s.requeued} re-queued from down hosts" if s.requeued else "")
+             + (f", {s.reconnected} re-queued after a lost connection" if s.reconnected else "")
              + (f", {s.not_run} not run" if s.not_run else "")
              + f", {time.time() - s.started:.1f} s"]
     for f in s.failed:

@@ -1,6 +1,7 @@
 """The GNU parallels one controller keeps: the waves that run jobs, the open
-wave per host and session group that takes a host's next jobs, and a ready
-(warm) parallel per host that has already paid its start-up."""
+wave per host and session group that takes a host's next jobs, and, for a
+host without an open wave, a ready (warm) parallel that has already paid its
+start-up."""
 
 from __future__ import annotations
 
@@ -70,16 +71,26 @@ class Waves:
             wave = backend.start_wave(ctl.rt, jobs, timeout=ctl.opts.timeout, group=group,
                                       slots=slots, keep_open=keep_open)
         if keep_open:
-            self.open[k] = wave
-        if not ctl.stopping:
-            self.warm[k] = backend.Warm(ctl.rt, jobs[0].node, max(slots, len(jobs)), group, ctl.opts.timeout)
+            self.open[k] = wave  # the next parallel is made ready when this one closes
+        else:
+            self._make_ready(k, jobs[0].node, max(slots, len(jobs)))
         return wave
+
+    def _make_ready(self, k: Key, node: SubNode, slots: int) -> None:
+        """A parallel ready for the host's next wave: at most one per host and
+        session group, and none while the host has an open wave, which takes
+        its next jobs (an idle perl costs about 14 MB)."""
+        if not self.ctl.stopping and not self.ctl.killing and k not in self.warm and k not in self.open:
+            self.warm[k] = backend.Warm(self.ctl.rt, node, slots, k[2], self.ctl.opts.timeout)
 
     def close(self, wave: Wave) -> None:
         wave.close()
         for k, other in list(self.open.items()):
             if other is wave:
                 del self.open[k]
+                node = next((job.node for job in wave.jobs if job is not None), None)
+                if node is not None and any(n.name == node.name for n in self.ctl.nodes):
+                    self._make_ready(k, node, max(wave.slots, self._slots(k, runtime.session_groups(self.ctl.nodes))))
 
     def close_open(self) -> None:
         for wave in list(self.open.values()):

@@ -89,8 +89,9 @@ class Cluster:
     """N sshd nodes described by the files in `dir`; see the module docstring."""
 
     def __init__(self, dir: str, n: int, port: int, user: str, sshd: str,
-                 owner: Optional[List[int]]) -> None:
+                 owner: Optional[List[int]], sshd_options: Optional[Dict[str, str]] = None) -> None:
         self.dir = dir
+        self.sshd_options = dict(sshd_options or {})  # sshd_config lines beyond the stock ones
         self.n = n
         self.port = port
         self.user = user
@@ -172,6 +173,16 @@ class Cluster:
                 _signal(pid, signal.SIGSTOP)
             stopped |= new
 
+    def drop_connections(self, node: Node) -> None:
+        """The node's ssh connections break, as when the network drops them: the
+        sshd process of each connection is killed. The node itself (its listener
+        and what its sessions started) runs on, so it answers new connections."""
+        k = self._k(node)
+        listener = self._listener(k)
+        for pid, parent in _parents().items():
+            if parent == listener:
+                _signal(pid, signal.SIGKILL)
+
     def thaw_node(self, node: Node) -> None:
         k = self._k(node)
         for pid in self._node_pids(k):
@@ -228,7 +239,7 @@ class Cluster:
 
     def _save(self) -> None:
         state = {"n": self.n, "port": self.port, "user": self.user, "sshd": self.sshd,
-                 "owner": self.owner}
+                 "owner": self.owner, "sshd_options": self.sshd_options}
         _write(os.path.join(self.dir, STATE), json.dumps(state) + "\n")
 
     @classmethod
@@ -237,7 +248,7 @@ class Cluster:
         dir = os.path.abspath(dir)
         with open(os.path.join(dir, STATE)) as f:
             s = json.load(f)
-        return cls(dir, s["n"], s["port"], s["user"], s["sshd"], s["owner"])
+        return cls(dir, s["n"], s["port"], s["user"], s["sshd"], s["owner"], s.get("sshd_options"))
 
     def _write_node_config(self, k: int) -> None:
         nd = self._node_dir(k)
@@ -264,6 +275,7 @@ class Cluster:
             # otherwise run that user's ~/.bashrc, whose side effects (a tool's lock
             # in the home directory) all nodes would share
             f"SetEnv NODE={name} PEGPAR_TEST_NODE={name} PEGPAR_TEST_CLUSTER={self.dir} HOME={nd}/home",
+            *(f"{key} {value}" for key, value in self.sshd_options.items()),
             "",
         ]))
 
@@ -363,13 +375,15 @@ class Cluster:
 # -- starting and stopping -----------------------------------------------------------------
 
 
-def start(n: int, dir: Optional[str] = None, owner: Optional[int] = -1) -> Cluster:
+def start(n: int, dir: Optional[str] = None, owner: Optional[int] = -1,
+          sshd_options: Optional[Dict[str, str]] = None) -> Cluster:
     """Start `n` nodes and return once every one accepts connections.
 
     `dir`: where the cluster's files go (created; must be empty or hold an old cluster,
     which is stopped first); default a fresh directory in `runtime_root()`. `owner`: the
     pid whose death lets the next `start` clean the cluster up (-1: this process; None:
-    nobody, the cluster lives until `stop`)."""
+    nobody, the cluster lives until `stop`). `sshd_options`: sshd_config settings added to
+    every node's (a large fleet raises MaxStartups and MaxSessions, as its admins would)."""
     if not 1 <= n <= 250:
         raise ValueError("a cluster has 1 to 250 nodes")
     sshd = find_sshd()
@@ -391,7 +405,7 @@ def start(n: int, dir: Optional[str] = None, owner: Optional[int] = -1) -> Clust
     if owner == -1:
         owner = os.getpid()
     c = Cluster(dir, n, 0, pwd.getpwuid(os.getuid()).pw_name, sshd,
-                None if owner is None else [owner, _start_time(owner)])
+                None if owner is None else [owner, _start_time(owner)], sshd_options)
     c._save()  # first, so a crash from here on leaves something the next start can reap
     try:
         _start(c)

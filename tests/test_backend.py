@@ -332,3 +332,16 @@ def _dummies_of(pid: int, within: float):
         if dummies:
             return dummies
     return []
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_one():
+    """500 running jobs keep 1,000 output files open: a soft limit of 1,024
+    (many systems' default) is raised to the hard one before a run."""
+    code = ("import resource\n"
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+            "from pegpar import proc\n"
+            "proc.raise_open_files()\n"
+            "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard) or hard == resource.RLIM_INFINITY)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr

@@ -32,3 +32,16 @@ def test_quick_run_produces_every_row(tmp_path, sshd, pegpar_env):
     assert f"{os.cpu_count()} cores" in text
     assert "## Notes" in text
     assert "/tmp" not in text and HERE not in text  # no paths of this machine
+
+
+FLEET = os.path.join(os.path.dirname(HERE), "bench", "fleet.py")
+
+
+def test_the_fleet_bench_quick_pass_fills_its_row(tmp_path, sshd, pegpar_env):
+    out = tmp_path / "fleet.md"
+    p = subprocess.run([sys.executable, FLEET, "--quick", "--out", str(out)], env=pegpar_env,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=HANG_GUARD)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 4x4 |")]
+    assert len(rows) == 1, out.read_text()
+    assert "0 / 0 vs 0 / 0; 0 down" in rows[0]  # no job lost or doubled, no host marked down

@@ -323,3 +323,36 @@ def test_a_fresh_joblog_does_not_reuse_the_id_of_a_job_killed_before(tmp_path, p
     r = pegpar(["q", "-j", "1", "--no-progress"], tmp_path, pegpar_env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ran").read_text() == "ok\nagain\n"
+
+
+def _parallels(pid: int):
+    """The GNU parallels among pid's children."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+            if stat[stat.rfind(")") + 2:].split()[1] == str(pid):
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                if argv[0] == b"perl" and argv[1].endswith(b"/parallel"):
+                    found.append(int(name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def test_a_host_with_an_open_wave_keeps_no_idle_parallel_and_gets_one_when_it_closes(tmp_path, bg, pegpar_env):
+    """One GNU parallel per host while its jobs run (the open wave takes the
+    next ones); once the wave closes, one ready parallel waits for the next
+    job, so a job added later starts without paying parallel's start-up."""
+    write_queue(tmp_path, "- sleep 3\n- sleep 3\n")
+    ctl = bg("q", "--daemon", "-j", "2", "--no-progress")
+    wait_for(lambda: (tmp_path / "queue.yaml").read_text() == "", timeout=30, what="both jobs taken")
+    time.sleep(1.0)  # a ready parallel would have been started by now
+    assert len(_parallels(ctl.pid)) == 1
+    wait_for(lambda: len(records(tmp_path)) == 2, timeout=30, what="both jobs recorded")
+    wait_for(lambda: len(_parallels(ctl.pid)) == 1, timeout=30, what="the ready parallel alone")
+    r = pegpar(["stop"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert ctl.wait(30) == 0, ctl.stderr()

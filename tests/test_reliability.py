@@ -324,6 +324,37 @@ def test_a_node_dying_mid_run_fails_its_job_which_runs_again_elsewhere(tmp_path,
     assert sorted(out.read_text().split()[1::2]) == sorted(names)  # each printed its name once
 
 
+def test_a_job_whose_connection_drops_runs_again_though_its_host_answers(tmp_path, cluster, pegpar_env):
+    """node-1's ssh connections break while a job runs there (its sshd
+    process dies; the node lives on and answers a new connection). The job's
+    ssh exits 255, which its command did not: the job is killed on the node
+    and runs again, instead of counting as failed."""
+    cluster_hosts(tmp_path, "- node-1\n")
+    starts, ran = tmp_path / "starts", tmp_path / "ran"
+    write_queue(tmp_path, f"- 'echo $NODE >> {starts}; sleep 8; echo $NODE >> {ran}'\n")
+    p, out, err = _spawn(["q", "--ssh-config", cluster.ssh_config], tmp_path, pegpar_env, "run")
+    try:
+        wait_for(lambda: starts.exists() and starts.read_text() == "node-1\n", what="the job started")
+        cluster.drop_connections(1)
+        p.wait(timeout=120)  # the hang guard: pegpar must end by itself
+    finally:
+        p.kill()
+    log = err.read_text()
+    assert p.returncode == 0, log
+    assert "lost its connection to node-1" in log and "1 re-queued after a lost connection" in log, log
+    assert starts.read_text() == "node-1\nnode-1\n" and ran.read_text() == "node-1\n"  # the first one killed
+    assert sorted(r.exitval for r in records(tmp_path)) == [0, 255]
+
+
+def test_a_command_that_exits_255_itself_fails_and_is_not_run_again(tmp_path, cluster, pegpar_env):
+    cluster_hosts(tmp_path, "- node-1\n")
+    write_queue(tmp_path, f"- 'echo $NODE >> {tmp_path / 'ran'}; exit 255'\n")
+    r = pegpar(["q", "--no-progress", "--ssh-config", cluster.ssh_config], tmp_path, pegpar_env, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "goes back" not in r.stderr and (tmp_path / "ran").read_text() == "node-1\n"
+    assert [rec.exitval for rec in records(tmp_path)] == [255]
+
+
 def test_a_node_restarted_comes_back_into_service(tmp_path, cluster, pegpar_env):
     cluster_hosts(tmp_path, "- node-1\n- node-2\n- node-3\n")
     ran = tmp_path / "ran"

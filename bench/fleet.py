@@ -1,0 +1,343 @@
+"""pegpar on a large fleet, next to GNU parallel given the same jobs and hosts.
+
+    python3 bench/fleet.py                    4x4, 16x4, 32x8, 64x8; appends to bench/RESULTS.md
+    python3 bench/fleet.py --fleet 125x8      one fleet (H hosts x S sub-nodes each)
+    python3 bench/fleet.py --quick            CI's pass: 4x4 with few jobs, to a temporary file
+
+For each fleet H x S it starts H real sshd nodes on loopback (the tests'
+cluster, with MaxStartups and MaxSessions raised as a fleet's admins would)
+and runs, alternately, pegpar (hosts.yaml: H hosts, `slot: [1..S]`) and the
+vendored GNU parallel as an expert runs it (`-S S/node-1,...`, an ssh
+wrapper with ControlMaster on):
+
+- fill: H x S jobs that each note when they start, then sleep: the time from
+  the launch until every sub-node runs one, and the CPU the tool's whole
+  process tree (and its ssh ControlMasters) used until then;
+- while all run: the PSS of that tree by process kind, and pegpar's own CPU
+  over STEADY seconds (its controller process alone);
+- short jobs: 2 x H x S (at least 200) jobs of 0.2 s that each note their
+  id: jobs lost or run twice, hosts pegpar marked down, and the dispatch gap
+  (from a job's end to the next start in the same slot of its host, matched
+  from the joblog).
+
+Nothing is asserted: the table is for reading. A fleet is a lot of processes
+on one machine: 64 x 8 runs 64 sshd trees and 512 jobs at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import heapq
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+sys.path.insert(0, BENCH)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import cluster as cluster_lib  # noqa: E402  (tests/ is not a package)
+import run as bench  # noqa: E402
+
+from pegpar import joblog  # noqa: E402
+
+FLEETS = ("4x4", "16x4", "32x8", "64x8")
+SSHD_OPTIONS = {"MaxStartups": "400:30:800", "MaxSessions": "64"}
+STEADY = 5.0  # seconds over which pegpar's own CPU is read while every job sleeps
+MARK = "31.4159"  # the fill jobs' sleep, so that they can be found and killed
+HANG_GUARD = 600.0
+
+
+@dataclass
+class Run:
+    fill: float = 0.0
+    fill_cpu: float = 0.0
+    pss: Dict[str, Tuple[int, float]] = field(default_factory=dict)  # kind -> (count, MB)
+    own_cpu: Optional[float] = None  # pegpar's controller, % of a core
+    jobs: int = 0
+    wall: float = 0.0
+    lost: int = 0
+    twice: int = 0
+    down: List[str] = field(default_factory=list)
+    gaps: List[float] = field(default_factory=list)
+
+    @property
+    def pss_total(self) -> float:
+        return sum(mb for _, mb in self.pss.values())
+
+
+class Fleet:
+    def __init__(self, hosts: int, subs: int, root: str):
+        self.hosts, self.subs = hosts, subs
+        self.root = root
+        self.cluster = cluster_lib.start(hosts, sshd_options=SSHD_OPTIONS)
+        self.env = dict(os.environ, PARALLEL_HOME=os.path.join(root, "parallel-home"))
+        os.makedirs(self.env["PARALLEL_HOME"], exist_ok=True)
+        self.ssh = os.path.join(root, "ssh")
+        cm = os.path.join(root, "cm")
+        os.makedirs(cm, exist_ok=True)
+        with open(self.ssh, "w") as f:
+            f.write(f"#!/bin/sh\nexec ssh -F {self.cluster.ssh_config} -o ControlMaster=auto "
+                    f"-o ControlPath={cm}/%C -o ControlPersist=yes \"$@\"\n")
+        os.chmod(self.ssh, 0o700)
+
+    @property
+    def size(self) -> int:
+        return self.hosts * self.subs
+
+    def stop(self) -> None:
+        self.cluster.stop()
+        subprocess.run(["pkill", "-f", os.path.join(self.root, "cm")], stderr=subprocess.DEVNULL)
+
+    def workdir(self, name: str) -> str:
+        wd = os.path.join(self.root, name)
+        shutil.rmtree(wd, ignore_errors=True)
+        os.makedirs(wd, mode=0o700)
+        nodes = ", ".join(self.cluster.nodes)
+        bench.write_private(os.path.join(wd, "hosts.yaml"),
+                            f"- hostname: [{nodes}]\n  slot: [{', '.join(str(i) for i in range(1, self.subs + 1))}]\n")
+        return wd
+
+    # -- the two tools, given a file of commands -------------------------------------
+
+    def pegpar(self, wd: str, commands: List[str]) -> subprocess.Popen:
+        bench.fresh_queue(wd, commands)
+        return subprocess.Popen(bench.PEGPAR + ["q", "--no-progress", "--ssh-config", self.cluster.ssh_config,
+                                                "--connect-timeout", "15"],
+                                cwd=wd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=open(os.path.join(wd, "stderr"), "w"), start_new_session=True)
+
+    def parallel(self, wd: str, commands: List[str]) -> subprocess.Popen:
+        path = os.path.join(wd, "commands")
+        with open(path, "w") as f:
+            f.write("".join(c + "\n" for c in commands))
+        logins = ",".join(f"{self.subs}/{n}" for n in self.cluster.nodes)
+        return subprocess.Popen(["perl", bench.PARALLEL, "--will-cite", "--ssh", self.ssh, "-S", logins,
+                                 "--joblog", os.path.join(wd, "joblog"), "-a", path],
+                                cwd=wd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=open(os.path.join(wd, "stderr"), "w"), start_new_session=True)
+
+    def joblog(self, wd: str, tool: str) -> List[joblog.Record]:
+        return joblog.read(os.path.join(wd, ".pegpar", "joblog") if tool == "pegpar" else
+                           os.path.join(wd, "joblog"))
+
+    # -- phases ----------------------------------------------------------------------
+
+    def fill(self, tool: str) -> Run:
+        wd = self.workdir(f"fill-{tool}")
+        starts = os.path.join(wd, "starts")
+        commands = [f"echo $(date +%s.%N) >> {starts}; sleep {MARK}"] * self.size
+        run = Run()
+        t0 = time.time()
+        p = getattr(self, tool)(wd, commands)
+        try:
+            deadline = t0 + HANG_GUARD
+            while _lines(starts) < self.size:
+                if p.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"{tool} filled {_lines(starts)} of {self.size} sub-nodes; see {wd}/stderr")
+                time.sleep(0.05)
+            run.fill = max(float(x) for x in _read(starts).split()) - t0
+            masters = self._masters(tool)
+            run.fill_cpu = bench.cpu_seconds(p.pid) + sum(_own_cpu(pid) for pid in masters)
+            time.sleep(1.0)
+            run.pss = _pss_by_kind(bench.tree(p.pid) + self._masters(tool), p.pid, tool)
+            if tool == "pegpar":
+                before, t = _own_cpu(p.pid), time.time()
+                time.sleep(STEADY)
+                run.own_cpu = 100 * (_own_cpu(p.pid) - before) / (time.time() - t)
+        finally:
+            _kill(p)
+            subprocess.run(["pkill", "-f", f"sleep {MARK}"], stderr=subprocess.DEVNULL)
+        return run
+
+    def short_jobs(self, tool: str, count: int) -> Run:
+        wd = self.workdir(f"jobs-{tool}")
+        done = os.path.join(wd, "done")
+        commands = [f"echo {i} >> {done}; sleep 0.2" for i in range(count)]
+        run = Run(jobs=count)
+        t0 = time.time()
+        p = getattr(self, tool)(wd, commands)
+        try:
+            p.wait(timeout=HANG_GUARD)
+        finally:
+            _kill(p)
+        run.wall = time.time() - t0
+        ids = _read(done).split()
+        run.lost = len(set(range(count)) - {int(i) for i in ids})
+        run.twice = len(ids) - len(set(ids))
+        err = _read(os.path.join(wd, "stderr"))
+        run.down = [line for line in err.splitlines() if " is down" in line or "no answer" in line]
+        run.gaps = slot_gaps(self.joblog(wd, tool), self.subs, tool)
+        return run
+
+    def _masters(self, tool: str) -> List[int]:
+        """The ssh ControlMasters of the tool's connections (outside its process tree)."""
+        if tool == "parallel":
+            where = os.path.join(self.root, "cm") + "/"
+        else:  # pegpar's run directory of the work dir (runtime.runtime)
+            key = hashlib.sha1(os.path.join(self.root, "fill-pegpar", ".pegpar").encode()).hexdigest()[:12]
+            where = os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}", key, "cm") + "/"
+        return [pid for pid in bench._pids() if "[mux]" in bench.cmdline(pid) and where in bench.cmdline(pid)]
+
+
+def slot_gaps(records: Sequence[joblog.Record], subs: int, tool: str) -> List[float]:
+    """From each job's end to the next start in a slot of the same host: per
+    host, jobs in start order take the slot that freed first (S slots a host)."""
+    by_host: Dict[str, List[joblog.Record]] = {}
+    for rec in records:
+        host = rec.host.split(" ")[0] if tool == "pegpar" else rec.host
+        by_host.setdefault(host, []).append(rec)
+    gaps: List[float] = []
+    for recs in by_host.values():
+        ends: List[float] = []
+        for rec in sorted(recs, key=lambda r: r.start):
+            if len(ends) == subs:
+                gaps.append(max(0.0, rec.start - heapq.heappop(ends)))
+            heapq.heappush(ends, rec.start + rec.runtime)
+    return gaps
+
+
+def _lines(path: str) -> int:
+    return _read(path).count("\n")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _own_cpu(pid: int) -> float:
+    fields = bench._proc_fields(pid)
+    if not fields:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pss_by_kind(pids: Sequence[int], root: int, tool: str) -> Dict[str, Tuple[int, float]]:
+    kinds: Dict[str, Tuple[int, float]] = {}
+    for pid in pids:
+        pss = 0
+        for line in _read(f"/proc/{pid}/smaps_rollup").splitlines():
+            if line.startswith("Pss:"):
+                pss = int(line.split()[1])
+        cmd = bench.cmdline(pid)
+        kind = (f"{tool} (controller)" if pid == root and tool == "pegpar" else
+                "ssh ControlMaster" if "[mux]" in cmd else _read(f"/proc/{pid}/comm").strip())
+        count, total = kinds.get(kind, (0, 0.0))
+        kinds[kind] = (count + 1, total + pss / 1024)
+    return kinds
+
+
+def _kill(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
+def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
+    lines = [
+        "| fleet (hosts x sub-nodes) | fill: all sub-nodes running | CPU to fill | local PSS while all run "
+        "| pegpar's own CPU, all running `sleep` | short jobs: wall, lost / twice, hosts down "
+        "| dispatch gap median (p90) |",
+        "|---|---|---|---|---|---|---|"]
+    for name, pf, gf, pj, gj in results:
+        gap = (f"{statistics.median(pj.gaps):.2f} s ({_p90(pj.gaps):.2f}) vs "
+               f"{statistics.median(gj.gaps):.2f} s ({_p90(gj.gaps):.2f})" if pj.gaps and gj.gaps else "-")
+        lines.append(
+            f"| {name} | {pf.fill:.1f} s vs {gf.fill:.1f} s ({_ratio(pf.fill, gf.fill)}) "
+            f"| {pf.fill_cpu:.1f} s vs {gf.fill_cpu:.1f} s ({_ratio(pf.fill_cpu, gf.fill_cpu)}) "
+            f"| {pf.pss_total:,.0f} MB vs {gf.pss_total:,.0f} MB ({_ratio(pf.pss_total, gf.pss_total)}) "
+            f"| {pf.own_cpu:.1f} % of a core "
+            f"| {pj.jobs} jobs: {pj.wall:.1f} s vs {gj.wall:.1f} s ({_ratio(pj.wall, gj.wall)}); "
+            f"{pj.lost} / {pj.twice} vs {gj.lost} / {gj.twice}; {len(pj.down)} down "
+            f"| {gap} |")
+    lines.append("")
+    for name, pf, gf, _, _ in results:
+        for tool, run in (("pegpar", pf), ("GNU parallel", gf)):
+            kinds = ", ".join(f"{kind} x{count}: {mb:,.0f} MB" for kind, (count, mb) in
+                              sorted(run.pss.items(), key=lambda kv: -kv[1][1]))
+            lines.append(f"- {name}, {tool}, PSS while all run: {kinds}.")
+    return lines
+
+
+def _p90(values: List[float]) -> float:
+    return sorted(values)[int(0.9 * (len(values) - 1))]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fleet", action="append", help="HxS: H hosts of S sub-nodes (repeatable)")
+    ap.add_argument("--jobs", type=int, default=None, help="short jobs per fleet (default 2 x H x S, >= 200)")
+    ap.add_argument("--quick", action="store_true", help="CI's pass: 4x4, 64 short jobs")
+    ap.add_argument("--out", default=None, help="write the table here (default: append to bench/RESULTS.md)")
+    args = ap.parse_args(argv)
+    fleets = ["4x4"] if args.quick else (args.fleet or list(FLEETS))
+    results = []
+    for spec in fleets:
+        hosts, subs = (int(x) for x in spec.lower().split("x"))
+        root = tempfile.mkdtemp(prefix="fleet-")
+        fleet = Fleet(hosts, subs, root)
+        try:
+            count = args.jobs or (64 if args.quick else max(200, 2 * fleet.size))
+            print(f"{spec}: fill", file=sys.stderr, flush=True)
+            pf, gf = fleet.fill("pegpar"), fleet.fill("parallel")
+            print(f"{spec}: {count} short jobs", file=sys.stderr, flush=True)
+            pj, gj = fleet.short_jobs("pegpar", count), fleet.short_jobs("parallel", count)
+            results.append((spec, pf, gf, pj, gj))
+            print("\n".join(table([results[-1]])), file=sys.stderr, flush=True)
+        finally:
+            fleet.stop()
+            shutil.rmtree(root, ignore_errors=True)
+    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    text = "\n".join([f"{bench.FLEET_HEADER} ({when}, {os.cpu_count()} cores; `python3 bench/fleet.py`)", "",
+                      "pegpar vs the vendored GNU parallel given the same jobs and hosts (`-S S/node-1,...`, "
+                      "ControlMaster on), alternately, on H real sshd nodes on loopback.", ""]
+                     + table(results) + ["", NOTES]) + "\n"
+    if args.out or args.quick:
+        out = args.out or os.path.join(tempfile.gettempdir(), "pegpar-fleet.md")
+        with open(out, "w") as f:
+            f.write(text)
+    else:  # the last section of RESULTS.md, replaced by each run
+        with open(bench.RESULTS) as f:
+            old = f.read()
+        at = old.find("\n" + bench.FLEET_HEADER)
+        with open(bench.RESULTS, "w") as f:
+            f.write((old[:at] if at >= 0 else old).rstrip("\n") + "\n\n" + text)
+    print(text)
+    return 0
+
+
+NOTES = """\
+How to read it: fill is from the launch until every sub-node runs a job; its CPU
+is that of the tool's process tree and its ssh ControlMasters (the nodes' sshd
+are not counted). The dispatch gap is taken from the joblog, from a job's end
+to the next start in a slot of its host: with jobs of 0.2 s and a fill of many
+seconds, it mostly measures the fill (a host's slots free long before the last
+hosts get their first jobs), for both tools. Everything runs on one machine:
+the nodes' sshd and jobs share its cores with the tools."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
