@@ -55,7 +55,7 @@ from pegpar import joblog  # noqa: E402
 FLEETS = ("4x4", "16x4", "32x8", "64x8")
 SSHD_OPTIONS = {"MaxStartups": "400:30:800", "MaxSessions": "64"}
 STEADY = 5.0  # seconds over which pegpar's own CPU is read while every job sleeps
-MARK = "31.4159"  # the fill jobs' sleep, so that they can be found and killed
+MARK = "314.159"  # the fill jobs' sleep: longer than any fill, and found by it to be killed
 HANG_GUARD = 600.0
 
 

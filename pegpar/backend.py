@@ -23,6 +23,7 @@ import re
 import shlex
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -187,6 +188,9 @@ def log_name(seq: int, node: SubNode) -> str:
 
 
 MAX_WAVE_JOBS = 1000
+# How long after its last input an open wave's joblog is read each turn (records
+# come within milliseconds; a later one is read at the next input or the close)
+RECORDS_WINDOW = 2.0
 
 
 @dataclass
@@ -207,6 +211,7 @@ class Wave:
     ends: Optional[joblog.Follower] = None  # the `.done` file, read while open
     ended: Dict[int, int] = field(default_factory=dict)  # wave seq -> exit status, not yet recorded
     unflushed: int = 0  # ends reported since input last arrived (parallel has not reaped them)
+    fed_at: float = field(default_factory=time.time)  # when it last got input
     running: int = -1  # jobs that have neither reported their end nor been recorded
 
     def __post_init__(self) -> None:
@@ -223,6 +228,12 @@ class Wave:
                     self.running -= 1
                 out.append((self.jobs[rec.seq - 1], rec))
         return out
+
+    def records_due(self) -> bool:
+        """Whether parallel may have written records since: an open wave's
+        parallel waits for input and reaps only when input arrives (notes F1),
+        so its joblog is read for a while after each input, not every turn."""
+        return self.fd is None or time.time() - self.fed_at < RECORDS_WINDOW
 
     def new_ends(self) -> List[tuple]:
         """(Running, exit status) for jobs of an open wave that reported their
@@ -274,6 +285,7 @@ class Wave:
         self.jobs += jobs
         self.running += len(jobs)
         self.unflushed = 0
+        self.fed_at = time.time()
         return True
 
     def close(self) -> None:

@@ -318,7 +318,7 @@ class Controller:
         for wave in list(self.waves.waves):
             exited = wave.exited()  # before reading: a record written just before exit is not missed
             self._ends(wave)
-            for job, rec in wave.new_records():
+            for job, rec in wave.new_records() if exited or wave.records_due() else ():
                 self.outcomes.finished(job, rec)
             if exited:
                 for job in wave.unfinished():

@@ -188,14 +188,17 @@ class Health:
             del self.suspects[host]
             if why:
                 self.mark_down(host, why)
-            ended = set() if why else probe.ended_255()
+            ended = {} if why else probe.ended()
             unasked = []
             for job, rec, reason in jobs:
+                job_id = self.ctl.rt.job_id(job.seq)
                 if why:
                     self.ctl.outcomes.put_back_from_down(job, reason)
-                elif rec.exitval != 255 or self.ctl.rt.job_id(job.seq) in ended:
+                elif rec.exitval != 255 or ended.get(job_id) == 255:
                     self.ctl.outcomes.failed(job, rec, reason)  # the host answers: the job itself failed
-                elif self.ctl.rt.job_id(job.seq) in probe.asked:
+                elif job_id in ended:  # it ran to its end; only ssh's report of it was lost
+                    self.ctl.outcomes.ended_unreported(job, rec, ended[job_id])
+                elif job_id in probe.asked:
                     self.ctl.outcomes.put_back_lost(job, reason)  # its connection died, not its command
                 else:
                     unasked.append((job, rec, reason))

@@ -127,6 +127,18 @@ class Outcomes:
         ctl = self.ctl
         return not (job.node.local or ctl.killing or job.job is None or ctl.opts.mode != "q")
 
+    def ended_unreported(self, job: Running, rec: joblog.Record, status: int) -> None:
+        """A job whose command ran to its end on its node, whose ssh connection
+        broke before ssh reported it: it counts with the status it ended with
+        (the joblog keeps ssh's 255), and does not run again."""
+        ctl = self.ctl
+        ctl.printer.say(f"job #{job.seq} ended with status {status} on {job.node.host}; its connection broke "
+                        "before ssh reported it")
+        if status == 0:
+            ctl.summary.done += 1
+        else:
+            self.failed(job, rec, f"exit {status}; the connection broke before ssh reported it")
+
     def put_back_lost(self, job: Running, reason: str) -> None:
         """A job whose ssh connection died (255 not of its command's making)
         while its host still answers: killed there, in case it runs on, and

@@ -8,7 +8,7 @@ import shlex
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence
 
 from pegpar import proc
 from pegpar.expand import SubNode
@@ -26,17 +26,23 @@ KILLED_DIR = 'd=$TMPDIR; [ -n "$d" ] || d=/tmp; u=$USER; [ -n "$u" ] || u=$(id -
 JOB_GUARD = KILLED_DIR + '; [ -e "$d/$PEGPAR_JOB" ] && exit 143; exec sh -c "$0"'
 
 # The same on an ssh node, where ssh's own failure (the connection lost) also
-# exits 255: the guard waits for the command, and a command that exits 255 by
-# itself leaves `ID.255` next to the kill marks, which the check of a suspect
-# host reads (ENDED_255). A job whose ssh ended 255 without that file lost its
-# connection, not its command: it runs again. A kill signals the guard too: it
-# catches the signal (the command gets it as usual, the handler not being
-# inherited), so it outlives and reaps the command, and exits with its status.
-REMOTE_GUARD = KILLED_DIR + ('; [ -e "$d/$PEGPAR_JOB" ] && exit 143; trap : TERM INT HUP; sh -c "$0"; s=$?; '
-                             '[ $s = 255 ] && mkdir -p "$d" && : > "$d/$PEGPAR_JOB.255"; exit $s')
+# exits 255: the guard waits for the command and appends "ID STATUS" to `ends`
+# beside the kill marks (moved to ends.old past 1 MB, looked at every 1000th
+# job), which the check of a suspect host reads (ENDED). A job whose ssh
+# exited 255 without such a line lost its connection before its command
+# ended: it runs again; one with a line ran to its end, with that status. A
+# kill signals the guard too: it catches the signal (the command gets it as
+# usual, a handler not being inherited), so it outlives and reaps the command,
+# and exits with its status.
+REMOTE_GUARD = KILLED_DIR + (
+    '; [ -e "$d/$PEGPAR_JOB" ] && exit 143; trap : TERM INT HUP; sh -c "$0"; s=$?; [ -d "$d" ] || mkdir -p "$d"; '
+    'echo "$PEGPAR_JOB $s" 2>/dev/null >> "$d/ends"; '
+    'case $PEGPAR_JOB in *000) [ -n "$(find "$d/ends" -size +1024k 2>/dev/null)" ] && mv -f "$d/ends" "$d/ends.old";; '
+    'esac; exit $s')
 
-# Prints those of the job ids given as arguments whose command exited 255 by itself.
-ENDED_255 = KILLED_DIR + '; for id in "$@"; do [ -e "$d/$id.255" ] && echo "$id"; done; exit 0'
+# Prints "ID STATUS" for those of the job ids given as arguments whose command ended.
+ENDED = KILLED_DIR + ('; for id in "$@"; do grep -h "^$id " "$d/ends.old" "$d/ends" 2>/dev/null | tail -n 1; done; '
+                      'exit 0')
 
 # Run by `sh -c` on a node with the job ids (letters, digits, `-`) as arguments: marks the
 # ids killed (files over a day old go), then signals every process whose environment
@@ -93,16 +99,21 @@ class Probe:
         self.later = list(range(1, groups))  # the other groups' masters, once the host answered
         self.others: List[subprocess.Popen] = []
         self.answered = False  # the first check succeeded: the others' turn
-        self.asked = set(ask)  # job ids whose own exit 255 the check reads (ended_255)
-        command = "sh -c " + shlex.quote(ENDED_255) + " pegpar-ends " + " ".join(shlex.quote(i) for i in ask) \
+        self.asked = set(ask)  # job ids whose end the check reads (ended)
+        command = "sh -c " + shlex.quote(ENDED) + " pegpar-ends " + " ".join(shlex.quote(i) for i in ask) \
             if ask else "true"
         argv = [rt.ssh, "-O", "check", host] if self.checking else [rt.ssh, host, command]
         self.process = proc.spawn(argv, env=rt.env(), stdout=self._out, stderr=self._err)
 
-    def ended_255(self) -> Set[str]:
-        """Once the host answered: the asked ids whose command exited 255 by itself."""
+    def ended(self) -> Dict[str, int]:
+        """Once the host answered: the asked ids whose command ran to its end -> its status."""
         self._out.seek(0)
-        return set(self._out.read().decode("ascii", "replace").split())
+        out = {}
+        for line in self._out.read().decode("ascii", "replace").splitlines():
+            job, _, status = line.partition(" ")
+            if job in self.asked and status.strip().isdigit():
+                out[job] = int(status)
+        return out
 
     def result(self) -> Optional[str]:
         """None while running; "" when the host answered; else the reason it failed."""

@@ -346,6 +346,28 @@ def test_a_job_whose_connection_drops_runs_again_though_its_host_answers(tmp_pat
     assert sorted(r.exitval for r in records(tmp_path)) == [0, 255]
 
 
+def test_a_job_that_ended_before_its_connection_broke_is_not_run_again(tmp_path, cluster, pegpar_env):
+    """ssh exits 255 for a job whose command had ended: its status never got
+    back, but the node's record of the job's end (`ends`, as the guard writes
+    it) says it ran. It counts with that status and does not run again. The
+    command plays both parts: it writes the record, then kills its own
+    connection's sshd (the first sshd above it)."""
+    from pegpar.remote import KILLED_DIR
+
+    cluster_hosts(tmp_path, "- node-1\n")
+    ran = tmp_path / "ran"
+    write_queue(tmp_path, "- |\n"
+                          f"  {KILLED_DIR}; mkdir -p \"$d\"; echo \"$PEGPAR_JOB 0\" >> \"$d/ends\"\n"
+                          f"  echo $NODE >> {ran}\n"
+                          "  p=$PPID\n"
+                          "  while [ \"$(cat /proc/$p/comm)\" != sshd ]; do p=$(cut -d' ' -f4 /proc/$p/stat); done\n"
+                          "  kill -9 $p; sleep 5\n")
+    r = pegpar(["q", "--no-progress", "--ssh-config", cluster.ssh_config], tmp_path, pegpar_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ended with status 0 on node-1; its connection broke before ssh reported it" in r.stderr, r.stderr
+    assert ran.read_text() == "node-1\n" and [rec.exitval for rec in records(tmp_path)] == [255]
+
+
 def test_a_command_that_exits_255_itself_fails_and_is_not_run_again(tmp_path, cluster, pegpar_env):
     cluster_hosts(tmp_path, "- node-1\n")
     write_queue(tmp_path, f"- 'echo $NODE >> {tmp_path / 'ran'}; exit 255'\n")
