@@ -175,7 +175,7 @@ class Health:
             self.suspects[host] = (self._probe(host, [job]), [(job, rec, reason)])
 
     def _probe(self, host: str, jobs: List[Running]) -> remote.Probe:
-        """Does the host answer, and which of these jobs' commands exited 255 themselves?"""
+        """Does the host answer, and which of these jobs' commands ran to their end (with what status)?"""
         return remote.Probe(self.ctl.rt, host, self.ctl.opts.connect_timeout + 1,
                             ask=[self.ctl.rt.job_id(job.seq) for job in jobs])
 
