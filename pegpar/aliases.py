@@ -20,14 +20,14 @@ from typing import IO, Dict, List, Optional, Sequence, Set, Tuple
 import yaml
 
 from pegpar.durable import Cut
-from pegpar.spec import Null, _Node, read_plain, scalar_text
+from pegpar.yamltree import Node, Null, read_plain, scalar_text
 
 _ITEM_START = re.compile(rb"^-(?:[ \t\r\n]|$)", re.M)
 _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./+=@%-]*")
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def flow_text(node: _Node) -> str:
+def flow_text(node: Node) -> str:
     """`node` as one line of flow-style YAML that reads back as the same values."""
     if node.kind == "seq":
         return "[" + ", ".join(flow_text(n) for n in node.value) + "]"
@@ -43,7 +43,7 @@ def flow_text(node: _Node) -> str:
     return json.dumps(value, ensure_ascii=False)  # JSON strings are YAML double-quoted scalars
 
 
-def moves(src: IO[bytes], cuts: Sequence[Cut], defined: Sequence[Tuple[Cut, Sequence[Tuple[str, _Node]]]]
+def moves(src: IO[bytes], cuts: Sequence[Cut], defined: Sequence[Tuple[Cut, Sequence[Tuple[str, Node]]]]
           ) -> List[Cut]:
     """The edits that keep anchors alive. `cuts` are a pop's edits, in file
     order; `defined` pairs each of them whose item anchored values with its

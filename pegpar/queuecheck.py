@@ -185,7 +185,7 @@ def quick_entry(text: bytes, path: str, line: int) -> Optional[QueueEntry]:
     body = head
     while True:
         name = match.group(1)
-        if name in seen or (name in _SPECIAL_KEYS and name != "command") or name in spec._RESERVED:
+        if name in seen or (name in _SPECIAL_KEYS and name != "command") or name in spec.RESERVED:
             return None
         seen.add(name)
         value_text = body[match.end():]

@@ -8,7 +8,7 @@ nothing). Evaluating the tree here gives:
 
 - no escaping: values are pasted verbatim into the shell command;
 - strict names: a variable, helper or block that is not defined is an error
-  naming it and FILE:LINE, found by `check` before anything runs;
+  naming it and FILE:LINE, found by `check` (templatecheck.py) before anything runs;
 - a syntax error for any text the grammar does not consume entirely;
 - `\\{{` for a literal `{{` (Handlebars' escape, which pybars3 lacks), next to
   raw blocks `{{{{raw}}}}...{{{{/raw}}}}`.
@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
-from pegpar import helpers
+from pegpar import helpers, templatecheck
 from pegpar.errors import UserError
 from pegpar.spec import Scalar, Source, scalar_text
 
@@ -325,125 +325,13 @@ def _args(items: Sequence[Any]) -> tuple:
 @functools.lru_cache(maxsize=4096)
 def _static_problem(text: str, names: FrozenSet[str]) -> Optional[helpers.Problem]:
     try:
-        _check_nodes(_parse(text)[0], names, in_each=False, scoped=False)
+        templatecheck.check_nodes(_parse(text)[0], names)
     except helpers.Problem as problem:
         return problem.with_traceback(None)  # cached: keep no frames alive
     return None
 
 
-def _check_nodes(nodes: tuple, names: FrozenSet[str], in_each: bool, scoped: bool) -> None:
-    for node in nodes:
-        if node[0] == "mustache":
-            _check_call(node[1], node[2], names, in_each, scoped)
-        elif node[0] == "block":
-            _, name, args, body, inverse = node
-            _block_helper(name)
-            _check_arity(name, len(args), 1, 1)
-            for arg in args:  # `{{#if extra}}`: a variable a block tests may be missing (false, empty)
-                _check_arg(arg, names, in_each, scoped, optional=True)
-            missing = args[0][0] == "path" and len(args[0][1]) == 1 and _missing(args[0][1][0], names)
-            inner_each = in_each or name == "each"
-            inner_scoped = scoped or name in ("each", "with")
-            # a missing variable is false: the branch it never takes is not checked
-            # (`{{#if gpu}}--gpu {{gpu}}{{/if}}` where a sub-node has no gpu)
-            if not missing or name == "unless":
-                _check_nodes(body, names, inner_each, inner_scoped)
-            if not missing or name != "unless":
-                _check_nodes(inverse or (), names, in_each, scoped)
-
-
-def _missing(head: str, names: FrozenSet[str]) -> bool:
-    """A plain variable name that is not defined here."""
-    return not head.startswith("@") and head != "this" and head not in names
-
-
-def _check_call(path: Tuple[str, ...], args: tuple, names: FrozenSet[str], in_each: bool, scoped: bool) -> None:
-    helper = _helper_for(path, args, names)
-    if helper is None:
-        _check_path(path, names, in_each, scoped)
-        return
-    _, low, high = _helper(helper)
-    _check_arity(helper, len(args), low, high)
-    for arg in args:
-        _check_arg(arg, names, in_each, scoped, optional=helper == "lookup")
-
-
-def _check_arg(arg: tuple, names: FrozenSet[str], in_each: bool, scoped: bool, optional: bool = False) -> None:
-    """`optional`: a plain variable there may be missing (what #if, #unless,
-    #with, #each and lookup are given, as in Handlebars: missing is empty)."""
-    if arg[0] == "path":
-        if optional and len(arg[1]) == 1 and _missing(arg[1][0], names):
-            return
-        _check_path(arg[1], names, in_each, scoped)
-    elif arg[0] == "sub":
-        _, low, high = _helper(arg[1])
-        _check_arity(arg[1], len(arg[2]), low, high)
-        for inner in arg[2]:
-            _check_arg(inner, names, in_each, scoped, optional=arg[1] == "lookup")
-
-
-def _check_path(path: Tuple[str, ...], names: FrozenSet[str], in_each: bool, scoped: bool) -> None:
-    head = path[0] if path else "this"
-    if head.startswith("@"):
-        if head == "@root":
-            _check_path(path[1:] or ("this",), names, in_each, False)
-        elif head not in _DATA_NAMES:
-            raise helpers.Problem(f"unknown data variable `{head}`")
-        elif not in_each:
-            raise helpers.Problem(f"`{head}` is only defined inside {{{{#each}}}}")
-    elif head == "this":
-        if len(path) > 1 and not scoped:
-            _check_path(path[1:], names, in_each, scoped)
-    elif head not in names:
-        known = ", ".join(sorted(names)) or "none"
-        raise helpers.Problem(f"unknown variable `{head}` (defined here: {known})")
-    elif len(path) > 1:
-        raise helpers.Problem(f"`{'.'.join(path)}`: `{head}` is a plain value, it has no fields")
-
-
-def _check_arity(name: str, count: int, low: int, high: Optional[int]) -> None:
-    if count < low or (high is not None and count > high):
-        want = f"{low}" if low == high else f"at least {low}" if high is None else f"{low} to {high}"
-        raise helpers.Problem(f"`{name}` takes {want} argument{'s' if want != '1' else ''}, got {count}")
-
-
-def _helper_for(path: Tuple[str, ...], args: tuple, names: FrozenSet[str]) -> Optional[str]:
-    """The helper a mustache calls, or None when it prints a variable. A
-    variable wins over a helper of the same name when there are no arguments."""
-    name = path[0] if len(path) == 1 else None
-    if not args and (name is None or name in names):
-        return None
-    if name in _BLOCK_HELPERS:
-        raise helpers.Problem(f"`{name}` is a block helper: write {{{{#{name} x}}}}...{{{{/{name}}}}}")
-    if not args and name not in helpers.HELPERS:
-        return None  # an unknown variable, reported as such
-    if name is None:
-        raise helpers.Problem(f"`{'.'.join(path)}` is not a helper")
-    _helper(name)
-    return name
-
-
-def _helper(name: str) -> Tuple[Callable[..., Any], int, Optional[int]]:
-    if name not in helpers.HELPERS:
-        if name in _BLOCK_HELPERS:
-            raise helpers.Problem(f"`{name}` is a block helper and cannot be used inside ( )")
-        raise helpers.Problem(f"unknown helper `{name}`")
-    return helpers.HELPERS[name]
-
-
-def _block_helper(name: str) -> None:
-    if name in _BLOCK_HELPERS:
-        return
-    if name in helpers.HELPERS:
-        raise helpers.Problem(f"`{name}` is not a block helper: write {{{{#if ({name} ...)}}}}")
-    raise helpers.Problem(f"unknown block helper `{name}` (blocks are {', '.join(_BLOCK_HELPERS)})")
-
-
 # --- evaluation --------------------------------------------------------------
-
-_DATA_NAMES = ("@index", "@key", "@first", "@last")
-_BLOCK_HELPERS = ("if", "unless", "each", "with")
-
 
 @dataclass(frozen=True)
 class _Frame:
@@ -471,7 +359,7 @@ class _Evaluation:
         return "".join(out)
 
     def call(self, path: Tuple[str, ...], args: tuple, frame: _Frame) -> Any:
-        helper = _helper_for(path, args, self.names)
+        helper = templatecheck.helper_for(path, args, self.names)
         if helper is None:
             return self.lookup(path, frame)
         return helpers.HELPERS[helper][0](*(self.arg(a, frame) for a in args))
