@@ -219,17 +219,35 @@ def quick_entry(text: bytes, path: str, line: int) -> Optional[QueueEntry]:
 
 
 def _item_value(text: str) -> Optional[Scalar]:
-    if text[:1] in ("'", '"'):
-        quote = text[0]
-        end = text.find(quote, 1)
-        if end < 0 or (quote == "'" and text[end + 1:end + 2] == "'"):
-            return None  # an escaped quote: the YAML reader has it
-        value = text[1:end]
-        tail = text[end + 1:]
-        if "\\" in value and quote == '"' or not value.isprintable() or tail.strip(" ") and not _COMMENT.match(tail):
+    if text[:1] not in ("'", '"'):
+        return _block_value(text)
+    quoted = _quoted(text, 0)
+    if quoted is None:
+        return None
+    value, end = quoted
+    tail = text[end:]
+    return None if tail.strip(" ") and not _COMMENT.match(tail) else value
+
+
+def _quoted(text: str, i: int) -> Optional[Tuple[str, int]]:
+    """The quoted scalar that starts at text[i] (`'...'` with `''` for a quote,
+    or `"..."` without escapes) and where it ends; None for anything else."""
+    quote = text[i]
+    chunks = []
+    j = i + 1
+    while True:
+        k = text.find(quote, j)
+        if k < 0:
             return None
-        return value
-    return _block_value(text)
+        chunks.append(text[j:k])
+        if quote == "'" and text[k + 1:k + 2] == "'":
+            chunks.append("'")
+            j = k + 2
+            continue
+        value = "".join(chunks)
+        if quote == '"' and "\\" in value or not value.isprintable():
+            return None  # an escape: the YAML reader has it
+        return value, k + 1
 
 
 def _values(text: str) -> Optional[Tuple[Scalar, ...]]:
@@ -278,32 +296,11 @@ def _quoted_flow_list(text: str) -> Optional[Tuple[Scalar, ...]]:
             i += 1
         if i >= n:
             return None
-        c = text[i]
-        if c == "'":
-            j = i + 1
-            chunks = []
-            while True:
-                k = text.find("'", j)
-                if k < 0:
-                    return None
-                chunks.append(text[j:k])
-                if text[k + 1:k + 2] == "'":
-                    chunks.append("'")
-                    j = k + 2
-                    continue
-                break
-            value: Scalar = "".join(chunks)
-            if not value.isprintable():
+        if text[i] in ("'", '"'):
+            quoted = _quoted(text, i)
+            if quoted is None:
                 return None
-            i = k + 1
-        elif c == '"':
-            k = text.find('"', i + 1)
-            if k < 0:
-                return None
-            value = text[i + 1:k]
-            if "\\" in value or not value.isprintable():
-                return None
-            i = k + 1
+            value, i = quoted
         else:
             match = _FLOW_PLAIN.match(text, i)
             typed = None if match is None else _flow_plain(match.group())
