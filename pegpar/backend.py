@@ -11,9 +11,11 @@ arrives (F1), so each job also reports its end out of band, a line in the
 wave's `.done` file written by the job's local wrapper (the ssh wrapper for
 remote jobs), and pegpar either hands that sub-node its next job (input
 arrives: parallel reaps and records the finished one) or closes the wave.
-Each job's output goes to its own files (`--results`), which pegpar tails:
-lines from different jobs never mix and a last line without a newline stays
-whole.
+Each job's output goes to its own files, which pegpar tails: lines from
+different jobs never mix and a last line without a newline stays whole. A
+local job's shell writes them itself (parallel runs with `-u` and copies
+nothing, a third of its work per job); a remote job's output comes back
+through ssh, and parallel writes it (`--results`).
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ from pegpar.remote import JOB_GUARD, REMOTE_GUARD
 from pegpar.runtime import JOB_MARK, REPORT_END, Runtime, parallel_script, ssh_wrapper, sshlogin
 
 # How a local wave runs a job: the command line parallel's shell (/bin/sh)
-# runs, parallel quoting the id and the decoded command into it: the job under
-# its kill mark, then the report of its end; the exit status is the job's, as
-# parallel's shell would have it (a job killed by a signal: 128 + N). One shell
-# and the job's own `sh -c`: no wrapper process in between.
-LOCAL_JOB = f"{JOB_MARK}={{3}} sh -c {shlex.quote(JOB_GUARD)} {{DECODE}}\n" + REPORT_END
+# runs, parallel quoting the command, its log name and its id into it: the job
+# under its kill mark, its output into its own files, then the report of its
+# end; the exit status is the job's, as parallel's shell would have it (a job
+# killed by a signal: 128 + N). One shell and the job's own `sh -c`: no
+# wrapper process in between.
+LOCAL_JOB = (f"{JOB_MARK}={{3}} sh -c {shlex.quote(JOB_GUARD)} {{DECODE}} >{{LOGS}}/{{2}} 2>{{LOGS}}/{{2}}.err\n"
+             + REPORT_END)
 
 
 @dataclass
@@ -364,14 +368,16 @@ class Warm:
         self.stem = os.path.join(rt.waves_dir, f"warm-{os.getpid()}-{Warm._count}")
         # --colsep alone would also trim whitespace around every column (the command)
         argv = ["perl", parallel_script(), "-0", "--colsep", "\t", "--trim", "n",
-                "--joblog", self.stem + ".joblog", "-j", str(slots),
-                "--results", os.path.join(rt.logs_dir, "{2}")]
-        if not node.local:
-            argv += ["--ssh", ssh_wrapper(rt, group), "-S", f"{slots}/{sshlogin(node.host)}"]
+                "--joblog", self.stem + ".joblog", "-j", str(slots)]
+        if node.local:
+            argv += ["-u"]
+        else:
+            argv += ["--results", os.path.join(rt.logs_dir, "{2}"),
+                     "--ssh", ssh_wrapper(rt, group), "-S", f"{slots}/{sshlogin(node.host)}"]
         if timeout:
             argv += ["--timeout", f"{timeout:g}"]
         if node.local:
-            argv += [LOCAL_JOB.replace("{DECODE}", _DECODE)]
+            argv += [LOCAL_JOB.replace("{DECODE}", _DECODE).replace("{LOGS}", shlex.quote(rt.logs_dir))]
         else:
             argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", shlex.quote(REMOTE_GUARD), _DECODE]
         env = rt.env()

@@ -16,9 +16,13 @@ from pegpar.runtime import Runtime, ssh_wrapper
 
 # Where a node keeps the ids of killed jobs, so that a job whose shell had not
 # started when the kill came never runs (KILL_SCRIPT writes them, JOB_GUARD
-# reads them), one per user: named by $USER, or the uid where USER is unset (a
-# fork only then). No braces: parallel reads JOB_GUARD as part of its command template.
-KILLED_DIR = 'd=$TMPDIR; [ -n "$d" ] || d=/tmp; u=$USER; [ -n "$u" ] || u=$(id -u); d=$d/pegpar-killed-$u'
+# reads them), one per user: named by $USER, or the uid where USER is unset.
+# On the local machine pegpar names it in PEGPAR_KILLED (runtime.killed_dir:
+# the same path), which spares every local job a fork of `id` where USER is
+# unset (a service, a container, CI). No braces: parallel reads JOB_GUARD as
+# part of its command template.
+KILLED_DIR = ('d=$PEGPAR_KILLED; if [ -z "$d" ]; then d=$TMPDIR; [ -n "$d" ] || d=/tmp; u=$USER; '
+              '[ -n "$u" ] || u=$(id -u); d=$d/pegpar-killed-$u; fi')
 
 # The job's shell, run as `sh -c JOB_GUARD COMMAND` under its kill mark: a job
 # killed before it started exits at once (143, as for SIGTERM); else the command

@@ -92,7 +92,16 @@ class Runtime:
         env["PARALLEL_HOME"] = os.path.join(self.run_dir, "parallel-home")
         env["PARALLEL_SHELL"] = "/bin/sh"
         env.pop("PARALLEL", None)  # options from the environment would change pegpar's runs
+        env["PEGPAR_KILLED"] = killed_dir(env)
         return env
+
+
+def killed_dir(env: Dict[str, str]) -> str:
+    """Where this machine keeps the marks of killed jobs for the user of `env`:
+    the path remote.KILLED_DIR computes in the shell ($TMPDIR or /tmp, then
+    pegpar-killed-$USER, or the uid where USER is unset)."""
+    user = env.get("USER") or str(os.geteuid())
+    return f"{env.get('TMPDIR') or '/tmp'}/pegpar-killed-{user}"
 
 
 def _private_dir(path: str) -> str:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from runner import pegpar, records, write_queue
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -345,3 +347,21 @@ def test_the_open_files_limit_is_raised_to_the_hard_one():
             "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard) or hard == resource.RLIM_INFINITY)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "True", out.stderr
+
+
+@pytest.mark.parametrize("user", ["", "alice"])
+@pytest.mark.parametrize("tmpdir", ["", "/var/tmp/x y"])
+def test_pegpar_names_the_local_kill_folder_as_the_node_shell_does(user, tmpdir):
+    """Local jobs take the folder of kill marks from PEGPAR_KILLED (no fork of
+    `id` per job where USER is unset); it must be the folder the shell computes
+    on its own, which kills started by another pegpar may use."""
+    from pegpar.remote import KILLED_DIR
+
+    env = {"PATH": os.environ["PATH"], "USER": user, "TMPDIR": tmpdir}
+    shell = subprocess.run(["sh", "-c", KILLED_DIR + '; printf %s "$d"'], env=env, capture_output=True,
+                           text=True, check=True, timeout=30).stdout
+    assert shell == runtime.killed_dir(env)
+    assert shell == f"{tmpdir or '/tmp'}/pegpar-killed-{user or os.geteuid()}"
+    given = subprocess.run(["sh", "-c", KILLED_DIR + '; printf %s "$d"'], env=dict(env, PEGPAR_KILLED="/k"),
+                           capture_output=True, text=True, check=True, timeout=30).stdout
+    assert given == "/k"
