@@ -215,9 +215,10 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
         if spec is not None:
             opts.output = output.Style(spec.output, spec.keep_order, spec.tag, spec.tagstring)
             opts.halt = spec.halt
+            opts.meter = spec.meter
         else:
             opts.output = output.Style("group")
-        source = sources.InputQueue(_input_jobs(spec, joblog_path))
+        source = sources.InputQueue(_input_jobs(spec, joblog_path), whole=opts.meter in ("bar", "eta"))
     else:
         from pegpar.queue import QueueFile
 

@@ -14,9 +14,11 @@ the user's summary in report.py, the dispatch turn in dispatch.py.
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -29,6 +31,7 @@ from pegpar.dispatch import Dispatching
 from pegpar.errors import Several, UserError
 from pegpar.expand import SubNode
 from pegpar.health import Health, load_nodes
+from pegpar.meter import Meter
 from pegpar.outcome import Outcomes, print_output, unlink
 from pegpar.output import Printer, Style, Tail
 from pegpar.report import Summary
@@ -76,6 +79,7 @@ class Options:
     hosts: Optional[Tuple[spec.HostEntry, ...]] = None  # named on the command line (-S): no hosts file
     announce: str = ""  # said once, when the first job starts
     output: Style = Style()  # how job output is printed: `[sub-node]` lines, or as GNU parallel does
+    meter: Optional[str] = None  # input runs: --bar, --eta or --progress on stderr (meter.py)
 
 
 class Controller(Dispatching):
@@ -108,6 +112,8 @@ class Controller(Dispatching):
         self.live: Dict[int, Running] = {}  # seq -> job, until its end is recorded
         self.released = 0  # sub-nodes freed by a job's reported end, before its record
         self.tails: Dict[int, Tuple[Tail, Tail]] = {}
+        self.meter: Optional[Meter] = Meter(opts.meter, sys.stderr) if opts.meter else None
+        self._meter_begun = False
         self.summary = Summary(started=time.time())
         self.stopping = False  # no new jobs; running ones finish
         self.killing = False  # kill running jobs, then exit
@@ -242,6 +248,7 @@ class Controller(Dispatching):
             elif not self.stopping and not self.aborted:
                 self._dispatch()
             self.waves.close_unflushed()
+            self._draw_meter()
             if not self.busy and not self.waves.waves and not self.health.suspects:
                 if self.stopping or self.aborted:
                     break
@@ -262,6 +269,21 @@ class Controller(Dispatching):
                 tick = min(TICK, tick * 1.5)
         self._await_killers()
         return self._finish()
+
+    def _draw_meter(self, final: bool = False) -> None:
+        """--bar, --eta, --progress: begun once the input's total is known
+        where it is needed, then drawn as jobs start and end."""
+        meter = self.meter
+        if meter is None:
+            return
+        if not self._meter_begun:
+            total = self.source.total()
+            if meter.needs_total and total is None and not final:
+                return
+            self._meter_begun = True
+            hosts = collections.Counter((n.host, n.local) for n in self.nodes)
+            meter.begin([(host, local, count) for (host, local), count in hosts.items()], total or 0)
+        meter.draw(final=final)
 
     def _await_killers(self) -> None:
         """Kills under way on the nodes end before pegpar does, so that nothing
@@ -347,6 +369,7 @@ class Controller(Dispatching):
     def _finish(self) -> int:
         self.outcomes.settle_unrun()
         self.printer.clear_status()
+        self._draw_meter(final=True)
         s = self.summary
         self.printer.flush_held()
         quiet = self.printer.style.mode != "prefix" and not (s.failed or s.not_run or s.unreachable)

@@ -198,4 +198,7 @@ class Dispatching:
             self.live[running.seq] = running
             self.tails[running.seq] = (Tail(running.out_path), Tail(running.err_path))
             self.dispatched += 1
+            if self.meter is not None:
+                call = running.job.call if running.job is not None else None
+                self.meter.job_started(running.node.host, call.args if call is not None else ())
         self.waves.launch(placed)

@@ -52,6 +52,8 @@ class Outcomes:
         ctl.state.journal_append([{"event": "done", "run": ctl.run_id, "seq": job.seq,
                                "exitval": rec.exitval, "signal": rec.signal}], sync=False)
         ctl.live.pop(job.seq, None)
+        if ctl.meter is not None:
+            ctl.meter.job_ended(job.node.host)
         if ctl.busy.get(job.seq) is job:
             del ctl.busy[job.seq]
         if job.node.name in ctl.health.leaving and ctl.opts.mode == "q" and job.node.name not in ctl.held():

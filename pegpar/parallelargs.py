@@ -50,6 +50,7 @@ _OPTIONS: Dict[str, Tuple[bool, str]] = {
     "--joblog": (True, "joblog"),
     "--timeout": (True, "timeout"),
     "--retries": (True, "retries"),
+    "--bar": (False, "bar"), "--eta": (False, "eta"), "--progress": (False, "progress"),
     "--will-cite": (False, ""), "--no-notice": (False, ""), "--gnu": (False, ""),
 }
 _SOURCES = (":::", ":::+", "::::", "::::+")
@@ -57,7 +58,7 @@ _SOURCES = (":::", ":::+", "::::", "::::+")
 # other unknown option is a misspelling)
 UNSUPPORTED = frozenset("""
     --pipe --spreadstdin --pipe-part --pipepart --block --block-size --recstart --recend --regexp
-    --round-robin --roundrobin --bar --eta --progress --total-jobs -X -m --xargs -s --max-chars
+    --round-robin --roundrobin --total-jobs -X -m --xargs -s --max-chars
     --results --res --files --nice --load -l --memfree --delay --sem --semaphore --env --transfer
     --transferfile --tf --return --cleanup --trc --basefile --bf --wd --workdir --shebang --fifo --cat
     --header --plus --rpl --parens --tmux --tmuxpane -v --verbose -t --limit --compress --ssh --sshdelay
@@ -105,6 +106,14 @@ class Spec:
     retry_failed: bool = False  # run again the joblog's failed commands, not the input
     halt: Optional[Tuple[str, str, int]] = None  # (now | soon, fail | success | done, count)
     sshlogins: List[Tuple[str, str, int]] = field(default_factory=list)  # (-S value, file or "-S", line)
+    bar: bool = False
+    eta: bool = False
+    progress: bool = False
+
+    @property
+    def meter(self) -> Optional[str]:
+        """What is drawn on stderr (meter.py): --bar over --eta over --progress, as in parallel."""
+        return "bar" if self.bar else "eta" if self.eta else "progress" if self.progress else None
 
     @property
     def separator(self) -> str:

@@ -143,22 +143,25 @@ class InputQueue:
     its own, at most READ_AHEAD ahead of the jobs taken: a run starts at the
     first line and its memory does not grow with the input. Nothing is written
     anywhere. A line that cannot be read as a job ends the reading; `take`
-    gives its error once the lines before it are taken."""
+    gives its error once the lines before it are taken. `whole`: all input is
+    read before the first job is taken (`--bar`, `--eta`: as GNU parallel,
+    which needs the total)."""
 
-    def __init__(self, jobs: Iterator[Job]):
+    def __init__(self, jobs: Iterator[Job], whole: bool = False):
         self._jobs: Deque[Job] = collections.deque()
         self._more = threading.Condition()
         self._ended = False
         self._error: Optional[UserError] = None
         self._crash: Optional[BaseException] = None
         self.read = 0  # jobs read so far: tells the controller that new input came
+        self._ahead = None if whole else READ_AHEAD
         threading.Thread(target=self._reader, args=(jobs,), name="pegpar-input", daemon=True).start()
 
     def _reader(self, jobs: Iterator[Job]) -> None:
         try:
             for job in jobs:
                 with self._more:
-                    while len(self._jobs) >= READ_AHEAD:
+                    while self._ahead is not None and len(self._jobs) >= self._ahead:
                         self._more.wait()
                     self._jobs.append(job)
                     self.read += 1
@@ -182,6 +185,8 @@ class InputQueue:
         if self._crash is not None:
             raise self._crash
         taken: List[Job] = []
+        if self._ahead is None and not self._ended:
+            return taken, None
         skipped: List[Job] = []  # jobs that wait, passed over (skip_waiting)
         error: Optional[UserError] = None
         with self._more:
@@ -212,6 +217,10 @@ class InputQueue:
         """All input read and taken (an input error counts as the end)."""
         with self._more:
             return self._ended and not self._jobs and self._error is None
+
+    def total(self) -> Optional[int]:
+        """All the jobs of the input, once it is all read."""
+        return self.read if self._ended else None
 
     def pending(self) -> int:
         """Jobs read and not taken yet (more may follow)."""

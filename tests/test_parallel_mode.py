@@ -5,6 +5,7 @@ streaming input, bytes unchanged, input errors that end the run."""
 from __future__ import annotations
 
 import os
+import re
 import select
 import subprocess
 import sys
@@ -258,3 +259,50 @@ def test_input_from_a_terminal_is_announced(tmp_path, pegpar_env):
         os.close(slave)
     assert out == b"echo abc\n"
 
+
+
+def _drawn(stderr: bytes) -> str:
+    """What --bar/--eta drew, the times in it made equal (they differ from run to
+    run); parallel's complaints about a missing /dev/tty left out."""
+    text = "".join(line for line in stderr.decode().splitlines(keepends=True) if "/dev/tty" not in line)
+    text = re.sub(r"#   [0-9.]+ sec ([^\r]*?) *\r", r"#   T sec \1\r", text)  # padded to the width
+    text = re.sub(r"=\d+s ", "=Ts ", text)
+    text = re.sub(r"ETA: \d+s", "ETA: Ts", text)
+    return re.sub(r"\d+\.\d+s", "T.Ts", text)
+
+
+@pytest.mark.parametrize("meter", ["--bar", "--eta", "--progress"])
+def test_bar_eta_and_progress_end_as_gnu_parallels_do(tmp_path, pegpar_env, meter):
+    """Three jobs on 2 local sub-nodes: the header (--eta, --progress) and the
+    last frame (100 %, the last argument started) as parallel draws them, on
+    stderr; the output on stdout as without them."""
+    args = [meter, "-j", "2", "echo", ":::", "a", "b c", "d"]
+    ref = subprocess.run(["perl", PARALLEL, "--will-cite", *args], stdin=subprocess.DEVNULL,
+                         capture_output=True, cwd=tmp_path, timeout=60)
+    ours = _pegpar(args, None, tmp_path, pegpar_env)
+    assert ours.returncode == ref.returncode == 0, ours.stderr
+    assert _lines(ours.stdout) == _lines(ref.stdout) == [b"a\n", b"b c\n", b"d\n"]
+    drawn, expected = _drawn(ours.stderr), _drawn(ref.stderr)
+    last = "\r\r#" if meter == "--bar" else "\r"
+    assert drawn.rsplit(last, 1)[1] == expected.rsplit(last, 1)[1]  # the last frame
+    assert drawn.split("\r", 1)[0] == expected.split("\r", 1)[0]  # the header: none for --bar
+    if meter == "--bar":
+        assert "100% 3:0=Ts d" in drawn
+
+
+def test_bar_reads_all_input_before_the_first_job(tmp_path, pegpar_env):
+    """As GNU parallel, which needs the total: no job starts while stdin is open."""
+    p = subprocess.Popen([sys.executable, "-m", "pegpar", "q", "--no-progress", "--", "--bar", "echo"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=tmp_path, env=pegpar_env)
+    try:
+        p.stdin.write(b"a\n")
+        p.stdin.flush()
+        ready, _, _ = select.select([p.stdout], [], [], 1.5)
+        assert not ready  # nothing ran yet (the job cannot start before the end of the input)
+        out, err = p.communicate(b"b\n", timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert _lines(out) == [b"a\n", b"b\n"]
+    assert b"100% 2:0=" in err
