@@ -777,6 +777,57 @@ def row_input_remote_stdin(b: Bench, row: Row) -> None:
     input_throughput(b, row, remote=True, from_stdin=True, wall_target=1.0)
 
 
+def _input_rss(b: Bench, argv: List[str], cwd: str, stdin_path: str, seconds: float,
+               stop: int) -> Tuple[int, int]:
+    """Run argv on stdin_path for at most `seconds`, then stop it with `stop`:
+    (peak RSS of the process itself in kB, its RSS a quarter of the way in)."""
+    with open(stdin_path, "rb") as stdin:
+        p = subprocess.Popen(argv, cwd=cwd, env=b.env, stdin=stdin, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    peak = early = 0
+    try:
+        start = time.perf_counter()
+        while p.poll() is None and time.perf_counter() - start < seconds:
+            kb = rss_kb(p.pid)
+            peak = max(peak, kb)
+            if not early and time.perf_counter() - start >= seconds / 4:
+                early = kb
+            time.sleep(0.05)
+    finally:
+        _stop(p, stop, 60)
+    return peak, early or peak
+
+
+def row_input_memory(b: Bench, row: Row) -> None:
+    """pegpar's own memory while a long input streams through it (it reads at
+    most READ_AHEAD lines ahead), against the same command on 100 lines."""
+    lines, seconds = (20_000, 3.0) if b.cfg.quick else (1_000_000, 30.0)
+    wd = b.workdir("input-memory")
+    ref_dir = b.folder("input-memory-ref")
+    small, big = os.path.join(ref_dir, "small"), os.path.join(ref_dir, "big")
+    write_private(small, "".join(f"{i}\n" for i in range(1, 101)))
+    with open(big, "w") as f:
+        for start in range(1, lines + 1, 100_000):
+            f.write("".join(f"{i}\n" for i in range(start, min(start + 100_000, lines + 1))))
+    argv = PEGPAR + ["q", "-j", "8", "--no-logs", "--no-progress", "--", "true"]
+    shutil.rmtree(os.path.join(wd, ".pegpar"), ignore_errors=True)
+    few, _ = _input_rss(b, argv, wd, small, 120.0, signal.SIGINT)
+    shutil.rmtree(os.path.join(wd, ".pegpar"), ignore_errors=True)
+    many, early = _input_rss(b, argv, wd, big, seconds, signal.SIGINT)
+    ran = len(joblog.read(main_joblog(wd)))
+    ref, _ = _input_rss(b, ["perl", PARALLEL, "--will-cite", "-j8", "true"], ref_dir, big, seconds, signal.SIGTERM)
+    growth = (many - few) / 1024
+    row.pegpar = f"{many / 1024:.1f} MB"
+    row.reference = f"{few / 1024:.1f} MB"
+    row.ratio = f"{growth:+.1f} MB"
+    row.met = growth <= 5
+    row.notes.append(f"pegpar's own process (VmRSS, sampled every 0.05 s), peak: {lines:,} stdin lines for "
+                     f"{seconds:g} s ({ran:,} jobs ran, then Ctrl-C), {many / 1024:.1f} MB, of which "
+                     f"{early / 1024:.1f} MB a quarter of the way in; the same command on 100 lines, "
+                     f"{few / 1024:.1f} MB. GNU parallel on the same {lines:,} lines for as long: "
+                     f"{ref / 1024:.1f} MB (its perl).")
+
+
 def row_dispatch(b: Bench, row: Row) -> None:
     wd = b.remote_workdir("".join(f"- {n}\n" for n in b.cluster.nodes))
     n = b.cfg.latency_jobs
@@ -1243,6 +1294,9 @@ def make_rows() -> List[Tuple[List[Row], Callable[[Bench], None]]]:
         one("11c", "GNU parallel front end over ssh: `pegpar q -- true` on stdin, 4 sub-nodes on 2 hosts; "
                    "ref.: `parallel -S 2/node-1,2/node-2 --ssh WRAPPER true`", "<= 1.0 x ref., CPU/job <= 1.3 x",
             row_input_remote_stdin),
+        one("11d", "GNU parallel front end, memory: pegpar's own peak RSS with 1,000,000 stdin lines "
+                   "(`pegpar q -j 8 -- true`, 30 s); ref.: the same on 100 lines", "<= ref. + 5 MB",
+            row_input_memory),
         (startup, lambda b: row_startup(b, startup)),
         (live, lambda b: row_live(b, live)),
     ]
