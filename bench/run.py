@@ -740,12 +740,32 @@ def input_throughput(b: Bench, row: Row, *, remote: bool, from_stdin: bool, wall
         own = own_cpu(b, ["q", *pegpar_args, "--joblog", joblogs["pegpar"], "--", *args], wd,
                       values if from_stdin else None) / n
         under = pc.median - own
+        line = "" if remote else (
+            f" GNU parallel alone given pegpar's job line (the job's `sh -c` under the kill guard, "
+            f"its output files, the report of its end: one shell more per job than `parallel true`) "
+            f"takes {fmt(job_line_cpu(b, ref_dir, n), 's')} per job.")
         row.why.append(f"measured in one more run: pegpar's own process takes {fmt(own, 's')} of CPU per job, "
                        f"the GNU parallel it runs the jobs with (and the jobs) {fmt(under, 's')}, against "
-                       f"{fmt(rc.median, 's')} for GNU parallel alone: the difference is in how the jobs "
-                       "run under GNU parallel (each under pegpar's kill guard, one more `sh` per job, "
-                       "its output in files of its own), more than in pegpar's loop. "
+                       f"{fmt(rc.median, 's')} for GNU parallel alone.{line} "
                        + profile(b, ["q", *pegpar_args, "--", "true", ":::", *map(str, range(1, n + 1))], wd))
+
+
+def job_line_cpu(b: Bench, folder: str, n: int) -> float:
+    """CPU per job of GNU parallel running n `true` jobs with the command line
+    pegpar gives a local wave (backend.LOCAL_JOB), as pegpar starts it."""
+    from pegpar import backend
+
+    logs = b.folder(os.path.join(folder, "job-line-logs"))
+    records = os.path.join(folder, "job-line-input")
+    write_private(records, "".join(f"true\t{i}.x\tbench-{i}\0" for i in range(1, n + 1)))
+    line = backend.local_job_line(logs)
+    env = dict(b.par_env, PEGPAR_KILLED=os.path.join(folder, "killed"), PEGPAR_DONE=os.path.join(folder, "done"))
+    cpu0 = children_cpu()
+    with open(records, "rb") as stdin:
+        subprocess.run(["perl", PARALLEL, "-0", "--colsep", "\t", "--trim", "n", "-j8", "-u", "--joblog",
+                        os.path.join(folder, "job-line-joblog"), line], cwd=folder, env=env, stdin=stdin,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=b.cfg.hang_guard)
+    return (children_cpu() - cpu0) / n
 
 
 def own_cpu(b: Bench, args: List[str], cwd: str, stdin: Optional[str]) -> float:

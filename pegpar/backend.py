@@ -345,6 +345,11 @@ def _encoded(command: str) -> bytes:
 _DECODE = "{=1 s/%([0-9A-F]{2})/chr(hex($1))/ge =}"
 
 
+def local_job_line(logs_dir: str) -> str:
+    """The command line a local wave's parallel runs for each job (LOCAL_JOB)."""
+    return LOCAL_JOB.replace("{DECODE}", _DECODE).replace("{LOGS}", shlex.quote(logs_dir))
+
+
 def _records(rt: Runtime, jobs: List[Running]) -> bytes:
     """A wave's input: per job the encoded command, its log name and its kill mark."""
     return b"".join(_encoded(j.command) + b"\t" + os.path.basename(j.out_path).encode() + b"\t"
@@ -377,7 +382,7 @@ class Warm:
         if timeout:
             argv += ["--timeout", f"{timeout:g}"]
         if node.local:
-            argv += [LOCAL_JOB.replace("{DECODE}", _DECODE).replace("{LOGS}", shlex.quote(rt.logs_dir))]
+            argv += [local_job_line(rt.logs_dir)]
         else:
             argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", shlex.quote(REMOTE_GUARD), _DECODE]
         env = rt.env()
