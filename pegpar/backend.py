@@ -258,6 +258,10 @@ class Wave:
         return out
 
     @property
+    def ends_path(self) -> str:
+        return self.ends.path if self.ends is not None else ""
+
+    @property
     def is_open(self) -> bool:
         return self.fd is not None
 

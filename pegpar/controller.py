@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from pegpar import backend, expand, joblog, proc, queuecheck, recovery, remote, report, runtime, spec
 from pegpar.admission import Admission, Limits
@@ -36,6 +36,7 @@ from pegpar.outcome import Outcomes, print_output, unlink
 from pegpar.output import Printer, Style, Tail
 from pegpar.report import Summary
 from pegpar.state import StateDir, state_dir_for
+from pegpar.watch import Watch
 from pegpar.waves import Waves
 
 KILL_GRACE = 4.0  # seconds for jobs to die on their nodes before parallel is told to kill
@@ -46,6 +47,7 @@ SLOW_EVERY = 1.0  # status snapshot, hosts file and control requests
 # it ends): not every turn, whose cost would grow with the jobs running.
 OUTPUT_EVERY = 0.2
 IDLE_TICK = 0.2  # while nothing runs: a new entry still starts well within 1 s
+QUIET_WAIT = 0.2  # while jobs run and none of their files changes (watch.py), as long
 
 
 WARM_BEFORE_CHECKS = 8  # hosts up to which GNU parallels start while the hosts are checked
@@ -114,6 +116,7 @@ class Controller(Dispatching):
         self.tails: Dict[int, Tuple[Tail, Tail]] = {}
         self.meter: Optional[Meter] = Meter(opts.meter, sys.stderr) if opts.meter else None
         self._meter_begun = False
+        self.watch: Optional[Watch] = None  # which output, joblog and .done files changed (start)
         self.summary = Summary(started=time.time())
         self.stopping = False  # no new jobs; running ones finish
         self.killing = False  # kill running jobs, then exit
@@ -184,6 +187,7 @@ class Controller(Dispatching):
                           "hosts_file": self.opts.hosts_file and os.path.abspath(self.opts.hosts_file),
                           "run": self.run_id})
         self.rt = runtime.runtime(self.state.path, self.opts.ssh_config, self.opts.connect_timeout)
+        self.watch = Watch([self.rt.logs_dir, self.rt.waves_dir])
         self.next_seq = max(self.next_seq, self.rt.last_seq() + 1)
         backend.forget_unfilled(self.rt)
         found = recovery.recover(self)
@@ -220,6 +224,8 @@ class Controller(Dispatching):
         finally:
             self.waves.discard_warm()
             self.admission.stop()
+            if self.watch is not None:
+                self.watch.close()
             self.state.release()
 
     def _loop(self) -> int:
@@ -265,10 +271,22 @@ class Controller(Dispatching):
             if progressed:
                 tick = FAST_TICK
             else:
-                time.sleep(tick if self.busy or self.waves.waves else IDLE_TICK)
+                self._pause(tick)
                 tick = min(TICK, tick * 1.5)
         self._await_killers()
         return self._finish()
+
+    def _pause(self, tick: float) -> None:
+        """Between two turns. While jobs run, at least `tick` (however much
+        they write), then until a job's output, a joblog or a `.done` file
+        changes, at most QUIET_WAIT: with nothing happening, a few turns a
+        second, whatever the number of running jobs."""
+        if not (self.busy or self.waves.waves):
+            time.sleep(IDLE_TICK)
+            return
+        time.sleep(tick)
+        if self.watch is not None:
+            self.watch.wait(QUIET_WAIT - tick)
 
     def _draw_meter(self, final: bool = False) -> None:
         """--bar, --eta, --progress: begun once the input's total is known
@@ -327,7 +345,11 @@ class Controller(Dispatching):
 
     # -- observing -------------------------------------------------------
     def _observe(self) -> None:
-        if self.tails and time.time() >= self.next_output:
+        # the files written since the last turn (None: unknown, so all are read)
+        changed = self.watch.changed() if self.watch is not None else None
+        if changed is not None:
+            self._changed_output(changed)
+        elif self.tails and time.time() >= self.next_output:
             # each file is a read: with many jobs running, their output is read less often
             self.next_output = time.time() + OUTPUT_EVERY * max(1.0, len(self.tails) / 128)
             for seq, (out, err) in self.tails.items():
@@ -336,8 +358,10 @@ class Controller(Dispatching):
                     print_output(self, job, out, err, final=False)
         for wave in list(self.waves.waves):
             exited = wave.exited()  # before reading: a record written just before exit is not missed
-            self._ends(wave)
-            for job, rec in wave.new_records() if exited or wave.records_due() else ():
+            if changed is None or wave.ends_path in changed:
+                self._ends(wave)
+            due = wave.records_due() if changed is None else wave.follower.path in changed
+            for job, rec in wave.new_records() if exited or due else ():
                 self.outcomes.finished(job, rec)
             if exited:
                 for job in wave.unfinished():
@@ -348,6 +372,16 @@ class Controller(Dispatching):
                 self.waves.remove(wave)
         if self.opts.mode == "b":
             self.steps.check_done({j.seq for j in self.busy.values()})
+
+    def _changed_output(self, changed: Set[str]) -> None:
+        """Output of the running jobs whose files changed (named `SEQ.sub-node`)."""
+        for path in changed:
+            seq = os.path.basename(path).split(".", 1)[0]
+            if seq.isdigit() and int(seq) in self.tails and os.path.dirname(path) == self.rt.logs_dir:
+                job = self.live.get(int(seq))
+                if job is not None:
+                    out, err = self.tails[int(seq)]
+                    print_output(self, job, out, err, final=False)
 
     def _ends(self, wave: Wave) -> None:
         """Jobs of an open wave that reported their end: their sub-nodes are

@@ -1,0 +1,43 @@
+"""watch.Watch: which files of a folder changed since the last look."""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from pegpar import watch  # noqa: E402
+
+
+def test_files_written_created_or_moved_in_are_named_once(tmp_path):
+    logs, other = tmp_path / "logs", tmp_path / "other"
+    logs.mkdir()
+    other.mkdir()
+    (logs / "1.a").write_text("x")
+    w = watch.Watch([str(logs)])
+    try:
+        assert w.changed() is None  # the first look cannot tell what came before it
+        assert w.changed() == set()
+        with open(logs / "1.a", "a") as f:
+            f.write("more")
+        (logs / "2.b").write_text("new")
+        (other / "3.c").write_text("moved")
+        os.rename(other / "3.c", logs / "3.c")
+        (other / "4.d").write_text("elsewhere")
+        assert w.changed() == {str(logs / n) for n in ("1.a", "2.b", "3.c")}
+        assert w.changed() == set()  # each change is told once
+    finally:
+        w.close()
+
+
+def test_an_overflow_means_unknown():
+    event = struct.pack("iIII", 1, watch.IN_MODIFY, 0, 8) + b"a.out\0\0\0"
+    assert watch.parse_events(event, {1: "/logs"}) == {"/logs/a.out"}
+    assert watch.parse_events(event + struct.pack("iIII", -1, watch.IN_Q_OVERFLOW, 0, 0), {1: "/logs"}) is None
+
+
+def test_without_a_folder_to_watch_it_cannot_tell(tmp_path):
+    w = watch.Watch([str(tmp_path / "missing")])
+    assert w.changed() is None and w.changed() is None
+    w.close()
