@@ -135,8 +135,13 @@ class Controller(Dispatching):
         """Handlers only note the signal; the loop acts on it at the start of
         its next turn, never in the middle of a pop or a launch."""
         def note(action):
-            return lambda signum, frame: self.pending_signals.append(action)
+            def handler(signum, frame) -> None:
+                self.pending_signals.append(action)
+                self._wake()
+            return handler
 
+        # a child's exit (a wave's parallel, a host check) ends the wait between turns
+        signal.signal(signal.SIGCHLD, lambda signum, frame: self._wake())
         signal.signal(signal.SIGINT, note("interrupt"))
         signal.signal(signal.SIGHUP, note("stop"))
         signal.signal(signal.SIGUSR1, note("stop"))
@@ -276,16 +281,22 @@ class Controller(Dispatching):
         self._await_killers()
         return self._finish()
 
+    def _wake(self) -> None:
+        if self.watch is not None:
+            self.watch.wake()
+
     def _pause(self, tick: float) -> None:
         """Between two turns. While jobs run, at least `tick` (however much
         they write), then until a job's output, a joblog or a `.done` file
-        changes, at most QUIET_WAIT: with nothing happening, a few turns a
-        second, whatever the number of running jobs."""
+        changes, a child process exits (a wave's parallel: its host's slots
+        may take a new wave) or a signal comes, at most QUIET_WAIT: with
+        nothing happening, a few turns a second, whatever the number of
+        running jobs."""
         if not (self.busy or self.waves.waves):
             time.sleep(IDLE_TICK)
             return
         time.sleep(tick)
-        if self.watch is not None:
+        if self.watch is not None:  # a child's exit or a signal ends it too
             self.watch.wait(QUIET_WAIT - tick)
 
     def _draw_meter(self, final: bool = False) -> None:

@@ -2,8 +2,9 @@
 
 The controller's loop reads a job's output, and a wave's joblog and `.done`
 file, only when the file changed: with hundreds of jobs running, a turn
-costs one read of the inotify descriptor instead of a read of every file.
-Where it cannot tell (no inotify, its queue overflowed, the first look),
+costs one read of the inotify descriptor instead of a read of every file,
+and between turns it waits on that descriptor (and on `wake`, which signal
+handlers call). Where it cannot tell (no inotify, its queue overflowed, the first look),
 `changed` says None and the caller reads everything, as without it.
 """
 
@@ -41,6 +42,8 @@ class Watch:
         self._fd: Optional[int] = None
         self._folders: Dict[int, str] = {}
         self._first = True
+        # `wake` (from a signal handler: a child exited, Ctrl-C) ends a `wait` at once
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
@@ -76,14 +79,27 @@ class Watch:
         return paths
 
     def wait(self, timeout: float) -> bool:
-        """Until a watched file changes, at most `timeout` seconds; False
-        without inotify (nothing waited)."""
-        if self._fd is None:
+        """Until a watched file changes or `wake` is called, at most `timeout`
+        seconds; False without inotify (nothing waited)."""
+        if self._fd is None or self._wake_r < 0:
             return False
-        select.select([self._fd], [], [], timeout)
+        ready, _, _ = select.select([self._fd, self._wake_r], [], [], timeout)
+        if self._wake_r in ready:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
         return True
 
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # full (a wake is pending anyway) or closed
+            pass
+
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for fd in (self._fd, self._wake_r, self._wake_w):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        self._fd, self._wake_r, self._wake_w = None, -1, -1

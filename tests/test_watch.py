@@ -41,3 +41,25 @@ def test_without_a_folder_to_watch_it_cannot_tell(tmp_path):
     w = watch.Watch([str(tmp_path / "missing")])
     assert w.changed() is None and w.changed() is None
     w.close()
+
+
+def test_a_wait_ends_at_a_change_or_a_wake_and_otherwise_times_out(tmp_path):
+    import threading
+    import time
+
+    w = watch.Watch([str(tmp_path)])
+    try:
+        w.changed()
+        t0 = time.monotonic()
+        assert w.wait(0.3) and time.monotonic() - t0 >= 0.25  # nothing happened: the whole timeout
+        threading.Timer(0.05, w.wake).start()
+        t0 = time.monotonic()
+        w.wait(30)
+        assert time.monotonic() - t0 < 20  # woken (a signal handler's call), not timed out
+        threading.Timer(0.05, lambda: (tmp_path / "1.out").write_text("x")).start()
+        t0 = time.monotonic()
+        w.wait(30)
+        assert time.monotonic() - t0 < 20
+        assert w.changed() == {str(tmp_path / "1.out")}
+    finally:
+        w.close()
