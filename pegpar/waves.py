@@ -79,9 +79,17 @@ class Waves:
     def _make_ready(self, k: Key, node: SubNode, slots: int) -> None:
         """A parallel ready for the host's next wave: at most one per host and
         session group, and none while the host has an open wave, which takes
-        its next jobs (an idle perl costs about 14 MB)."""
-        if not self.ctl.stopping and not self.ctl.killing and k not in self.warm and k not in self.open:
-            self.warm[k] = backend.Warm(self.ctl.rt, node, slots, k[2], self.ctl.opts.timeout)
+        its next jobs (an idle perl costs about 14 MB), and none once the
+        queue or input is used up: the run is ending, and a perl started then
+        would only compile (a few tenths of a second of CPU) to be discarded.
+        A job that comes after all (one run again) starts a wave the
+        ordinary way."""
+        ctl = self.ctl
+        if ctl.stopping or ctl.killing or k in self.warm or k in self.open:
+            return
+        if not ctl.opts.daemon and not ctl.outcomes.retry and ctl.source.is_empty():
+            return
+        self.warm[k] = backend.Warm(ctl.rt, node, slots, k[2], ctl.opts.timeout)
 
     def close(self, wave: Wave) -> None:
         wave.close()
