@@ -47,7 +47,7 @@ SLOW_EVERY = 1.0  # status snapshot, hosts file and control requests
 # it ends): not every turn, whose cost would grow with the jobs running.
 OUTPUT_EVERY = 0.2
 IDLE_TICK = 0.2  # while nothing runs: a new entry still starts well within 1 s
-QUIET_WAIT = 0.2  # while jobs run and none of their files changes (watch.py), as long
+QUIET_WAIT = 0.2  # the longest wait between turns while jobs run and nothing changes (watch.py)
 
 
 WARM_BEFORE_CHECKS = 8  # hosts up to which GNU parallels start while the hosts are checked
