@@ -218,7 +218,8 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
             opts.meter = spec.meter
         else:
             opts.output = output.Style("group")
-        source = sources.InputQueue(_input_jobs(spec, joblog_path), whole=opts.meter in ("bar", "eta"))
+        whole = opts.meter in ("bar", "eta") or (opts.halt is not None and opts.halt[3])  # as parallel: a total
+        source = sources.InputQueue(_input_jobs(spec, joblog_path), whole=whole)
     else:
         from pegpar.queue import QueueFile
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
-from pegpar import backend, expand, joblog, proc, queuecheck, recovery, remote, report, runtime, spec
+from pegpar import backend, expand, halt, joblog, proc, queuecheck, recovery, remote, report, runtime, spec
 from pegpar.admission import Admission, Limits
 from pegpar.backend import Running, Wave
 from pegpar.broadcast import Steps
@@ -77,7 +77,7 @@ class Options:
     backfill: bool = False  # later jobs may start while the head waits for slots (placement.target)
     max_load: Optional[float] = None  # a host over this load takes no new job (admission.py)
     memfree: Optional[int] = None  # nor one with fewer bytes of memory free
-    halt: Optional[Tuple[str, str, int]] = None  # --halt: (now | soon, fail | success | done, count)
+    halt: Optional[Tuple[str, str, int, bool]] = None  # --halt: (now | soon, fail | success | done, N, %)
     hosts: Optional[Tuple[spec.HostEntry, ...]] = None  # named on the command line (-S): no hosts file
     announce: str = ""  # said once, when the first job starts
     output: Style = Style()  # how job output is printed: `[sub-node]` lines, or as GNU parallel does
@@ -401,8 +401,8 @@ class Controller(Dispatching):
         its sub-node until its record says whether the host died: the wave is
         closed so that the record comes now."""
         for job, status in wave.new_ends():
-            # --halt counts failures from records: a failed job's sub-node waits for its own
-            if (not job.node.local and status > 128) or (self.opts.halt is not None and status != 0):
+            # --halt counts from records: a job that counts for it holds its sub-node until its record
+            if (not job.node.local and status > 128) or halt.counts(self.opts.halt, status):
                 self.waves.close(wave)
                 continue
             if self.busy.get(job.seq) is job:
@@ -435,6 +435,8 @@ class Controller(Dispatching):
             return 2
         if self.halted is not None:
             return self.halted
+        if self.opts.stdin and s.failed:  # as GNU parallel: how many failed (at most 101)
+            return halt.unreached_status(self.opts.halt, len(s.failed), self.dispatched)
         return 1 if s.failed or s.not_run or s.unreachable else 0
 
 

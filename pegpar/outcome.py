@@ -11,7 +11,7 @@ import signal
 import time
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from pegpar import joblog
+from pegpar import halt, joblog
 from pegpar.backend import Running
 from pegpar.expand import Job
 from pegpar.output import Tail, brief
@@ -31,6 +31,7 @@ class Outcomes:
         # and, for --retries, that attempt's failure (counted if it never does)
         self.retry: List[Tuple[Job, int, Optional[Failure]]] = []
         self.attempts: Dict[Tuple, int] = {}
+        self.last_status = 0  # of the job recorded last, as a shell gives it (a signal: 128 + N)
 
     def finished(self, job: Running, rec: Optional[joblog.Record]) -> None:
         ctl = self.ctl
@@ -42,6 +43,7 @@ class Outcomes:
                                 signal.SIGTERM if ctl.killing else 0, job.command)
         if ctl.killing and not rec.ok:
             ctl.summary.killed += 1
+        self.last_status = rec.exitval if rec.exitval or not rec.signal else 128 + rec.signal
         rec = joblog.relabel(rec, job.seq, job.node.name, job.command)
         joblog.append(ctl.joblog_path, [rec])
         if ctl.opts.input_joblog and job.job is not None:  # every attempt of a job under its one Seq
@@ -84,20 +86,23 @@ class Outcomes:
         self.failed(job, rec, reason)
 
     def check_halt(self) -> None:
-        """--halt, as GNU parallel's: once N jobs failed (succeeded, ended), no
-        new job starts (soon) or the running ones are killed too (now). The
-        exit status is the failed job's (0 for success)."""
+        """--halt, as GNU parallel's: once N jobs (N % of all) failed
+        (succeeded, ended), no new job starts (soon) or the running ones are
+        killed too (now), with parallel's exit status (halt.py)."""
         ctl = self.ctl
         if ctl.opts.halt is None or ctl.halted is not None:
             return
-        when, what, n = ctl.opts.halt
+        when, what, n, percent = ctl.opts.halt
         s = ctl.summary
-        count = {"fail": len(s.failed), "success": s.done, "done": s.finished}[what]
-        if count < n:
+        job_status = s.failed[-1].exitval if what == "fail" and s.failed else self.last_status
+        status = halt.reached(ctl.opts.halt, len(s.failed), s.finished, ctl.source.total() if percent else None,
+                              job_status)
+        if status is None:
             return
-        ctl.halted = s.failed[-1].exitval if what == "fail" and s.failed else 0
+        ctl.halted = status
+        count = {"fail": len(s.failed), "success": s.done, "done": s.finished}[what]
         ended = {"fail": "failed", "success": "succeeded", "done": "ended"}[what]
-        ctl.printer.say(f"--halt {when},{what}={n}: {count} job(s) {ended}")
+        ctl.printer.say(f"--halt {when},{what}={n}{'%' if percent else ''}: {count} job(s) {ended}")
         if when == "now":
             ctl.kill()
         else:

@@ -104,7 +104,7 @@ class Spec:
     resume: bool = False  # skip the jobs the joblog has
     resume_failed: bool = False  # skip those it has as succeeded
     retry_failed: bool = False  # run again the joblog's failed commands, not the input
-    halt: Optional[Tuple[str, str, int]] = None  # (now | soon, fail | success | done, count)
+    halt: Optional[Tuple[str, str, int, bool]] = None  # (now | soon, fail | success | done, N, N is a %)
     sshlogins: List[Tuple[str, str, int]] = field(default_factory=list)  # (-S value, file or "-S", line)
     bar: bool = False
     eta: bool = False
@@ -237,25 +237,23 @@ def _set(spec: Spec, key: str, name: str, value: Optional[str]) -> None:
         setattr(spec, key, value)
 
 
-_LEGACY_HALT = {"0": None, "1": ("soon", "fail", 1), "2": ("now", "fail", 1)}
+_LEGACY_HALT = {"0": None, "1": ("soon", "fail", 1, False), "2": ("now", "fail", 1, False)}
 
 
-def parse_halt(text: str) -> Optional[Tuple[str, str, int]]:
-    """--halt as GNU parallel writes it: `now|soon,fail|success|done=N`, or
-    the old 0 (never), 1 (soon,fail=1), 2 (now,fail=1). `N%` needs the number
-    of jobs, which input read as it comes does not give."""
+def parse_halt(text: str) -> Optional[Tuple[str, str, int, bool]]:
+    """--halt as GNU parallel writes it: `now|soon,fail|success|done=N` or
+    `=N%` (of all the jobs: the input is then read whole first, as parallel
+    does), or the old 0 (never), 1 (soon,fail=1), 2 (now,fail=1). Gives
+    (when, what, N, whether N is a percentage)."""
     if text in _LEGACY_HALT:
         return _LEGACY_HALT[text]
-    m = re.fullmatch(r"(now|soon),(fail|success|done)=([0-9]+%?)", text)
+    m = re.fullmatch(r"(now|soon),(fail|success|done)=([0-9]+)(%?)", text)
     if m is None:
-        raise UserError(f"--halt {text!r}: expected now|soon,fail|success|done=N (or 0, 1, 2)")
-    when, what, count = m.groups()
-    if count.endswith("%"):
-        raise UserError(f"--halt {text!r}: a percentage is not supported (the input's length is not known "
-                        "in advance)", hint=f"give a number of jobs: --halt {when},{what}=N")
-    if int(count) < 1:
-        raise UserError(f"--halt {text!r}: the count must be at least 1")
-    return when, what, int(count)
+        raise UserError(f"--halt {text!r}: expected now|soon,fail|success|done=N or N% (or 0, 1, 2)")
+    when, what, count, percent = m.groups()
+    if not 1 <= int(count) <= (100 if percent else int(count)):
+        raise UserError(f"--halt {text!r}: the count must be at least 1" + (", and at most 100%" if percent else ""))
+    return when, what, int(count), bool(percent)
 
 
 def _sshlogin_file(path: str) -> List[Tuple[str, str, int]]:

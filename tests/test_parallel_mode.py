@@ -237,7 +237,7 @@ def test_resume_and_retry_failed(tmp_path, pegpar_env):
     assert (tmp_path / "ran").read_text() == "7\n"  # only what the joblog does not have
     (tmp_path / "ran").unlink()
     r = _pegpar(["--retry-failed", "--joblog", "jl"], None, tmp_path, pegpar_env)
-    assert r.returncode == 1
+    assert r.returncode == 2  # two jobs failed: GNU parallel's exit status
     assert sorted((tmp_path / "ran").read_text().split()) == ["1", "7"]  # the joblog's failed commands
     r = pegpar(["q", "--", "--resume", "echo", ":::", "a"], tmp_path, pegpar_env)
     assert r.returncode == 2 and "--resume needs --joblog FILE" in r.stderr
@@ -306,3 +306,19 @@ def test_bar_reads_all_input_before_the_first_job(tmp_path, pegpar_env):
     assert p.returncode == 0, err
     assert _lines(out) == [b"a\n", b"b\n"]
     assert b"100% 2:0=" in err
+
+
+@pytest.mark.parametrize("halt,values", [
+    (None, "0 3 4"), ("soon,fail=2", "5 5 5"), ("now,fail=25%", "0 3 0 0"), ("soon,fail=50%", "0 3 0 4"),
+    ("soon,fail=50%", "0 3 0 0"), ("soon,done=50%", "0 3 0 0"), ("soon,success=1", "3 0 4"), ("soon,done=2", "3 0 4"),
+])
+def test_halt_and_the_exit_status_as_gnu_parallels(tmp_path, pegpar_env, halt, values):
+    """The same jobs run, one at a time, and the same exit status: how many
+    failed, a percentage, or the job's own, as the vendored parallel gives."""
+    args = ["-j1", *(["--halt", halt] if halt else []), "echo {} >> ran; exit {}", ":::", *values.split()]
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    ref = subprocess.run(["perl", PARALLEL, "--will-cite", *args], capture_output=True, cwd=ref_dir, timeout=60)
+    ours = _pegpar(args, None, tmp_path, pegpar_env)
+    assert ours.returncode == ref.returncode, ours.stderr
+    assert (tmp_path / "ran").read_text() == (ref_dir / "ran").read_text()

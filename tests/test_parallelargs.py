@@ -90,7 +90,14 @@ def test_a_multi_byte_separator_and_bytes_that_are_not_utf8():
     assert records[1].encode("utf-8", "surrogateescape") == b"\xff"
 
 
-@pytest.mark.parametrize("text,expected", [("1", ("soon", "fail", 1)), ("2", ("now", "fail", 1)), ("0", None),
-                                           ("now,done=3", ("now", "done", 3))])
+@pytest.mark.parametrize("text,expected", [("1", ("soon", "fail", 1, False)), ("2", ("now", "fail", 1, False)),
+                                           ("0", None), ("now,done=3", ("now", "done", 3, False)),
+                                           ("soon,fail=20%", ("soon", "fail", 20, True))])
 def test_halt_forms(text, expected):
     assert parallelargs.parse_halt(text) == expected
+
+
+@pytest.mark.parametrize("text", ["soon,fail=0", "now,done=0%", "soon,fail=101%", "soon,fail", "later,fail=1"])
+def test_bad_halt_forms_are_errors(text):
+    with pytest.raises(UserError):
+        parallelargs.parse_halt(text)
