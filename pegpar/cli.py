@@ -154,7 +154,7 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
          timeout, no_logs, no_progress, dry_run, retries, no_requeue_interrupted, require_all_hosts,
          allow_shared_queue, connect_timeout, ignore_errors=False, backfill=False, max_load=None,
          memfree=None) -> None:
-    from pegpar import admission, controller, output, parallelargs, sources
+    from pegpar import admission, controller, meter, output, parallelargs, sources
     from pegpar.queue import check_not_shared, check_queue_file, forget_old_lock
 
     if joblog_path and not os.path.isdir(os.path.dirname(os.path.abspath(joblog_path))):
@@ -218,7 +218,7 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
             opts.meter = spec.meter
         else:
             opts.output = output.Style("group")
-        whole = opts.meter in ("bar", "eta") or (opts.halt is not None and opts.halt[3])  # as parallel: a total
+        whole = opts.meter in meter.NEEDS_TOTAL or (opts.halt is not None and opts.halt[3])  # as parallel: a total
         source = sources.InputQueue(_input_jobs(spec, joblog_path), whole=whole)
     else:
         from pegpar.queue import QueueFile

@@ -19,16 +19,21 @@ from typing import Optional, Tuple
 Halt = Tuple[str, str, int, bool]  # (now | soon, fail | success | done, N, N is a percentage)
 
 
+def limit(what: str, failed: int, finished: int) -> int:
+    """The jobs that count for `--halt ...,what=`: failed, succeeded or ended."""
+    return {"fail": failed, "success": finished - failed, "done": finished}[what]
+
+
 def reached(halt: Halt, failed: int, finished: int, total: Optional[int], job_status: int) -> Optional[int]:
     """The exit status once the condition holds, None before. `total`: all
     the jobs (None while the input is being read); `job_status`: that of the
     job that ended last (for fail, the last that failed)."""
     _, what, n, percent = halt
-    limit = {"fail": failed, "success": finished - failed, "done": finished}[what]
+    so_far = limit(what, failed, finished)
     if percent and not total:
         return None
     count = total * (n / 100) if percent else n  # as parallel computes it
-    if limit == 0 or limit < count:
+    if so_far == 0 or so_far < count:
         return None
     if what == "success":
         return 0

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, TextIO, Tuple
 
 REVERSE, RESET, ERASE_LINE = "\033[7m", "\033[0m", "\033[K"
 REDRAW_EVERY = 0.2  # seconds between two draws while nothing ends
+NEEDS_TOTAL = ("bar", "eta")  # kinds that need all the input read first
 
 
 def time_units(seconds: float) -> str:
@@ -165,7 +166,7 @@ class Meter:
 
     @property
     def needs_total(self) -> bool:
-        return self.kind in ("bar", "eta")
+        return self.kind in NEEDS_TOTAL
 
     def begin(self, hosts: List[Tuple[str, bool, int]], total: int) -> None:
         """`hosts`: (host, is this machine, sub-nodes) each. Draws the
@@ -204,12 +205,16 @@ class Meter:
         text = self.frame(now, final)
         self._write(text + ("\n" if final else ""))
 
+    @property
+    def completed(self) -> int:
+        return sum(w.completed for w in self.workers.values())
+
     def frame(self, now: float, final: bool = False) -> str:
-        completed = sum(w.completed for w in self.workers.values())
+        completed = self.completed
+        total = max(self.total, completed)
         if self.kind == "bar":
-            pct, _, eta = self.eta.compute(max(self.total, completed), completed, now)
-            return "\r" + bar(self._width, max(self.total, completed), completed, eta, self.newest_arg, final,
-                              now - self.started_at)
+            _, _, eta = self.eta.compute(total, completed, now)
+            return "\r" + bar(self._width, total, completed, eta, self.newest_arg, final, now - self.started_at)
         _, line = status(list(self.workers.values()), self.started, now - self.started_at,
                          self._eta_text(now), self._width)
         return "\r" + line
@@ -217,7 +222,7 @@ class Meter:
     def _eta_text(self, now: float) -> str:
         if self.kind != "eta":
             return ""
-        completed = sum(w.completed for w in self.workers.values())
+        completed = self.completed
         total = max(self.total, completed)
         _, avg, eta = self.eta.compute(total, completed, now)
         return f"ETA: {eta}s Left: {total - completed} AVG: {avg:.2f}s  "

@@ -100,7 +100,7 @@ class Outcomes:
         if status is None:
             return
         ctl.halted = status
-        count = {"fail": len(s.failed), "success": s.done, "done": s.finished}[what]
+        count = halt.limit(what, len(s.failed), s.finished)
         ended = {"fail": "failed", "success": "succeeded", "done": "ended"}[what]
         ctl.printer.say(f"--halt {when},{what}={n}{'%' if percent else ''}: {count} job(s) {ended}")
         if when == "now":
