@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import cluster as cluster_lib  # noqa: E402  (tests/ is not a package)
 
-from pegpar import joblog  # noqa: E402
+from pegpar import joblog, proc  # noqa: E402
 
 PARALLEL = os.path.join(ROOT, "vendor", "parallel", "parallel")
 RESULTS = os.path.join(ROOT, "bench", "RESULTS.md")
@@ -196,6 +196,15 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def forked_cpu() -> float:
+    """CPU of the parallels this process's fork server forked and reaped (0 before it starts)."""
+    from pegpar import forkserver, runtime
+
+    srv = forkserver._servers.get(runtime.parallel_script())
+    fields = _proc_fields(srv.process.pid) if srv is not None and srv.alive() else None
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+
+
 # -- the bench ---------------------------------------------------------------------------------
 
 
@@ -319,14 +328,15 @@ class Bench:
         walls, cpus = [], []
         for i in range(self.cfg.wave_reps + 1):  # the first one starts the ControlMaster: not counted
             out = os.path.join(rt.logs_dir, f"{i + 1}.bench")
-            cpu0, t0 = children_cpu(), time.perf_counter()
+            # the wave's parallel is the fork server's child: its CPU counts there once it is reaped
+            cpu0, t0 = forked_cpu(), time.perf_counter()
             wave = backend.start_wave(rt, [backend.Running(i + 1, node, "true", out, out + ".err")])
             try:
                 wave.process.wait(timeout=self.cfg.hang_guard)
             except subprocess.TimeoutExpired:
-                wave.process.kill()
+                proc.signal_group(wave.process, signal.SIGKILL)
                 raise BenchError("a single-job wave did not finish") from None
-            wall, cpu = time.perf_counter() - t0, children_cpu() - cpu0
+            wall, cpu = time.perf_counter() - t0, forked_cpu() - cpu0
             recs, messages = wave.new_records(), wave.messages()
             wave.cleanup()
             if len(recs) != 1 or not recs[0][1].ok:
@@ -511,9 +521,8 @@ def parallels_started(b: Bench, args: List[str], cwd: str) -> int:
                     looked.add(pid)
                     line = cmdline(pid)
                     fields = _proc_fields(pid)
-                    # parallel's own forks carry its command line until they exec: not counted
-                    if PARALLEL in line and "/waves/warm-" in line and fields \
-                            and PARALLEL not in cmdline(int(fields[1])):
+                    # the fork server's children (its grandchildren are parallel's own forks)
+                    if FORK_SERVER in line and fields and _is_fork_server(int(fields[1])):
                         seen.add(pid)
             time.sleep(0.005)
 
@@ -525,6 +534,16 @@ def parallels_started(b: Bench, args: List[str], cwd: str) -> int:
         done.set()
         watcher.join()
     return len(seen)
+
+
+FORK_SERVER = "-MPegparForkServer"
+
+
+def _is_fork_server(pid: int) -> bool:
+    """pegpar's fork server: its command line, and a parent that is not one
+    (each wave's parallel, forked from it, shows the same command line)."""
+    fields = _proc_fields(pid)
+    return FORK_SERVER in cmdline(pid) and bool(fields) and FORK_SERVER not in cmdline(int(fields[1]))
 
 
 def dispatch_why(b: Bench, bd: Optional[Breakdown], remote: bool, cpu: Optional[Tuple[Stat, Stat]] = None,
@@ -541,7 +560,8 @@ def dispatch_why(b: Bench, bd: Optional[Breakdown], remote: bool, cpu: Optional[
                  f"{fmt(bd.notice.median, 's')} from the end of its job to pegpar reserving the next "
                  f"and {fmt(bd.handover.median, 's')} from that reservation to GNU parallel starting the "
                  f"job (medians). ")
-    text += (f"Each GNU parallel costs its start-up (perl compiles its 15,000 lines): one "
+    text += (f"Each GNU parallel costs its start-up (forked from pegpar's fork server, which compiled "
+             f"parallel once: its options and its first job): one "
              f"{'remote' if remote else 'local'} single-job wave started from scratch by pegpar's backend "
              f"takes {fmt(wall.median, 's')} of wall time and {fmt(wcpu.median, 's')} of CPU here")
     if parallels and run_wall:

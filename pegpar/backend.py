@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from pegpar import joblog, proc
+from pegpar import forkserver, joblog, proc
 from pegpar.errors import UserError
 from pegpar.expand import Job, SubNode
 from pegpar.remote import JOB_GUARD, REMOTE_GUARD
@@ -79,14 +79,9 @@ class LeftWave:
         return None
 
     def pid(self) -> Optional[int]:
-        """Its parallel's pid while that still runs: the process whose command
-        line names this wave's joblog (found without a pid file, which a crash
-        right after the start of parallel would not have left)."""
-        mark = (self.stem + ".joblog").encode()
-        for name in os.listdir("/proc"):
-            if name.isdigit() and _cmdline_has(int(name), mark):
-                return int(name)
-        return None
+        """Its parallel's pid while that still runs: its pid file is locked
+        from before the fork until it ends (forkserver)."""
+        return forkserver.running(self.stem + ".pid")
 
     def remove(self) -> None:
         """Delete its files, once its parallel has ended and its jobs are accounted for."""
@@ -97,14 +92,6 @@ class LeftWave:
                     os.unlink(os.path.join(folder, other))
                 except FileNotFoundError:
                     pass
-
-
-def _cmdline_has(pid: int, word: bytes) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return word in f.read().split(b"\0")
-    except OSError:  # gone, or not Linux: no wave to follow
-        return False
 
 
 def left_wave(rt: Runtime, seq: int) -> Optional[LeftWave]:
@@ -125,19 +112,14 @@ def left_wave(rt: Runtime, seq: int) -> Optional[LeftWave]:
 
 class _Adopted:
     """A wave's parallel started by a controller that died: not a child of
-    this process, so it is watched through its pid (the Popen calls a Wave uses)."""
+    this process, so it is watched through its pid file (the Popen calls a Wave uses)."""
 
     def __init__(self, wave: LeftWave, pid: int):
         self.wave = wave
         self.pid = pid
 
     def poll(self) -> Optional[int]:
-        if not _cmdline_has(self.pid, (self.wave.stem + ".joblog").encode()):
-            # the pid found first may have been a short-lived fork of parallel
-            self.pid = self.wave.pid() or self.pid
-            if not _cmdline_has(self.pid, (self.wave.stem + ".joblog").encode()):
-                return 0
-        return None
+        return None if self.wave.pid() is not None else 0
 
     def send_signal(self, sig: int) -> None:
         try:
@@ -362,7 +344,7 @@ def _records(rt: Runtime, jobs: List[Running]) -> bytes:
 
 class Warm:
     """A GNU parallel started ahead of need for one host (and session group):
-    it has compiled its 15,000 lines and parsed its options, and waits for
+    forked from the fork server, it has parsed its options, and waits for
     input on a pipe. Writing a wave's jobs hands them over without paying
     parallel's start-up, which overlapped the running jobs; closing the pipe
     then makes the input complete (F2), or it stays open for more (`fill`)."""
@@ -376,30 +358,26 @@ class Warm:
         self.slots = slots
         self.stem = os.path.join(rt.waves_dir, f"warm-{os.getpid()}-{Warm._count}")
         # --colsep alone would also trim whitespace around every column (the command)
-        argv = ["perl", parallel_script(), "-0", "--colsep", "\t", "--trim", "n",
+        args = ["-0", "--colsep", "\t", "--trim", "n",
                 "--joblog", self.stem + ".joblog", "-j", str(slots)]
         if node.local:
-            argv += ["-u"]
+            args += ["-u"]
         else:
-            argv += ["--results", os.path.join(rt.logs_dir, "{2}"),
-                     "--ssh", ssh_wrapper(rt, group), "-S", f"{slots}/{sshlogin(node.host)}"]
+            # `exec`: parallel's shell (/bin/sh, which does not replace itself
+            # with the command it runs) becomes the wrapper, one process less per job
+            args += ["--results", os.path.join(rt.logs_dir, "{2}"),
+                     "--ssh", "exec " + shlex.quote(ssh_wrapper(rt, group)), "-S", f"{slots}/{sshlogin(node.host)}"]
         if timeout:
-            argv += ["--timeout", f"{timeout:g}"]
+            args += ["--timeout", f"{timeout:g}"]
         if node.local:
-            argv += [local_job_line(rt.logs_dir)]
+            args += [local_job_line(rt.logs_dir)]
         else:
-            argv += ["env", f"{JOB_MARK}={{3}}", "sh", "-c", shlex.quote(REMOTE_GUARD), _DECODE]
+            # run by /bin/sh on the node, which the guard's shell replaces
+            args += ["export", f"{JOB_MARK}={{3}};", "exec", "sh", "-c", shlex.quote(REMOTE_GUARD), _DECODE]
         env = rt.env()
         env["PEGPAR_DONE"] = self.stem + ".done"
-        # The input is a pipe whose writing end only pegpar holds: if pegpar
-        # dies, parallel reads EOF and exits with nothing to do.
-        read_end, write_end = os.pipe()
-        try:
-            with open(self.stem + ".stderr", "wb") as err:
-                self.process = proc.spawn(argv, env=env, stdin=read_end, stderr=err)
-        finally:
-            os.close(read_end)
-        self._fd: Optional[int] = write_end
+        # forked from the fork server, which compiled parallel once
+        self.process, self._fd = forkserver.start(parallel_script(), args, env=env, stem=self.stem)
 
     def fill(self, jobs: List[Running], keep_open: bool = False) -> Optional[Wave]:
         """Hand the jobs over; None when this parallel is not (or no longer)
@@ -449,8 +427,9 @@ class Warm:
 
 def _wave_files(stem: str) -> List[str]:
     """A wave's files: the job ids it was given, parallel's joblog, the jobs'
-    end reports and parallel's own stderr (read last by Wave.messages)."""
-    return [stem + ext for ext in (".ids", ".joblog", ".done", ".stderr")]
+    end reports, parallel's pid and wait status (forkserver), and parallel's
+    own stderr (read last by Wave.messages)."""
+    return [stem + ext for ext in (".ids", ".joblog", ".done", ".pid", ".exit", ".stderr")]
 
 
 def _write_all(fd: int, data: bytes) -> None:

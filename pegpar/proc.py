@@ -1,4 +1,6 @@
-"""The one door to child processes: every program pegpar starts goes through here.
+"""The one door to child processes: every program pegpar starts goes through here
+(the waves' GNU parallels are forked by the fork server, which starts here:
+forkserver.py).
 
 Children start in their own session, so a Ctrl-C at the terminal reaches
 pegpar alone and pegpar decides what it means (GNU parallel notes, F8).

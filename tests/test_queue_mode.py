@@ -325,8 +325,8 @@ def test_a_fresh_joblog_does_not_reuse_the_id_of_a_job_killed_before(tmp_path, p
     assert (tmp_path / "ran").read_text() == "ok\nagain\n"
 
 
-def _parallels(pid: int):
-    """The GNU parallels among pid's children."""
+def _children(pid: int):
+    """pid's children: (pid, argv)."""
     found = []
     for name in os.listdir("/proc"):
         try:
@@ -334,12 +334,17 @@ def _parallels(pid: int):
                 stat = f.read()
             if stat[stat.rfind(")") + 2:].split()[1] == str(pid):
                 with open(f"/proc/{name}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-                if argv[0] == b"perl" and argv[1].endswith(b"/parallel"):
-                    found.append(int(name))
+                    found.append((int(name), f.read().split(b"\0")))
         except (OSError, IndexError):
             continue
     return found
+
+
+def _parallels(pid: int):
+    """The GNU parallels that pegpar `pid` runs: the fork server's children."""
+    servers = [kid for kid, argv in _children(pid) if b"-MPegparForkServer" in argv]
+    assert len(servers) <= 1
+    return [kid for server in servers for kid, _ in _children(server)]
 
 
 def test_a_host_with_an_open_wave_keeps_no_idle_parallel_and_gets_one_when_it_closes(tmp_path, bg, pegpar_env):

@@ -1,0 +1,119 @@
+package PegparForkServer;
+# pegpar's fork server: GNU parallel compiled once, then forked for each wave.
+#
+# Loaded with -M ahead of parallel's script, this module's INIT block runs
+# once the whole script is compiled and before any of it runs. It reads
+# requests from stdin, one a line: tab-separated, percent-encoded fields
+#
+#   cwd  stdin-fifo  stderr-file  pid-file  exit-file  argc  argv...  env...
+#
+# For each, it forks. The parent answers the child's pid on stdout (0 when
+# it could not), and writes the child's wait status to exit-file once the
+# child ends (written aside, then renamed). The child takes the request's
+# directory, environment, input and arguments, and leaves the INIT block:
+# parallel's main program then runs in it as if perl had just compiled it.
+# The pid file is locked before the fork and stays locked, through the
+# child's copy of it, for as long as the child lives: a controller started
+# after a crash tells from the lock whether the wave's parallel still runs.
+# At the end of its input (pegpar ended) the server exits; running children
+# go on.
+use strict;
+use warnings;
+use Fcntl qw(:flock O_RDONLY);
+use POSIX ();
+
+our $pid_file_of_child;    # the child's pid file: held open, and so locked
+my %exit_file;             # pid of a running child -> where its status goes
+
+sub _reap {
+    local ($!, $?);
+    while ((my $pid = waitpid(-1, POSIX::WNOHANG())) > 0) {
+        my $path = delete $exit_file{$pid};
+        _write_aside($path, "$?\n") if defined $path;
+    }
+}
+
+sub _write_aside {
+    my ($path, $text) = @_;
+    open(my $fh, '>', "$path.tmp") or return;
+    print $fh $text;
+    close($fh) and rename("$path.tmp", $path);
+}
+
+sub _decode {
+    my ($s) = @_;
+    $s =~ s/%([0-9A-F]{2})/chr(hex($1))/ge;
+    return $s;
+}
+
+# Forks for one request: undef in the server, the request in the child.
+sub _fork {
+    my ($line) = @_;
+    my @f = map { _decode($_) } split(/\t/, $line, -1);
+    my ($cwd, $in_path, $err_path, $pid_path, $exit_path, $argc) = splice(@f, 0, 6);
+    my @argv = splice(@f, 0, $argc);
+    my ($in, $pid_fh);
+    # pegpar holds the fifo open for writing while it waits for the answer:
+    # this open does not block, and the child's input is there before it runs
+    unless (sysopen($in, $in_path, O_RDONLY) and open($pid_fh, '>', $pid_path)
+            and flock($pid_fh, LOCK_EX | LOCK_NB)) {
+        print "0\n";
+        return undef;
+    }
+    # the answer waits until the child has its own session (pegpar may
+    # signal its group at once) and its files: the child closes `$set`
+    my ($ready, $set);
+    my $pid = pipe($ready, $set) ? fork() : undef;
+    if (!defined $pid) {
+        print "0\n";
+        return undef;
+    }
+    if ($pid) {
+        $exit_file{$pid} = $exit_path;
+        print $pid_fh "$pid\n";
+        close($pid_fh);
+        close($in);
+        close($set);
+        1 while !defined(sysread($ready, my $none, 1)) and $!{EINTR};
+        close($ready);
+        print "$pid\n";
+        return undef;
+    }
+    $SIG{CHLD} = 'DEFAULT';
+    close($ready);
+    $pid_file_of_child = $pid_fh;
+    POSIX::setsid();
+    umask(077);
+    chdir($cwd) or POSIX::_exit(127);
+    %ENV = map { split(/=/, $_, 2) } @f;
+    open(STDIN, '<&', $in) or POSIX::_exit(127);
+    close($in);
+    open(STDOUT, '>', '/dev/null') or POSIX::_exit(127);
+    open(STDERR, '>', $err_path) or POSIX::_exit(127);
+    close($set);
+    srand();       # not the server's sequence: parallel names temporary files with rand
+    $^T = time;    # parallel's --eta counts from the start of the program
+    @ARGV = @argv;
+    return 1;
+}
+
+INIT {
+    $SIG{CHLD} = \&_reap;
+    select((select(STDOUT), $| = 1)[0]);
+    my $buffer = '';
+    SERVE: while (1) {
+        my $n = sysread(STDIN, $buffer, 65536, length($buffer));
+        if (!defined $n) {
+            next SERVE if $!{EINTR};
+            POSIX::_exit(1);
+        }
+        POSIX::_exit(0) if $n == 0;
+        while ((my $end = index($buffer, "\n")) >= 0) {
+            my $line = substr($buffer, 0, $end + 1, '');
+            chop($line);
+            last SERVE if _fork($line);
+        }
+    }
+}
+
+1;

@@ -1,0 +1,175 @@
+"""The fork server: GNU parallel compiled once, each parallel forked from it,
+run as if started afresh (its own arguments, environment, directory, input
+and stderr), watched through its exit and pid files. Real perl, real parallel."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from pegpar import forkserver, runtime
+from runner import pegpar, write_queue
+
+SCRIPT = runtime.parallel_script()
+
+
+def _env(tmp_path, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARALLEL")}
+    env["PARALLEL_HOME"] = str(tmp_path / "parallel-home")
+    env.update(extra)
+    return env
+
+
+def _write_job(out):
+    """parallel's args that write each input to OUT/<its seq>."""
+    return ["--will-cite", "-0", "-j", "2", 'printf %s {} > "$OUT"/{#}']
+
+
+def _start(tmp_path, args, name="w", **env):
+    return forkserver.start(SCRIPT, args, env=_env(tmp_path, **env), stem=str(tmp_path / name))
+
+
+def test_a_forked_parallel_runs_its_input_with_its_own_arguments_and_environment(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    forked, fd = _start(tmp_path, _write_job(out), OUT=str(out))
+    assert fd is not None and forked.poll() is None
+    # tab, newline, % and non-ASCII in an input reach the job byte for byte
+    inputs = [b"plain", "t\tab %25 new\nline \u00e9 $HOME `x` \\".encode()]
+    os.write(fd, b"".join(i + b"\0" for i in inputs))
+    os.close(fd)  # EOF: parallel runs the rest and exits
+    assert forked.wait(timeout=30) == 0
+    assert sorted(p.read_bytes() for p in out.iterdir()) == sorted(inputs)
+    assert not (tmp_path / "w.in").exists()  # the fifo is gone once both ends are open
+
+
+def test_fields_pass_whole_and_the_child_works_in_the_callers_directory(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    odd = "a\tb%0A c %% \u00e9"  # an input of `:::` (parallel splits those at newlines)
+    odder = odd + "\n$x"
+    args = ["--will-cite", 'printf "%s|%s|%s" {} "$ODD" "$(pwd)" > "$OUT/r"', ":::", odd]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        forked, fd = _start(tmp_path, args, OUT=str(out), ODD=odder)
+    finally:
+        os.chdir(cwd)
+    os.close(fd)
+    assert forked.wait(timeout=30) == 0
+    assert (out / "r").read_text() == f"{odd}|{odder}|{tmp_path}"
+
+
+def test_the_child_has_the_requests_environment_not_the_servers(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEGPAR_ONLY_IN_SERVER", "1")
+    forkserver._servers.clear()  # the server started next has it
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {"PATH": os.environ["PATH"], "PARALLEL_HOME": str(tmp_path / "ph"), "OUT": str(out), "ONLY": "this"}
+    forked, fd = forkserver.start(SCRIPT, ["--will-cite", "-0", 'env > "$OUT/env"; : {}'],
+                                  env=env, stem=str(tmp_path / "w"))
+    os.write(fd, b"x\0")
+    os.close(fd)
+    assert forked.wait(timeout=30) == 0
+    names = {line.split("=", 1)[0] for line in (out / "env").read_text().splitlines()}
+    assert {"ONLY", "OUT", "PATH"} <= names
+    assert "PEGPAR_ONLY_IN_SERVER" not in names
+
+
+def test_its_exit_status_and_stderr_are_parallels(tmp_path):
+    forked, fd = _start(tmp_path, ["--will-cite", "-0", "exit"])
+    os.write(fd, b"0\x003\x004\0")
+    os.close(fd)
+    assert forked.wait(timeout=30) == 2  # GNU parallel: the number of failed jobs
+    forked, fd = _start(tmp_path, ["--will-cite", "--no-such-option"], name="bad")
+    if fd is not None:
+        os.close(fd)
+    assert forked.wait(timeout=30) == 255
+    assert "no-such-option" in (tmp_path / "bad.stderr").read_text()
+
+
+def test_its_pid_file_is_locked_while_it_runs_and_the_server_can_go_first(tmp_path):
+    """What a controller started after a crash relies on: the server ends
+    with pegpar, the parallels it forked run on, and their pid files tell
+    that they run until they end."""
+    forked, fd = _start(tmp_path, ["--will-cite", "-0", "sleep"])
+    assert forkserver.running(str(tmp_path / "w.pid")) == forked.pid
+    srv = forked.server
+    srv.close()
+    srv.process.wait(timeout=10)
+    os.write(fd, b"1\0")
+    assert forkserver.running(str(tmp_path / "w.pid")) == forked.pid
+    assert forked.poll() is None
+    os.close(fd)
+    deadline = time.time() + 30
+    while forkserver.running(str(tmp_path / "w.pid")) is not None and time.time() < deadline:
+        time.sleep(0.05)
+    assert forkserver.running(str(tmp_path / "w.pid")) is None
+    assert forked.poll() == 255  # ended, with no server left to tell its status
+    assert not (tmp_path / "w.exit").exists()
+
+
+def test_one_compilation_serves_many_parallels_each_in_its_own_session(tmp_path):
+    forks = [_start(tmp_path, ["--will-cite", "-0", "true"], name=f"w{i}") for i in range(3)]
+    servers = {forked.server for forked, _ in forks}
+    assert len(servers) == 1
+    for forked, fd in forks:
+        assert os.getsid(forked.pid) == forked.pid  # a Ctrl-C at the terminal does not reach it
+        assert os.getppid() != forked.pid
+    for forked, fd in forks:
+        os.close(fd)
+        assert forked.wait(timeout=30) == 0
+
+
+def test_forked_parallels_do_not_share_the_servers_random_sequence(tmp_path):
+    """parallel names its temporary files with rand: two forks must differ."""
+    out = tmp_path / "out"
+    out.mkdir()
+    draws = []
+    for i in range(2):
+        forked, fd = _start(tmp_path, ["--will-cite", "-0", "echo {= $_ = int(rand(1e9)) =} > $OUT/" + str(i)],
+                            name=f"w{i}", OUT=str(out))
+        os.write(fd, b"x\0")
+        os.close(fd)
+        assert forked.wait(timeout=30) == 0
+        draws.append((out / str(i)).read_text())
+    assert draws[0] != draws[1]
+
+
+def test_a_killed_parallel_reports_the_signal(tmp_path):
+    forked, fd = _start(tmp_path, ["--will-cite", "-0", "sleep"])
+    os.killpg(forked.pid, signal.SIGKILL)
+    assert forked.wait(timeout=30) == -signal.SIGKILL
+    os.close(fd)
+
+
+def test_a_script_that_does_not_compile_is_said(tmp_path):
+    bad = tmp_path / "parallel"
+    bad.write_text("this is not perl {\n")
+    forked, fd = forkserver.start(str(bad), ["-j1"], env=_env(tmp_path), stem=str(tmp_path / "w"))
+    assert fd is None and forked.poll() == 127
+    assert (tmp_path / "w.stderr").read_text().strip()
+    assert not (tmp_path / "w.in").exists()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_servers():
+    yield
+    for srv in forkserver._servers.values():
+        srv.close()
+    forkserver._servers.clear()
+
+
+def test_the_cpu_of_the_jobs_counts_as_pegpars(tmp_path, pegpar_env):
+    """pegpar waits for its fork server at exit, so what the parallels forked
+    from it used (here a job that burns 0.5 s of CPU) counts in pegpar's
+    resource usage (`time pegpar ...`, GNU parallel's own accounting of its
+    children), as it did when pegpar started each parallel itself."""
+    import resource
+
+    write_queue(tmp_path, "- perl -e '1 while (times)[0] < 0.5'\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+    r = pegpar(["q", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 0, r.stderr
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - before >= 0.5
