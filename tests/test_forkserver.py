@@ -110,13 +110,15 @@ def test_its_pid_file_is_locked_while_it_runs_and_the_server_can_go_first(tmp_pa
     assert not (tmp_path / "w.exit").exists()
 
 
-def test_one_compilation_serves_many_parallels_each_in_its_own_session(tmp_path):
+def test_one_compilation_serves_many_parallels_each_its_own_process_group(tmp_path):
     forks = [_start(tmp_path, ["--will-cite", "-0", "true"], name=f"w{i}") for i in range(3)]
     servers = {forked.server for forked, _ in forks}
     assert len(servers) == 1
+    server = servers.pop()
     for forked, fd in forks:
-        assert os.getsid(forked.pid) == forked.pid  # a Ctrl-C at the terminal does not reach it
-        assert os.getppid() != forked.pid
+        assert os.getpgid(forked.pid) == forked.pid  # signalled as a group, from the answer on
+        # in the server's session, not the terminal's: a Ctrl-C there does not reach it
+        assert os.getsid(forked.pid) == os.getsid(server.process.pid) == server.process.pid != os.getsid(0)
     for forked, fd in forks:
         os.close(fd)
         assert forked.wait(timeout=30) == 0

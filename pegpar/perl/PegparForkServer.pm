@@ -8,7 +8,8 @@ package PegparForkServer;
 #   cwd  stdin-fifo  stderr-file  pid-file  exit-file  argc  argv...  env...
 #
 # For each, it forks. The parent answers the child's pid on stdout (0 when
-# it could not), and writes the child's wait status to exit-file once the
+# it could not) at once, the child already leading its own process group,
+# and writes the child's wait status to exit-file once the
 # child ends (written aside, then renamed). The child takes the request's
 # directory, environment, input and arguments, and leaves the INIT block:
 # parallel's main program then runs in it as if perl had just compiled it.
@@ -20,7 +21,7 @@ package PegparForkServer;
 use strict;
 use warnings;
 use Fcntl qw(:flock O_RDONLY);
-use POSIX ();
+use POSIX qw(setpgid);
 
 our $pid_file_of_child;    # the child's pid file: held open, and so locked
 my %exit_file;             # pid of a running child -> where its status goes
@@ -60,29 +61,26 @@ sub _fork {
         print "0\n";
         return undef;
     }
-    # the answer waits until the child has its own session (pegpar may
-    # signal its group at once) and its files: the child closes `$set`
-    my ($ready, $set);
-    my $pid = pipe($ready, $set) ? fork() : undef;
+    my $pid = fork();
     if (!defined $pid) {
         print "0\n";
         return undef;
     }
     if ($pid) {
+        # its own process group before pegpar has its pid (the child does the
+        # same: whichever comes first), so that pegpar can signal the group
+        # at once; the server's session has no terminal, nor have its children
+        setpgid($pid, $pid);
         $exit_file{$pid} = $exit_path;
         print $pid_fh "$pid\n";
         close($pid_fh);
         close($in);
-        close($set);
-        1 while !defined(sysread($ready, my $none, 1)) and $!{EINTR};
-        close($ready);
         print "$pid\n";
         return undef;
     }
     $SIG{CHLD} = 'DEFAULT';
-    close($ready);
     $pid_file_of_child = $pid_fh;
-    POSIX::setsid();
+    setpgid(0, 0);
     umask(077);
     chdir($cwd) or POSIX::_exit(127);
     %ENV = map { split(/=/, $_, 2) } @f;
@@ -90,7 +88,6 @@ sub _fork {
     close($in);
     open(STDOUT, '>', '/dev/null') or POSIX::_exit(127);
     open(STDERR, '>', $err_path) or POSIX::_exit(127);
-    close($set);
     srand();       # not the server's sequence: parallel names temporary files with rand
     $^T = time;    # parallel's --eta counts from the start of the program
     @ARGV = @argv;
