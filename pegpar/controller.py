@@ -208,9 +208,9 @@ class Controller(Dispatching):
             left.remove()
         for path in found.unreplaced:
             unlink(path)
-        # GNU parallel compiles (a few tenths of a second of CPU each) while a few
-        # hosts are checked; with many, their checks come first, so that no
-        # check fails for want of CPU here (the compiles would take seconds)
+        # The hosts' GNU parallels start (forked, a few hundredths of a second of
+        # CPU each) while a few hosts are checked; with many, their checks come
+        # first, so that no check fails for want of CPU here
         few = len({n.host for n in self.nodes}) <= WARM_BEFORE_CHECKS
         if few:
             self.waves.warm_up()
