@@ -63,6 +63,7 @@ HANG_GUARD = 600.0
 class Run:
     fill: float = 0.0
     fill_cpu: float = 0.0
+    machine_cpu: float = 0.0  # CPU-s of every process on the machine during the fill (nodes included)
     pss: Dict[str, Tuple[int, float]] = field(default_factory=dict)  # kind -> (count, MB)
     own_cpu: Optional[float] = None  # pegpar's controller, % of a core
     jobs: int = 0
@@ -139,7 +140,7 @@ class Fleet:
         starts = os.path.join(wd, "starts")
         commands = [f"echo $(date +%s.%N) >> {starts}; sleep {MARK}"] * self.size
         run = Run()
-        t0 = time.time()
+        t0, busy0 = time.time(), _machine_busy()
         p = getattr(self, tool)(wd, commands)
         try:
             deadline = t0 + HANG_GUARD
@@ -148,6 +149,7 @@ class Fleet:
                     raise RuntimeError(f"{tool} filled {_lines(starts)} of {self.size} sub-nodes; see {wd}/stderr")
                 time.sleep(0.05)
             run.fill = max(float(x) for x in _read(starts).split()) - t0
+            run.machine_cpu = _machine_busy() - busy0
             masters = self._masters(tool)
             run.fill_cpu = bench.cpu_seconds(p.pid) + sum(_own_cpu(pid) for pid in masters)
             time.sleep(1.0)
@@ -237,9 +239,24 @@ def _pss_by_kind(pids: Sequence[int], root: int, tool: str) -> Dict[str, Tuple[i
         cmd = bench.cmdline(pid)
         kind = (f"{tool} (controller)" if pid == root and tool == "pegpar" else
                 "ssh ControlMaster" if "[mux]" in cmd else _read(f"/proc/{pid}/comm").strip())
+        if kind == "ssh" and _is_shell(pid):  # a script named ssh: pegpar's wrapper
+            kind = "sh (ssh wrapper)"
         count, total = kinds.get(kind, (0, 0.0))
         kinds[kind] = (count + 1, total + pss / 1024)
     return kinds
+
+
+def _machine_busy() -> float:
+    """CPU-seconds the whole machine has been busy since boot (/proc/stat)."""
+    fields = [int(x) for x in _read("/proc/stat").splitlines()[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+def _is_shell(pid: int) -> bool:
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe")) in ("sh", "dash", "bash")
+    except OSError:
+        return False
 
 
 def _kill(p: subprocess.Popen) -> None:
@@ -275,6 +292,9 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
             f"| {gap} |")
     lines.append("")
     for name, pf, gf, _, _ in results:
+        lines.append(f"- {name}, CPU of the whole machine during the fill (the nodes' sshd and jobs included): "
+                     f"{pf.machine_cpu:.1f} s vs {gf.machine_cpu:.1f} s ({_ratio(pf.machine_cpu, gf.machine_cpu)}), "
+                     f"on {os.cpu_count()} cores.")
         for tool, run in (("pegpar", pf), ("GNU parallel", gf)):
             kinds = ", ".join(f"{kind} x{count}: {mb:,.0f} MB" for kind, (count, mb) in
                               sorted(run.pss.items(), key=lambda kv: -kv[1][1]))
@@ -336,7 +356,11 @@ are not counted). The dispatch gap is taken from the joblog, from a job's end
 to the next start in a slot of its host: with jobs of 0.2 s and a fill of many
 seconds, it mostly measures the fill (a host's slots free long before the last
 hosts get their first jobs), for both tools. Everything runs on one machine:
-the nodes' sshd and jobs share its cores with the tools."""
+the nodes' sshd and jobs share its cores with the tools, which are all busy
+during a large fill: its time follows the CPU of the whole machine. pegpar's
+perls are its fork server and one parallel per host forked from it (PSS
+counts the pages they share once); its ssh wrapper, a shell script named
+ssh, is counted as "sh (ssh wrapper)"."""
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import yaml
 
@@ -30,6 +30,21 @@ def start(args: List[str], cwd, env: Dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pegpar"] + args, cwd=str(cwd), env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
+
+
+def children(pid: int) -> List[Tuple[int, List[bytes]]]:
+    """pid's children: (pid, argv)."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+            if stat[stat.rfind(")") + 2:].split()[1] == str(pid):
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    found.append((int(name), f.read().split(b"\0")))
+        except (OSError, IndexError):
+            continue
+    return found
 
 
 def records(cwd) -> List[joblog.Record]:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from pegpar import forkserver, runtime
-from runner import pegpar, write_queue
+from runner import children, pegpar, records, wait_for, write_queue
 
 SCRIPT = runtime.parallel_script()
 
@@ -175,3 +175,25 @@ def test_the_cpu_of_the_jobs_counts_as_pegpars(tmp_path, pegpar_env):
     r = pegpar(["q", "--no-progress"], tmp_path, pegpar_env)
     assert r.returncode == 0, r.stderr
     assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - before >= 0.5
+
+
+def test_a_run_goes_on_when_its_fork_server_dies(tmp_path, bg):
+    """The server killed while waves run (out of memory, a stray kill): the
+    running parallels go on and are followed through their pid files; the
+    next wave gets a new server. Every job runs once and is recorded."""
+    ran = tmp_path / "ran"
+    write_queue(tmp_path, "".join(f"- echo {i} >> {ran}; sleep 1\n" for i in range(6)))
+    ctl = bg("q", "-j", "2", "--no-progress")
+
+    def server():
+        found = [pid for pid, argv in children(ctl.pid) if b"-MPegparForkServer" in argv]
+        return found[0] if found else None
+
+    wait_for(lambda: ran.exists() and server() is not None, timeout=30, what="a job running")
+    first = server()
+    os.kill(first, signal.SIGKILL)
+    assert ctl.wait(60) == 0, ctl.stderr()
+    assert sorted(ran.read_text().split()) == [str(i) for i in range(6)]
+    recs = records(tmp_path)
+    assert len(recs) == 6 and all(rec.ok for rec in recs)
+

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from runner import (cluster_hosts, load_yaml, overlapping, pegpar, records, start, wait_for,
+from runner import (children, cluster_hosts, load_yaml, overlapping, pegpar, records, start, wait_for,
                     write_queue)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -325,26 +325,11 @@ def test_a_fresh_joblog_does_not_reuse_the_id_of_a_job_killed_before(tmp_path, p
     assert (tmp_path / "ran").read_text() == "ok\nagain\n"
 
 
-def _children(pid: int):
-    """pid's children: (pid, argv)."""
-    found = []
-    for name in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-            if stat[stat.rfind(")") + 2:].split()[1] == str(pid):
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    found.append((int(name), f.read().split(b"\0")))
-        except (OSError, IndexError):
-            continue
-    return found
-
-
 def _parallels(pid: int):
     """The GNU parallels that pegpar `pid` runs: the fork server's children."""
-    servers = [kid for kid, argv in _children(pid) if b"-MPegparForkServer" in argv]
+    servers = [kid for kid, argv in children(pid) if b"-MPegparForkServer" in argv]
     assert len(servers) <= 1
-    return [kid for server in servers for kid, _ in _children(server)]
+    return [kid for server in servers for kid, _ in children(server)]
 
 
 def test_a_host_with_an_open_wave_keeps_no_idle_parallel_and_gets_one_when_it_closes(tmp_path, bg, pegpar_env):
