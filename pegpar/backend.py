@@ -378,6 +378,7 @@ class Warm:
         env["PEGPAR_DONE"] = self.stem + ".done"
         # forked from the fork server, which compiled parallel once
         self.process, self._fd = forkserver.start(parallel_script(), args, env=env, stem=self.stem)
+        self.why = ""  # once discarded: parallel's last word
 
     def fill(self, jobs: List[Running], keep_open: bool = False) -> Optional[Wave]:
         """Hand the jobs over; None when this parallel is not (or no longer)
@@ -418,6 +419,11 @@ class Warm:
             # children (reserve_process) that it alone would kill later
             proc.signal_group(self.process, signal.SIGKILL)
             self.process.wait()
+        try:  # what parallel (or the fork server) said last: why it ended, if it did
+            with open(self.stem + ".stderr", errors="replace") as f:
+                self.why = (f.read().strip().splitlines() or [""])[-1]
+        except FileNotFoundError:
+            pass
         for path in _wave_files(self.stem):
             try:
                 os.unlink(path)
@@ -444,11 +450,8 @@ def start_wave(rt: Runtime, jobs: List[Running], *, timeout: Optional[float] = N
     invocation: a ready one, filled at once."""
     warm = Warm(rt, jobs[0].node, max(slots, len(jobs)), group, timeout)
     wave = warm.fill(jobs, keep_open)
-    if wave is None:
-        with open(warm.stem + ".stderr", errors="replace") as f:
-            why = f.read().strip().splitlines()
-        warm.discard()
-        raise UserError("GNU parallel did not start" + (f": {why[-1]}" if why else ""),
+    if wave is None:  # discarded by fill
+        raise UserError("GNU parallel did not start" + (f": {warm.why}" if warm.why else ""),
                         hint="is perl installed?")
     return wave
 

@@ -140,13 +140,11 @@ def start(script: str, args: List[str], *, env: Dict[str, str], stem: str) -> Tu
         # open for reading then does not block either
         hold = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
         try:
-            srv = server(script)
-            env_fields = [f"{k}={v}" for k, v in env.items()]
-            pid = srv.fork([os.getcwd(), fifo, stem + ".stderr", stem + ".pid", stem + ".exit", str(len(args))]
-                           + args + env_fields)
+            srv, pid, why = _fork(script, [os.getcwd(), fifo, stem + ".stderr", stem + ".pid", stem + ".exit",
+                                           str(len(args))] + args + [f"{k}={v}" for k, v in env.items()])
             if pid <= 0:
                 with open(stem + ".stderr", "w", encoding="utf-8") as f:
-                    f.write(srv.why() + "\n")
+                    f.write(why + "\n")
                 return Forked(0, stem, srv, returncode=127), None
             # the child reads the fifo already: this open does not block
             fd = os.open(fifo, os.O_WRONLY | os.O_CLOEXEC)
@@ -155,6 +153,23 @@ def start(script: str, args: List[str], *, env: Dict[str, str], stem: str) -> Tu
     finally:
         os.unlink(fifo)
     return Forked(pid, stem, srv), fd
+
+
+def _fork(script: str, fields: List[str]) -> Tuple[Optional[Server], int, str]:
+    """(server, pid, why not): asked once more of a new server if the first
+    one had just died."""
+    srv: Optional[Server] = None
+    try:
+        for _ in range(2):
+            srv = server(script)
+            pid = srv.fork(fields)
+            if pid > 0:
+                return srv, pid, ""
+            if srv.alive():
+                break
+    except OSError as e:  # no perl
+        return srv, 0, f"perl: {e.strerror}"
+    return srv, 0, srv.why() if srv is not None else ""
 
 
 def running(pid_path: str) -> Optional[int]:

@@ -197,3 +197,38 @@ def test_a_run_goes_on_when_its_fork_server_dies(tmp_path, bg):
     recs = records(tmp_path)
     assert len(recs) == 6 and all(rec.ok for rec in recs)
 
+
+
+def test_a_child_that_ends_at_once_still_has_its_status_written(tmp_path):
+    """A child may end (here: its directory is gone) before the server has
+    noted where its status goes; the status is written all the same."""
+    for i in range(10):
+        stem = str(tmp_path / f"w{i}")
+        os.mkfifo(stem + ".in", 0o600)
+        hold = os.open(stem + ".in", os.O_RDWR)
+        try:
+            srv, pid, _ = forkserver._fork(SCRIPT, [str(tmp_path / "gone"), stem + ".in", stem + ".stderr",
+                                                    stem + ".pid", stem + ".exit", "1", "--will-cite"]
+                                           + [f"PATH={os.environ['PATH']}"])
+        finally:
+            os.close(hold)
+        assert pid > 0
+        assert forkserver.Forked(pid, stem, srv).wait(timeout=30) == 127
+
+
+def test_without_perl_a_wave_says_why(tmp_path, monkeypatch):
+    from pegpar import backend
+    from pegpar.errors import UserError
+    from pegpar.expand import SubNode
+
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    forkserver._servers.clear()
+    rt = runtime.runtime(str(tmp_path / ".pegpar"), None)
+    node = SubNode("localhost/1", "localhost", (), True)
+    out = str(tmp_path / "1.out")
+    with pytest.raises(UserError) as err:
+        backend.start_wave(rt, [backend.Running(1, node, "true", out, out + ".err")])
+    assert "perl" in str(err.value) and "No such file" in str(err.value)
+    assert not [n for n in os.listdir(rt.waves_dir)]  # nothing left behind

@@ -25,12 +25,17 @@ use POSIX qw(setpgid);
 
 our $pid_file_of_child;    # the child's pid file: held open, and so locked
 my %exit_file;             # pid of a running child -> where its status goes
+my %early;                 # pid -> status of a child reaped before its exit file was noted
 
 sub _reap {
     local ($!, $?);
     while ((my $pid = waitpid(-1, POSIX::WNOHANG())) > 0) {
         my $path = delete $exit_file{$pid};
-        _write_aside($path, "$?\n") if defined $path;
+        if (defined $path) {
+            _write_aside($path, "$?\n");
+        } else {
+            $early{$pid} = $?;
+        }
     }
 }
 
@@ -72,6 +77,9 @@ sub _fork {
         # at once; the server's session has no terminal, nor have its children
         setpgid($pid, $pid);
         $exit_file{$pid} = $exit_path;
+        # a child that ended at once may have been reaped before that line
+        _write_aside(delete $exit_file{$pid}, "$early{$pid}\n") if exists $early{$pid};
+        delete $early{$pid};
         print $pid_fh "$pid\n";
         close($pid_fh);
         close($in);
