@@ -110,24 +110,6 @@ def left_wave(rt: Runtime, seq: int) -> Optional[LeftWave]:
     return None
 
 
-class _Adopted:
-    """A wave's parallel started by a controller that died: not a child of
-    this process, so it is watched through its pid file (the Popen calls a Wave uses)."""
-
-    def __init__(self, wave: LeftWave, pid: int):
-        self.wave = wave
-        self.pid = pid
-
-    def poll(self) -> Optional[int]:
-        return None if self.wave.pid() is not None else 0
-
-    def send_signal(self, sig: int) -> None:
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            pass
-
-
 def adopt_wave(left: LeftWave, host: str, jobs: List[Optional[Running]]) -> Optional[Wave]:
     """Follow a wave whose parallel still runs; `jobs` in the wave's order, None
     for a job already recorded. None when the wave's parallel has ended."""
@@ -135,7 +117,9 @@ def adopt_wave(left: LeftWave, host: str, jobs: List[Optional[Running]]) -> Opti
     if pid is None:
         return None
     stem = left.stem
-    wave = Wave(host, jobs, _Adopted(left, pid), joblog.Follower(stem + ".joblog"),  # type: ignore[arg-type]
+    # not this process's child, nor its fork server's: watched through its pid file alone
+    wave = Wave(host, jobs, forkserver.Forked(pid, stem, None),  # type: ignore[arg-type]
+                joblog.Follower(stem + ".joblog"),
                 _wave_files(stem))
     wave.finished.update({i: None for i, job in enumerate(jobs, 1) if job is None})  # type: ignore[misc]
     return wave

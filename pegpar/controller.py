@@ -140,7 +140,8 @@ class Controller(Dispatching):
                 self._wake()
             return handler
 
-        # a child's exit (a wave's parallel, a host check) ends the wait between turns
+        # a child's exit (a host check, the fork server) ends the wait between
+        # turns; a wave's parallel, forked by the server, ends with a file (watch)
         signal.signal(signal.SIGCHLD, lambda signum, frame: self._wake())
         signal.signal(signal.SIGINT, note("interrupt"))
         signal.signal(signal.SIGHUP, note("stop"))
@@ -288,8 +289,8 @@ class Controller(Dispatching):
     def _pause(self, tick: float) -> None:
         """Between two turns. While jobs run, at least `tick` (however much
         they write), then until a job's output, a joblog or a `.done` file
-        changes, a child process exits (a wave's parallel: its host's slots
-        may take a new wave) or a signal comes, at most QUIET_WAIT: with
+        changes, a wave's parallel ends (its `.exit` file: its host's slots
+        may take a new wave), a child process exits or a signal comes, at most QUIET_WAIT: with
         nothing happening, a few turns a second, whatever the number of
         running jobs."""
         if not (self.busy or self.waves.waves):

@@ -4,7 +4,7 @@ GNU parallel is 15,000 lines of perl, compiled anew by every `perl parallel`:
 at 64 hosts that is 64 compilations while the fleet fills, and 64 copies of
 the compiled script (about 14 MB each). The fork server (perl/PegparForkServer.pm)
 compiles the script once; a parallel forked from it starts without compiling
-and shares the compiled pages with the others (about 5 MB each).
+and shares the compiled pages with the others (about 6 MB each of its own).
 
 A forked parallel is not pegpar's child: `Forked` watches it through two
 files the server keeps, its wait status (`.exit`, which wakes the
@@ -31,7 +31,6 @@ class Server:
     """One fork server for one compiled script, in this process."""
 
     def __init__(self, script: str):
-        self.script = script
         self.owner = os.getpid()
         self._err = tempfile.TemporaryFile()
         self.process = proc.spawn(["perl", "-I", _PERL, "-MPegparForkServer", script],
@@ -94,7 +93,8 @@ atexit.register(_end_all)
 
 
 class Forked:
-    """A parallel forked by the server, with the Popen calls a Wave uses."""
+    """A parallel forked by a server (None: by that of a controller that
+    died), with the Popen calls a Wave uses."""
 
     def __init__(self, pid: int, stem: str, srv: Optional[Server], returncode: Optional[int] = None):
         self.pid = pid

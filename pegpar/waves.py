@@ -79,9 +79,10 @@ class Waves:
     def _make_ready(self, k: Key, node: SubNode, slots: int) -> None:
         """A parallel ready for the host's next wave: at most one per host and
         session group, and none while the host has an open wave, which takes
-        its next jobs (an idle perl costs about 14 MB), and none once the
-        queue or input is used up: the run is ending, and a perl started then
-        would only compile (a few tenths of a second of CPU) to be discarded.
+        its next jobs (an idle one costs about 6 MB), and none once the
+        queue or input is used up: the run is ending, and a parallel started
+        then would only parse its options (a few hundredths of a second of
+        CPU) to be discarded.
         A job that comes after all (one run again) starts a wave the
         ordinary way."""
         ctl = self.ctl
