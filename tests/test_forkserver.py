@@ -3,6 +3,7 @@ run as if started afresh (its own arguments, environment, directory, input
 and stderr), watched through its exit and pid files. Real perl, real parallel."""
 
 import os
+import shutil
 import signal
 import time
 
@@ -122,6 +123,40 @@ def test_one_compilation_serves_many_parallels_each_its_own_process_group(tmp_pa
     for forked, fd in forks:
         os.close(fd)
         assert forked.wait(timeout=30) == 0
+
+
+def test_what_every_parallel_works_out_at_its_start_the_server_works_out_once(tmp_path, monkeypatch):
+    """`hostname`, the `tput` of parallel's colours, and the longest command
+    line (parallel runs `echo` on ever longer lines where PARALLEL_HOME has
+    no cache of it): once by the server, not by each fork; and each job is
+    started by parallel itself, not through a `perl -e` of its own."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    for name in ("echo", "hostname", "tput", "perl"):
+        real = shutil.which(name)
+        assert real, name
+        shim = bin_dir / name
+        shim.write_text(f"#!/bin/sh\necho {name} >> '{log}'\nexec '{real}' \"$@\"\n")
+        shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    forkserver._servers.clear()  # the server started next has the shims
+    homes = [tmp_path / f"home{i}" for i in range(3)]
+    counts = []
+    for i, home in enumerate(homes):
+        home.mkdir()  # fresh: no cache of the line length
+        forked, fd = _start(tmp_path, ["--will-cite", "-j", "3", "true", ":::", "1", "2", "3"], name=f"w{i}",
+                            PARALLEL_HOME=str(home))
+        os.close(fd)
+        assert forked.wait(timeout=30) == 0
+        counts.append(log.read_text().split())
+    first = counts[0]
+    assert first.count("perl") == 1 and first.count("hostname") == 1
+    assert first.count("tput") <= 2  # none without a terminal: its `</dev/tty` fails first
+    assert first.count("echo") > 3  # the search for the longest line, once
+    assert counts[-1] == first  # nothing more for the next forks, nor for their jobs
+    # parallel's cache has the finding, as parallel itself would have left it
+    assert [p.read_text().strip().isdigit() for p in homes[0].glob("tmp/sshlogin/*/linelen")] == [True]
 
 
 def test_forked_parallels_do_not_share_the_servers_random_sequence(tmp_path):

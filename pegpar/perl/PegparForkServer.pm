@@ -52,12 +52,34 @@ sub _decode {
     return $s;
 }
 
+# The longest command line this machine takes, which parallel finds by
+# running `echo` on ever longer lines (some twenty processes, megabytes of
+# arguments) unless its cache under PARALLEL_HOME has it: found once, at the
+# first request, from the cache of that request's PARALLEL_HOME (written
+# there if missing, as parallel would), rather than by each parallel of a
+# fresh PARALLEL_HOME, all at once when a fleet's waves start together.
+my $line_length_known;
+
+sub _line_length {
+    return if $line_length_known;
+    my ($home) = map { /^PARALLEL_HOME=(.+)/s ? $1 : () } @_;
+    return unless defined $home and -d $home;
+    $line_length_known = 1;
+    {
+        local $SIG{CHLD} = 'DEFAULT';    # parallel waits for its own echo
+        local $Global::cache_dir = $home;
+        eval { Limits::Command::max_length(); 1 } or $Limits::Command::line_max_len = 0;
+    }
+    _reap();    # a wave that ended meanwhile
+}
+
 # Forks for one request: undef in the server, the request in the child.
 sub _fork {
     my ($line) = @_;
     my @f = map { _decode($_) } split(/\t/, $line, -1);
     my ($cwd, $in_path, $err_path, $pid_path, $exit_path, $argc) = splice(@f, 0, 6);
     my @argv = splice(@f, 0, $argc);
+    _line_length(@f);
     my ($in, $pid_fh);
     # pegpar holds the fifo open for writing while it waits for the answer:
     # this open does not block, and the child's input is there before it runs
@@ -103,6 +125,23 @@ sub _fork {
 }
 
 INIT {
+    # parallel starts each job through open3_setpgrp, which it first points
+    # at one of two versions by a test: does IPC::Open3 fork without exec
+    # ("-")? This version's test quotes its perl script once too often, so it
+    # always fails, and every job then starts through `perl -e` (a perl more
+    # per job: a search of PATH, an exec, a compile) that only sets the
+    # process group and execs the shell. Any perl that forks passes the real
+    # test: take parallel's in-process version, which does the same in the
+    # forked child.
+    {
+        no warnings 'redefine';
+        *Job::open3_setpgrp = \&Job::open3_setpgrp_internal;
+    }
+    # What every parallel works out at its start and then keeps: done here
+    # once, the forks inherit it. The host's name (`hostname`), and the
+    # colours of --color and --tag (two `tput`, each under two shells).
+    ::hostname();
+    Job::init_color();
     $SIG{CHLD} = \&_reap;
     select((select(STDOUT), $| = 1)[0]);
     my $buffer = '';
