@@ -18,7 +18,9 @@ wrapper with ControlMaster on):
 - short jobs: 2 x H x S (at least 200) jobs of 0.2 s that each note their
   id: jobs lost or run twice, hosts pegpar marked down, and the dispatch gap
   (from a job's end to the next start in the same slot of its host, matched
-  from the joblog).
+  from the joblog); how long a job takes under each tool (JobRuntime), and,
+  from pegpar's journal, how long a job reserved for a sub-node whose
+  parallel already runs waits for that parallel to start it.
 
 Nothing is asserted: the table is for reading. A fleet is a lot of processes
 on one machine: 64 x 8 runs 64 sshd trees and 512 jobs at once.
@@ -72,6 +74,8 @@ class Run:
     twice: int = 0
     down: List[str] = field(default_factory=list)
     gaps: List[float] = field(default_factory=list)
+    runtime: float = 0.0  # median JobRuntime of the short jobs (`sleep 0.2`)
+    breakdown: Optional[bench.Breakdown] = None  # pegpar: its part of the gaps, from its journal
 
     @property
     def pss_total(self) -> float:
@@ -180,7 +184,11 @@ class Fleet:
         run.twice = len(ids) - len(set(ids))
         err = _read(os.path.join(wd, "stderr"))
         run.down = [line for line in err.splitlines() if " is down" in line or "no answer" in line]
-        run.gaps = slot_gaps(self.joblog(wd, tool), self.subs, tool)
+        records = self.joblog(wd, tool)
+        run.gaps = slot_gaps(records, self.subs, tool)
+        run.runtime = statistics.median(r.runtime for r in records) if records else 0.0
+        if tool == "pegpar":
+            run.breakdown = bench.breakdown(wd)
         return run
 
     def _masters(self, tool: str) -> List[int]:
@@ -291,10 +299,17 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
             f"{pj.lost} / {pj.twice} vs {gj.lost} / {gj.twice}; {len(pj.down)} down "
             f"| {gap} |")
     lines.append("")
-    for name, pf, gf, _, _ in results:
+    for name, pf, gf, pj, gj in results:
         lines.append(f"- {name}, CPU of the whole machine during the fill (the nodes' sshd and jobs included): "
                      f"{pf.machine_cpu:.1f} s vs {gf.machine_cpu:.1f} s ({_ratio(pf.machine_cpu, gf.machine_cpu)}), "
                      f"on {os.cpu_count()} cores.")
+        bd = pj.breakdown
+        if bd is not None:
+            lines.append(f"- {name}, short jobs: a `sleep 0.2` job takes {pj.runtime:.2f} s under pegpar and "
+                         f"{gj.runtime:.2f} s under GNU parallel (JobRuntime, median: both stretch as the "
+                         f"machine saturates). Under pegpar, a job for a sub-node whose parallel runs starts "
+                         f"{bench.fmt(bd.handover_next.median, 's')} (p90 {bench.fmt(bd.handover_next.pct(90), 's')})"
+                         f" after pegpar reserved it, its turn in that host's parallel included.")
         for tool, run in (("pegpar", pf), ("GNU parallel", gf)):
             kinds = ", ".join(f"{kind} x{count}: {mb:,.0f} MB" for kind, (count, mb) in
                               sorted(run.pss.items(), key=lambda kv: -kv[1][1]))

@@ -439,6 +439,7 @@ class Breakdown:
     jobs: int
     notice: Stat  # a sub-node's job ends -> pegpar reserves its next job
     handover: Stat  # reserved -> GNU parallel starts the job
+    handover_next: Stat  # the same, for jobs after the first on their sub-node (its parallel already running)
     first_reserved: float
     records: Tuple[joblog.Record, ...]
     run_started: Optional[float]  # the controller's start, before it checks the hosts
@@ -460,15 +461,16 @@ def breakdown(workdir: str) -> Optional[Breakdown]:
     recs = [r for r in joblog.read(main_joblog(workdir)) if r.seq in reserved]
     if not recs:
         return None
-    notice = []
+    notice, handover_next = [], []
     by_node: Dict[str, List[joblog.Record]] = {}
     for r in recs:
         by_node.setdefault(r.host, []).append(r)
     for rs in by_node.values():
         rs.sort(key=lambda r: r.start)
         notice += [reserved[b.seq][0] - (a.start + a.runtime) for a, b in zip(rs, rs[1:])]
+        handover_next += [b.start - reserved[b.seq][0] for b in rs[1:]]
     handover = [r.start - reserved[r.seq][0] for r in recs]
-    return Breakdown(len(recs), stat(notice or [0.0]), stat(handover),
+    return Breakdown(len(recs), stat(notice or [0.0]), stat(handover), stat(handover_next or [0.0]),
                      min(t for t, _ in reserved.values()), tuple(recs), run_started)
 
 
