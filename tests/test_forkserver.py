@@ -5,6 +5,7 @@ and stderr), watched through its exit and pid files. Real perl, real parallel.""
 import os
 import shutil
 import signal
+import threading
 import time
 
 import pytest
@@ -157,6 +158,30 @@ def test_what_every_parallel_works_out_at_its_start_the_server_works_out_once(tm
     assert counts[-1] == first  # nothing more for the next forks, nor for their jobs
     # parallel's cache has the finding, as parallel itself would have left it
     assert [p.read_text().strip().isdigit() for p in homes[0].glob("tmp/sshlogin/*/linelen")] == [True]
+
+
+def test_a_request_whose_caller_died_does_not_hold_up_the_server(tmp_path):
+    """pegpar killed between its request and the server's open of the fifo:
+    nobody holds the fifo for writing any more. The server does not wait for
+    a writer that will never come: the child reads the end of its input at
+    once (a parallel with nothing to run ends), and the server serves on."""
+    srv = forkserver.Server(SCRIPT)
+    try:
+        answers = []
+        for name in ("orphan", "next"):
+            stem = str(tmp_path / name)
+            os.mkfifo(stem + ".in", 0o600)  # no writer: the caller is gone
+            fields = ([str(tmp_path), stem + ".in", stem + ".stderr", stem + ".pid", stem + ".exit", "3",
+                       "--will-cite", "-0", "true"] + [f"{k}={v}" for k, v in _env(tmp_path).items()])
+            asked = threading.Thread(target=lambda: answers.append(srv.fork(fields)), daemon=True)
+            asked.start()
+            asked.join(30)  # hang guard
+            assert len(answers) == 1 + (name == "next"), f"the server did not answer the {name} request"
+            assert answers[-1] > 0
+            assert forkserver.Forked(answers[-1], stem, srv).wait(timeout=30) == 0
+    finally:
+        srv.process.kill()
+        srv.process.wait()
 
 
 def test_forked_parallels_do_not_share_the_servers_random_sequence(tmp_path):

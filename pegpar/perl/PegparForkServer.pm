@@ -20,7 +20,7 @@ package PegparForkServer;
 # go on.
 use strict;
 use warnings;
-use Fcntl qw(:flock O_RDONLY);
+use Fcntl qw(:flock O_RDONLY O_NONBLOCK F_GETFL F_SETFL);
 use POSIX qw(setpgid);
 
 our $pid_file_of_child;    # the child's pid file: held open, and so locked
@@ -73,6 +73,12 @@ sub _line_length {
     _reap();    # a wave that ended meanwhile
 }
 
+sub _blocking {
+    my ($fh) = @_;
+    my $flags = fcntl($fh, F_GETFL, 0) or return 0;
+    return fcntl($fh, F_SETFL, $flags & ~O_NONBLOCK);
+}
+
 # Forks for one request: undef in the server, the request in the child.
 sub _fork {
     my ($line) = @_;
@@ -81,10 +87,13 @@ sub _fork {
     my @argv = splice(@f, 0, $argc);
     _line_length(@f);
     my ($in, $pid_fh);
-    # pegpar holds the fifo open for writing while it waits for the answer:
-    # this open does not block, and the child's input is there before it runs
-    unless (sysopen($in, $in_path, O_RDONLY) and open($pid_fh, '>', $pid_path)
-            and flock($pid_fh, LOCK_EX | LOCK_NB)) {
+    # pegpar holds the fifo open for writing while it waits for the answer,
+    # so the child's input is there before it runs. Opened without waiting
+    # for a writer all the same: a pegpar killed after its request holds it
+    # no more, and a blocking open would wait forever; the child then reads
+    # the end of its input at once, and its parallel ends.
+    unless (sysopen($in, $in_path, O_RDONLY | O_NONBLOCK) and _blocking($in)
+            and open($pid_fh, '>', $pid_path) and flock($pid_fh, LOCK_EX | LOCK_NB)) {
         print "0\n";
         return undef;
     }
