@@ -305,13 +305,7 @@ class Wave:
                 pass
 
 
-def _encoded(command: str) -> bytes:
-    """A command as one column of a tab-separated input record: `%` and tab
-    percent-encoded, decoded back by parallel (`{=1 ... =}`) byte for byte."""
-    raw = command.encode("utf-8", "surrogateescape")
-    return raw.replace(b"%", b"%25").replace(b"\t", b"%09")
-
-
+# decodes a command, one column of a wave's input (forkserver.percent_encoded), byte for byte
 _DECODE = "{=1 s/%([0-9A-F]{2})/chr(hex($1))/ge =}"
 
 
@@ -322,7 +316,7 @@ def local_job_line(logs_dir: str) -> str:
 
 def _records(rt: Runtime, jobs: List[Running]) -> bytes:
     """A wave's input: per job the encoded command, its log name and its kill mark."""
-    return b"".join(_encoded(j.command) + b"\t" + os.path.basename(j.out_path).encode() + b"\t"
+    return b"".join(forkserver.percent_encoded(j.command) + b"\t" + os.path.basename(j.out_path).encode() + b"\t"
                     + rt.job_id(j.seq).encode() + b"\0" for j in jobs)
 
 

@@ -40,7 +40,7 @@ class Server:
         """One request (PegparForkServer.pm); the child's pid, 0 if none."""
         try:
             assert self.process.stdin is not None and self.process.stdout is not None
-            self.process.stdin.write(b"\t".join(_encoded(f) for f in fields) + b"\n")
+            self.process.stdin.write(b"\t".join(percent_encoded(f) for f in fields) + b"\n")
             self.process.stdin.flush()
             answer = self.process.stdout.readline()
         except (OSError, ValueError):  # the server is gone (or was closed)
@@ -203,6 +203,9 @@ def _status(path: str) -> Optional[int]:
     return int(text) if text.lstrip(b"-").isdigit() else None
 
 
-def _encoded(field: str) -> bytes:
-    raw = os.fsencode(field)
+def percent_encoded(text: str) -> bytes:
+    """`text` as one field of a tab-separated line: `%`, tab and newline
+    percent-encoded, which perl decodes back byte for byte with
+    `s/%([0-9A-F]{2})/chr(hex($1))/ge` (here and in a wave's job line)."""
+    raw = text.encode("utf-8", "surrogateescape")
     return raw.replace(b"%", b"%25").replace(b"\t", b"%09").replace(b"\n", b"%0A")
