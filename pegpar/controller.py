@@ -102,6 +102,7 @@ class Controller(Dispatching):
         self.outcomes = Outcomes(self)
         self.admission = Admission(self, Limits(opts.max_load, opts.memfree))
         self.next_slow = 0.0
+        self.status_text = report.StatusText()
         self.next_output = 0.0
         self._queued_mtime = -1.0
         self._queued_count: Optional[int] = None
@@ -111,6 +112,7 @@ class Controller(Dispatching):
         # --backfill: the waiting head job (its key) and the sub-node promised to it
         self.reservation: Optional[Tuple[tuple, str]] = None
         self._fruitless: Optional[tuple] = None  # what the last take that found no job saw
+        self.full: Optional[tuple] = None  # what the last dispatch saw when no sub-node was free
         self.live: Dict[int, Running] = {}  # seq -> job, until its end is recorded
         self.released = 0  # sub-nodes freed by a job's reported end, before its record
         self.tails: Dict[int, Tuple[Tail, Tail]] = {}
@@ -290,15 +292,21 @@ class Controller(Dispatching):
         """Between two turns. While jobs run, at least `tick` (however much
         they write), then until a job's output, a joblog or a `.done` file
         changes, a wave's parallel ends (its `.exit` file: its host's slots
-        may take a new wave), a child process exits or a signal comes, at most QUIET_WAIT: with
-        nothing happening, a few turns a second, whatever the number of
-        running jobs."""
+        may take a new wave), a child process exits or a signal comes, at most QUIET_WAIT, or
+        until the next slow turn when no sub-node is free: with nothing
+        happening, a few turns a second, and one when every sub-node is busy,
+        whatever the number of running jobs."""
         if not (self.busy or self.waves.waves):
             time.sleep(IDLE_TICK)
             return
+        quiet = QUIET_WAIT
+        if self.full is not None and not (self.killing or self.stopping or self.aborted):
+            # no sub-node free: a change of the queue file waits for one, which
+            # a watched file or a child's exit tells; the slow turn comes on time
+            quiet = max(QUIET_WAIT, self.next_slow - time.time())
         time.sleep(tick)
         if self.watch is not None:  # a child's exit or a signal ends it too
-            self.watch.wait(QUIET_WAIT - tick)
+            self.watch.wait(quiet - tick)
 
     def _draw_meter(self, final: bool = False) -> None:
         """--bar, --eta, --progress: begun once the input's total is known
@@ -335,7 +343,7 @@ class Controller(Dispatching):
             if jobs:
                 self.printer.say("killing " + ", ".join(f"#{j.seq} on {j.node.name}" for j in jobs))
                 self.kill_jobs(jobs)
-        self.state.write_status(report.snapshot(self))
+        self.state.write_status(self.status_text.text(self))
         if self.printer.progress:
             self.printer.status(report.progress(self.summary, len(self.busy), self._queued(), len(self.nodes)))
 

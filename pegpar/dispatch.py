@@ -23,6 +23,7 @@ class Dispatching:
     """The controller's dispatch turn; the state it works on is Controller's."""
 
     def _dispatch(self) -> None:
+        full, self.full = self.full, None
         if self.queue_error is not None:
             if self.source.mtime() == self.queue_error_mtime:
                 return  # wait until the user changes the file
@@ -38,9 +39,20 @@ class Dispatching:
             if not self.busy and not self.steps.jobs:
                 self.steps.start()
             return
-        held = {name: set(slots) for name, slots in self.held().items()}
         unavailable = self.health.unavailable()
+        # Every sub-node was busy at the last look and none has freed since (a job
+        # leaves `busy` only by ending, one enters only by a dispatch): nothing to
+        # place, whatever the queue holds. A turn with every job running costs no
+        # scan of them. (The list of sub-nodes itself is kept in `room`: a new
+        # list is never taken for the old one.)
+        room = (len(self.busy), self.dispatched, self.nodes, len(self.nodes), self.health.hosts_mtime,
+                frozenset(unavailable), frozenset(self.health.leaving))
+        if room == full:
+            self.full = room
+            return
+        held = {name: set(slots) for name, slots in self.held().items()}
         free = placement.free_nodes(self.nodes, held, unavailable, self.health.leaving)
+        self.full = None if free else room
         if not free:
             return
         # Nothing changed since a take found no job that fits: do not read the queue again.

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from pegpar.output import brief, clock
+from pegpar.state import dumps
 
 if TYPE_CHECKING:
     from pegpar.backend import Running
@@ -70,10 +71,8 @@ def final(s: Summary) -> List[str]:
     return lines
 
 
-def snapshot(ctl: "Controller") -> dict:
-    """The status snapshot `pegpar status` reads: each sub-node, its jobs and
-    slots, and the run's counts."""
-    now = time.time()
+def node_states(ctl: "Controller") -> List[dict]:
+    """Each sub-node of the status snapshot: its state, its jobs and slots."""
     nodes = []
     jobs_of: Dict[str, List["Running"]] = {}
     for job in sorted(ctl.busy.values(), key=lambda j: j.slots):
@@ -87,11 +86,38 @@ def snapshot(ctl: "Controller") -> dict:
         nodes.append({"name": n.name, "host": n.host, "state": state, "job": jobs[0] if jobs else None,
                       "jobs": jobs, "slots": n.slots, "free": [i for i in range(n.slots) if i not in held],
                       **({"held": ctl.admission.held[n.host]} if n.host in ctl.admission.held else {})})
+    return nodes
+
+
+def snapshot(ctl: "Controller", nodes: bool = True) -> dict:
+    """The status snapshot `pegpar status` reads: each sub-node, its jobs and
+    slots (unless `nodes` is False), and the run's counts."""
     return {"pid": os.getpid(), "mode": ctl.opts.mode, "run": ctl.run_id,
             "queue_file": os.path.abspath(ctl.opts.queue_file),
             "hosts_file": ctl.opts.hosts_file and os.path.abspath(ctl.opts.hosts_file),
-            "started": ctl.summary.started, "updated": now, "joblog": os.path.abspath(ctl.joblog_path),
-            "nodes": nodes, "running": len(ctl.busy), "done": ctl.summary.done,
+            "started": ctl.summary.started, "updated": time.time(), "joblog": os.path.abspath(ctl.joblog_path),
+            **({"nodes": node_states(ctl)} if nodes else {}), "running": len(ctl.busy), "done": ctl.summary.done,
             "failed": len(ctl.summary.failed), "stopping": ctl.stopping,
             "queue_error": ctl.queue_error,
             **({"queued": ctl.source.pending()} if ctl.opts.stdin else {})}
+
+
+class StatusText:
+    """The status snapshot as the text status.json holds, written once a
+    second: its sub-nodes' part, most of it with many jobs running, is made
+    again only when a job started or left its sub-node, or a host's state
+    changed."""
+
+    def __init__(self) -> None:
+        self._seen: Optional[tuple] = None
+        self._nodes = ""
+
+    def text(self, ctl: "Controller") -> str:
+        # a job enters `busy` only by a dispatch (counted) and leaves it only by ending;
+        # the list of sub-nodes itself is in `seen`, so it is never mistaken for a new one
+        seen = (len(ctl.busy), ctl.dispatched, ctl.nodes, len(ctl.nodes), tuple(sorted(ctl.health.down)),
+                tuple(sorted(ctl.health.leaving)), tuple(sorted(ctl.admission.held.items())))
+        if seen != self._seen:
+            self._seen, self._nodes = seen, dumps(node_states(ctl))
+        head = dumps(snapshot(ctl, nodes=False))
+        return head[:-1] + ',"nodes":' + self._nodes + "}"

@@ -23,7 +23,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Set, Tuple, Union
 
 import filelock
 
@@ -70,7 +70,7 @@ class StateDir:
         info = dict(info)
         info.setdefault("pid", os.getpid())
         info.setdefault("hostname", socket.gethostname())
-        _write_atomic(self._file("controller.json"), _dumps(info))
+        _write_atomic(self._file("controller.json"), dumps(info))
         # Requests left for an earlier controller (one that died before taking
         # them) must not kill whatever this one starts on that sub-node.
         for name in _listdir(self._file("control")):
@@ -105,13 +105,15 @@ class StateDir:
         return info if _pid_alive(info.get("pid")) else None
 
     # -- the status snapshot ---------------------------------------------------
-    def write_status(self, snapshot: Dict[str, Any]) -> None:
-        """Atomically replace `status.json` (the controller calls this about once a second)."""
+    def write_status(self, snapshot: Union[Dict[str, Any], str]) -> None:
+        """Atomically replace `status.json` with a snapshot or its JSON text
+        (the controller calls this about once a second)."""
         self._ensure()
         # No fsync: the snapshot is rewritten every second and worthless after
         # a crash (readers check the controller is alive), while an fsync each
         # second on a busy or network disk would stall the controller's loop.
-        _write_atomic(self._file("status.json"), _dumps(snapshot), durable=False)
+        _write_atomic(self._file("status.json"), snapshot if isinstance(snapshot, str) else dumps(snapshot),
+                      durable=False)
 
     def read_status(self) -> Optional[Dict[str, Any]]:
         data = _read_json(self._file("status.json"))
@@ -124,7 +126,7 @@ class StateDir:
         if not records:
             return
         self._ensure()
-        text = "".join(_dumps(r) + "\n" for r in records).encode("utf-8")
+        text = "".join(dumps(r) + "\n" for r in records).encode("utf-8")
         fd = os.open(self._file("journal"), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             size = os.fstat(fd).st_size
@@ -165,7 +167,7 @@ class StateDir:
     def journal_reset(self, records: List[Dict[str, Any]]) -> None:
         """Atomically replace the journal with `records` (at start, and compaction)."""
         self._ensure()
-        _write_atomic(self._file("journal"), "".join(_dumps(r) + "\n" for r in records))
+        _write_atomic(self._file("journal"), "".join(dumps(r) + "\n" for r in records))
 
     def joblog_path(self) -> str:
         """The main joblog of this queue's runs: the one the latest status
@@ -186,7 +188,7 @@ class StateDir:
         folder = self._ensure("control")
         self._counter += 1
         name = f"{time.time_ns():020d}-{os.getpid()}-{self._counter}.json"
-        _write_atomic(os.path.join(folder, name), _dumps(request))
+        _write_atomic(os.path.join(folder, name), dumps(request))
 
     def take_requests(self) -> List[Dict[str, Any]]:
         """Read and delete pending control requests (cheap when there are none)."""
@@ -337,7 +339,7 @@ def _pid_alive(pid: Any) -> bool:
     return True
 
 
-def _dumps(obj: Any) -> str:
+def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 

@@ -163,3 +163,43 @@ def test_watch_redraws_in_place(live):
     out = io.StringIO()
     watch_frames(str(live / "queue.yaml"), as_json=True, out=out, interval=0, frames=2)
     assert [json.loads(line)["done"] for line in out.getvalue().splitlines()] == [4, 4]
+
+
+def test_the_status_text_is_the_whole_snapshot_and_follows_every_change(tmp_path):
+    """The controller's status.json: its sub-nodes' part is kept from one
+    second to the next, and made again when a job starts or ends on one or a
+    host goes down; `updated` is new each time."""
+    from pegpar import backend, controller, report
+    from pegpar.expand import SubNode
+    from pegpar.output import Printer
+    from pegpar.queue import QueueFile
+
+    queue = tmp_path / "queue.yaml"
+    queue.write_text("- echo later\n")
+    queue.chmod(0o600)
+    nodes = [SubNode("a", "h1", (), False, slots=2), SubNode("b", "h2", (), False)]
+    ctl = controller.Controller(controller.Options(queue_file=str(queue), hosts_file=str(tmp_path / "none.yaml")),
+                                nodes, QueueFile(str(queue)), Printer(out=io.StringIO(), err=io.StringIO()))
+    texts = report.StatusText()
+
+    def look():
+        data = json.loads(texts.text(ctl))
+        whole = report.snapshot(ctl)
+        assert abs(data.pop("updated") - whole.pop("updated")) < 5
+        assert data == whole
+        return {n["name"]: (n["state"], [j["seq"] for j in n["jobs"]], n["free"]) for n in data["nodes"]}
+
+    assert look() == {"a": ("idle", [], [0, 1]), "b": ("idle", [], [0])}
+    first = json.loads(texts.text(ctl))["updated"]
+    ctl.busy[4] = backend.Running(4, nodes[0], "echo x", "o", "e", 1.0, None, (1,))
+    ctl.dispatched += 1
+    assert look() == {"a": ("running", [4], [0]), "b": ("idle", [], [0])}
+    ctl.health.down["h2"] = "no answer"
+    assert look() == {"a": ("running", [4], [0]), "b": ("down", [], [0])}
+    del ctl.busy[4]  # ended
+    assert look() == {"a": ("idle", [], [0, 1]), "b": ("down", [], [0])}
+    ctl.busy[5] = backend.Running(5, nodes[1], "echo y", "o", "e", 1.0, None, (0,))  # ended and started in a second
+    ctl.dispatched += 1
+    del ctl.health.down["h2"]
+    assert look() == {"a": ("idle", [], [0, 1]), "b": ("running", [5], [])}
+    assert json.loads(texts.text(ctl))["updated"] >= first
