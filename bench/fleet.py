@@ -22,8 +22,11 @@ wrapper with ControlMaster on):
   from pegpar's journal, how long a job reserved for a sub-node whose
   parallel already runs waits for that parallel to start it.
 
-Nothing is asserted: the table is for reading. A fleet is a lot of processes
-on one machine: 64 x 8 runs 64 sshd trees and 512 jobs at once.
+Each phase of each tool starts once the machine is quiet again: the
+phase before ended by killing up to 1,000 jobs, whose sessions take seconds
+to end on the nodes. Nothing is asserted: the table is for reading. A
+fleet is a lot of processes on one machine: 64 x 8 runs 64 sshd trees and
+512 jobs at once.
 """
 
 from __future__ import annotations
@@ -140,6 +143,7 @@ class Fleet:
     # -- phases ----------------------------------------------------------------------
 
     def fill(self, tool: str) -> Run:
+        _settle()
         wd = self.workdir(f"fill-{tool}")
         starts = os.path.join(wd, "starts")
         commands = [f"echo $(date +%s.%N) >> {starts}; sleep {MARK}"] * self.size
@@ -168,6 +172,7 @@ class Fleet:
         return run
 
     def short_jobs(self, tool: str, count: int) -> Run:
+        _settle()
         wd = self.workdir(f"jobs-{tool}")
         done = os.path.join(wd, "done")
         commands = [f"echo {i} >> {done}; sleep 0.2" for i in range(count)]
@@ -254,6 +259,19 @@ def _pss_by_kind(pids: Sequence[int], root: int, tool: str) -> Dict[str, Tuple[i
     return kinds
 
 
+def _settle(quiet: float = 0.25, longest: float = 120.0) -> None:
+    """Until the machine is quiet (under `quiet` of a core busy for half a
+    second), at most `longest` seconds: the phase before ended by killing a
+    fleet's jobs, and its sessions end on the nodes for seconds afterwards.
+    A run that began in that would be charged with them."""
+    deadline = time.time() + longest
+    while time.time() < deadline:
+        before = _machine_busy()
+        time.sleep(0.5)
+        if _machine_busy() - before < 0.5 * quiet:
+            return
+
+
 def _machine_busy() -> float:
     """CPU-seconds the whole machine has been busy since boot (/proc/stat)."""
     fields = [int(x) for x in _read("/proc/stat").splitlines()[0].split()[1:]]
@@ -310,6 +328,8 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
                          f"machine saturates). Under pegpar, a job for a sub-node whose parallel runs starts "
                          f"{bench.fmt(bd.handover_next.median, 's')} (p90 {bench.fmt(bd.handover_next.pct(90), 's')})"
                          f" after pegpar reserved it, its turn in that host's parallel included.")
+        for line in pj.down:  # what pegpar said of each host it marked down, for whoever reads why
+            lines.append(f"- {name}, short jobs, pegpar marked a host down: `{line.strip()}`")
         for tool, run in (("pegpar", pf), ("GNU parallel", gf)):
             kinds = ", ".join(f"{kind} x{count}: {mb:,.0f} MB" for kind, (count, mb) in
                               sorted(run.pss.items(), key=lambda kv: -kv[1][1]))
