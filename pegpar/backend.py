@@ -11,6 +11,8 @@ arrives (F1), so each job also reports its end out of band, a line in the
 wave's `.done` file written by the job's local wrapper (the ssh wrapper for
 remote jobs), and pegpar either hands that sub-node its next job (input
 arrives: parallel reaps and records the finished one) or closes the wave.
+parallel's record then counts that wait in the job's runtime: pegpar's
+takes the job's end from its end report (when the `.done` file was written).
 Each job's output goes to its own files, which pegpar tails: lines from
 different jobs never mix and a last line without a newline stays whole. A
 local job's shell writes them itself (parallel runs with `-u` and copies
@@ -20,6 +22,7 @@ through ssh, and parallel writes it (`--results`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
@@ -180,6 +183,7 @@ class Wave:
     ids_path: str = ""
     ends: Optional[joblog.Follower] = None  # the `.done` file, read while open
     ended: Dict[int, int] = field(default_factory=dict)  # wave seq -> exit status, not yet recorded
+    ended_at: Dict[int, float] = field(default_factory=dict)  # wave seq -> when its end was reported
     unflushed: int = 0  # ends reported since input last arrived (parallel has not reaped them)
     fed_at: float = field(default_factory=time.time)  # when it last got input
     running: int = -1  # jobs that have neither reported their end nor been recorded
@@ -193,6 +197,11 @@ class Wave:
         out = []
         for rec in self.follower.new_records():
             if 1 <= rec.seq <= len(self.jobs) and rec.seq not in self.finished:
+                ended_at = self.ended_at.pop(rec.seq, None)
+                if ended_at is not None and ended_at - rec.start < rec.runtime:
+                    # parallel reaped it late, once input came (notes F1): its
+                    # runtime would count the wait; the end report tells the end
+                    rec = dataclasses.replace(rec, runtime=max(0.0, ended_at - rec.start))
                 self.finished[rec.seq] = rec
                 if self.ended.pop(rec.seq, None) is None:
                     self.running -= 1
@@ -212,13 +221,19 @@ class Wave:
         if self.ends is None:
             return []
         out = []
-        for line in self.ends.new_lines():
+        lines = self.ends.new_lines()
+        # the file's last write: no earlier than the end of any job read here,
+        # and the end itself for the one read as soon as it was written
+        written = self.ends.modified() if lines else None
+        for line in lines:
             seq, _, status = line.partition(" ")
             if not (seq.isdigit() and status.lstrip("-").isdigit()):
                 continue
             index = int(seq)
             if 1 <= index <= len(self.jobs) and index not in self.finished and index not in self.ended:
                 self.ended[index] = int(status)
+                if written is not None:
+                    self.ended_at[index] = written
                 self.running -= 1
                 out.append((self.jobs[index - 1], int(status)))
         return out

@@ -96,6 +96,11 @@ class Follower:
     def new_records(self) -> List[Record]:
         return [r for r in map(parse_line, self.new_lines()) if r is not None]
 
+    def modified(self) -> Optional[float]:
+        """When the file was last written to (None before it exists): no
+        earlier than any line read so far."""
+        return os.fstat(self._file.fileno()).st_mtime if self._file is not None else None
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

@@ -16,7 +16,7 @@ import pytest
 from runner import pegpar, records, write_queue
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from pegpar import backend, remote, runtime  # noqa: E402
+from pegpar import backend, joblog, remote, runtime  # noqa: E402
 from pegpar.expand import SubNode  # noqa: E402
 
 LOCAL = SubNode("localhost/1", "localhost", (), True)
@@ -76,6 +76,31 @@ def test_an_open_local_wave_takes_jobs_as_earlier_ones_end(tmp_path):
     assert [(recs[i].exitval, recs[i].signal) for i in (1, 2, 3, 4)] == [(0, 0), (3, 0), (0, 0), (143, 0)]
     out = {seq: open(os.path.join(rt.logs_dir, backend.log_name(seq, LOCAL))).read() for seq in (1, 3)}
     assert out == {1: "one\n", 3: "its 2\n"}
+
+
+def test_a_job_of_an_open_wave_is_recorded_with_the_runtime_its_end_report_tells(tmp_path):
+    """parallel reaps a job of an open wave only once input comes (notes F1),
+    and its joblog counts the wait in the job's runtime: pegpar's record
+    takes the end from the job's end report."""
+    rt = _runtime(tmp_path)
+    wave = backend.start_wave(rt, [_job(rt, 1, LOCAL, "true")], slots=1, keep_open=True)
+    try:
+        _until(wave.new_ends)
+        seen = time.time()  # the end was reported by now
+        time.sleep(1.5)  # no input for a while: parallel does not reap the job
+        assert wave.extend(rt, [_job(rt, 2, LOCAL, "true")])
+        _until(wave.new_ends)
+        wave.close()
+        wave.process.wait(timeout=30)
+        recs = {job.seq: rec for job, rec in wave.new_records()}
+        raw = {rec.seq: rec for rec in joblog.read(wave.follower.path)}
+    finally:
+        wave.terminate()
+        wave.cleanup()
+    assert sorted(recs) == [1, 2] and recs[1].exitval == 0
+    assert raw[1].runtime >= 1.5  # parallel's own record: the wait counted
+    assert recs[1].start == raw[1].start
+    assert 0 <= recs[1].runtime <= seen - recs[1].start + 0.01  # mtimes run on a coarse clock
 
 
 def test_an_open_remote_wave_reports_ends_through_the_ssh_wrapper(tmp_path, cluster):
