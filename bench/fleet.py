@@ -16,11 +16,12 @@ wrapper with ControlMaster on):
 - while all run: the PSS of that tree by process kind, and pegpar's own CPU
   over STEADY seconds (its controller process alone);
 - short jobs: 2 x H x S (at least 200) jobs of 0.2 s that each note their
-  id: jobs lost or run twice, hosts pegpar marked down, and the dispatch gap
-  (from a job's end to the next start in the same slot of its host, matched
-  from the joblog); how long a job takes under each tool (JobRuntime), and,
-  from pegpar's journal, how long a job reserved for a sub-node whose
-  parallel already runs waits for that parallel to start it.
+  id and when they began: jobs lost or run twice, hosts pegpar marked down,
+  and the dispatch gap (from a job's end to the next start in the same slot
+  of its host, matched from the joblog); how long a job takes under each
+  tool (JobRuntime), how much of it passes before its command begins on the
+  node, and, from pegpar's journal, how long a job reserved for a sub-node
+  whose parallel already runs waits for that parallel to start it.
 
 Each phase of each tool starts once the machine is quiet again: the
 phase before ended by killing up to 1,000 jobs, whose sessions take seconds
@@ -78,6 +79,7 @@ class Run:
     down: List[str] = field(default_factory=list)
     gaps: List[float] = field(default_factory=list)
     runtime: float = 0.0  # median JobRuntime of the short jobs (`sleep 0.2`)
+    to_node: float = 0.0  # median time from the joblog's Starttime to the command's start on its node
     breakdown: Optional[bench.Breakdown] = None  # pegpar: its part of the gaps, from its journal
 
     @property
@@ -175,7 +177,7 @@ class Fleet:
         _settle()
         wd = self.workdir(f"jobs-{tool}")
         done = os.path.join(wd, "done")
-        commands = [f"echo {i} >> {done}; sleep 0.2" for i in range(count)]
+        commands = [f"echo {i} $(date +%s.%N) >> {done}; sleep 0.2" for i in range(count)]
         run = Run(jobs=count)
         t0 = time.time()
         p = getattr(self, tool)(wd, commands)
@@ -184,7 +186,12 @@ class Fleet:
         finally:
             _kill(p)
         run.wall = time.time() - t0
-        ids = _read(done).split()
+        began = {}  # job -> when its command began on its node
+        ids = []
+        for line in _read(done).splitlines():
+            i, _, at = line.partition(" ")
+            ids.append(i)
+            began[int(i)] = float(at)
         run.lost = len(set(range(count)) - {int(i) for i in ids})
         run.twice = len(ids) - len(set(ids))
         err = _read(os.path.join(wd, "stderr"))
@@ -192,6 +199,9 @@ class Fleet:
         records = self.joblog(wd, tool)
         run.gaps = slot_gaps(records, self.subs, tool)
         run.runtime = statistics.median(r.runtime for r in records) if records else 0.0
+        to_node = [began[int(r.command.split()[1])] - r.start for r in records
+                   if r.command.startswith("echo ") and int(r.command.split()[1]) in began]
+        run.to_node = statistics.median(to_node) if to_node else 0.0
         if tool == "pegpar":
             run.breakdown = bench.breakdown(wd)
         return run
@@ -325,7 +335,9 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
         if bd is not None:
             lines.append(f"- {name}, short jobs: a `sleep 0.2` job takes {pj.runtime:.2f} s under pegpar and "
                          f"{gj.runtime:.2f} s under GNU parallel (JobRuntime, median: both stretch as the "
-                         f"machine saturates). Under pegpar, a job for a sub-node whose parallel runs starts "
+                         f"machine saturates), of which {pj.to_node:.2f} s and {gj.to_node:.2f} s from "
+                         f"GNU parallel's start of the job to the command's start on the node. "
+                         f"Under pegpar, a job for a sub-node whose parallel runs starts "
                          f"{bench.fmt(bd.handover_next.median, 's')} (p90 {bench.fmt(bd.handover_next.pct(90), 's')})"
                          f" after pegpar reserved it, its turn in that host's parallel included.")
         for line in pj.down:  # what pegpar said of each host it marked down, for whoever reads why
