@@ -21,7 +21,8 @@ wrapper with ControlMaster on):
   of its host, matched from the joblog); how long a job takes under each
   tool (JobRuntime), how much of it passes before its command begins on the
   node, and, from pegpar's journal, how long a job reserved for a sub-node
-  whose parallel already runs waits for that parallel to start it.
+  whose parallel already runs waits for that parallel to start it; the same
+  jobs under GNU parallel run as pegpar runs it, one invocation per host.
 
 Each phase of each tool starts once the machine is quiet again: the
 phase before ended by killing up to 1,000 jobs, whose sessions take seconds
@@ -37,6 +38,7 @@ import datetime
 import hashlib
 import heapq
 import os
+import shlex
 import shutil
 import signal
 import statistics
@@ -81,6 +83,7 @@ class Run:
     runtime: float = 0.0  # median JobRuntime of the short jobs (`sleep 0.2`)
     to_node: float = 0.0  # median time from the joblog's Starttime to the command's start on its node
     breakdown: Optional[bench.Breakdown] = None  # pegpar: its part of the gaps, from its journal
+    per_host: Optional["Run"] = None  # pegpar's short jobs: GNU parallel's, one invocation per host
 
     @property
     def pss_total(self) -> float:
@@ -138,7 +141,24 @@ class Fleet:
                                 cwd=wd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=open(os.path.join(wd, "stderr"), "w"), start_new_session=True)
 
+    def parallel_per_host(self, wd: str, commands: List[str]) -> subprocess.Popen:
+        """GNU parallel as pegpar runs it: one invocation per host (the commands
+        dealt out in turn), all started at once."""
+        lines = []
+        for k, node in enumerate(self.cluster.nodes):
+            path = os.path.join(wd, f"commands-{k}")
+            with open(path, "w") as f:
+                f.write("".join(c + "\n" for c in commands[k::len(self.cluster.nodes)]))
+            lines.append(" ".join(shlex.quote(a) for a in [
+                "perl", bench.PARALLEL, "--will-cite", "--ssh", self.ssh, "-S", f"{self.subs}/{node}",
+                "--joblog", os.path.join(wd, f"joblog-{k}"), "-a", path]) + " &")
+        return subprocess.Popen(["sh", "-c", "\n".join(lines + ["wait"])],
+                                cwd=wd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=open(os.path.join(wd, "stderr"), "w"), start_new_session=True)
+
     def joblog(self, wd: str, tool: str) -> List[joblog.Record]:
+        if tool == "parallel_per_host":
+            return [r for k in range(self.hosts) for r in joblog.read(os.path.join(wd, f"joblog-{k}"))]
         return joblog.read(os.path.join(wd, ".pegpar", "joblog") if tool == "pegpar" else
                            os.path.join(wd, "joblog"))
 
@@ -340,6 +360,12 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
                          f"Under pegpar, a job for a sub-node whose parallel runs starts "
                          f"{bench.fmt(bd.handover_next.median, 's')} (p90 {bench.fmt(bd.handover_next.pct(90), 's')})"
                          f" after pegpar reserved it, its turn in that host's parallel included.")
+        if pj.per_host is not None:
+            ph = pj.per_host
+            lines.append(f"- {name}, short jobs under GNU parallel run as pegpar runs it, one invocation per "
+                         f"host started at once: {ph.wall:.1f} s ({_ratio(ph.wall, gj.wall)} of one invocation), "
+                         f"{ph.to_node:.2f} s from the start of a job to its command's start on the node; "
+                         f"{ph.lost} lost, {ph.twice} twice.")
         for line in pj.down:  # what pegpar said of each host it marked down, for whoever reads why
             lines.append(f"- {name}, short jobs, pegpar marked a host down: `{line.strip()}`")
         for tool, run in (("pegpar", pf), ("GNU parallel", gf)):
@@ -372,6 +398,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             pf, gf = fleet.fill("pegpar"), fleet.fill("parallel")
             print(f"{spec}: {count} short jobs", file=sys.stderr, flush=True)
             pj, gj = fleet.short_jobs("pegpar", count), fleet.short_jobs("parallel", count)
+            pj.per_host = fleet.short_jobs("parallel_per_host", count)
             results.append((spec, pf, gf, pj, gj))
             print("\n".join(table([results[-1]])), file=sys.stderr, flush=True)
         finally:
