@@ -340,6 +340,7 @@ def _pid_alive(pid: Any) -> bool:
 
 
 def dumps(obj: Any) -> str:
+    """JSON on one line, as the state directory's files hold it."""
     return json.dumps(obj, separators=(",", ":"))
 
 
