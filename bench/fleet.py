@@ -135,11 +135,14 @@ class Fleet:
         path = os.path.join(wd, "commands")
         with open(path, "w") as f:
             f.write("".join(c + "\n" for c in commands))
-        logins = ",".join(f"{self.subs}/{n}" for n in self.cluster.nodes)
-        return subprocess.Popen(["perl", bench.PARALLEL, "--will-cite", "--ssh", self.ssh, "-S", logins,
-                                 "--joblog", os.path.join(wd, "joblog"), "-a", path],
+        return subprocess.Popen(self._parallel_argv(self.cluster.nodes, os.path.join(wd, "joblog"), path),
                                 cwd=wd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=open(os.path.join(wd, "stderr"), "w"), start_new_session=True)
+
+    def _parallel_argv(self, nodes: List[str], log: str, path: str) -> List[str]:
+        """GNU parallel as an expert runs it on these hosts, the commands in `path`."""
+        logins = ",".join(f"{self.subs}/{n}" for n in nodes)
+        return ["perl", bench.PARALLEL, "--will-cite", "--ssh", self.ssh, "-S", logins, "--joblog", log, "-a", path]
 
     def parallel_per_host(self, wd: str, commands: List[str]) -> subprocess.Popen:
         """GNU parallel as pegpar runs it: one invocation per host (the commands
@@ -149,9 +152,8 @@ class Fleet:
             path = os.path.join(wd, f"commands-{k}")
             with open(path, "w") as f:
                 f.write("".join(c + "\n" for c in commands[k::len(self.cluster.nodes)]))
-            lines.append(" ".join(shlex.quote(a) for a in [
-                "perl", bench.PARALLEL, "--will-cite", "--ssh", self.ssh, "-S", f"{self.subs}/{node}",
-                "--joblog", os.path.join(wd, f"joblog-{k}"), "-a", path]) + " &")
+            argv = self._parallel_argv([node], os.path.join(wd, f"joblog-{k}"), path)
+            lines.append(" ".join(shlex.quote(a) for a in argv) + " &")
         return subprocess.Popen(["sh", "-c", "\n".join(lines + ["wait"])],
                                 cwd=wd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=open(os.path.join(wd, "stderr"), "w"), start_new_session=True)

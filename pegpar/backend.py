@@ -182,8 +182,7 @@ class Wave:
     slots: int = 0
     ids_path: str = ""
     ends: Optional[joblog.Follower] = None  # the `.done` file, read while open
-    ended: Dict[int, int] = field(default_factory=dict)  # wave seq -> exit status, not yet recorded
-    ended_at: Dict[int, float] = field(default_factory=dict)  # wave seq -> when its end was reported
+    ended: Dict[int, float] = field(default_factory=dict)  # wave seq -> when its end was reported, not yet recorded
     unflushed: int = 0  # ends reported since input last arrived (parallel has not reaped them)
     fed_at: float = field(default_factory=time.time)  # when it last got input
     running: int = -1  # jobs that have neither reported their end nor been recorded
@@ -197,14 +196,14 @@ class Wave:
         out = []
         for rec in self.follower.new_records():
             if 1 <= rec.seq <= len(self.jobs) and rec.seq not in self.finished:
-                ended_at = self.ended_at.pop(rec.seq, None)
-                if ended_at is not None and ended_at - rec.start < rec.runtime:
+                ended_at = self.ended.pop(rec.seq, None)
+                if ended_at is None:
+                    self.running -= 1
+                elif ended_at - rec.start < rec.runtime:
                     # parallel reaped it late, once input came (notes F1): its
                     # runtime would count the wait; the end report tells the end
                     rec = dataclasses.replace(rec, runtime=max(0.0, ended_at - rec.start))
                 self.finished[rec.seq] = rec
-                if self.ended.pop(rec.seq, None) is None:
-                    self.running -= 1
                 out.append((self.jobs[rec.seq - 1], rec))
         return out
 
@@ -224,16 +223,14 @@ class Wave:
         lines = self.ends.new_lines()
         # the file's last write: no earlier than the end of any job read here,
         # and the end itself for the one read as soon as it was written
-        written = self.ends.modified() if lines else None
+        written = (self.ends.modified() or time.time()) if lines else 0.0
         for line in lines:
             seq, _, status = line.partition(" ")
             if not (seq.isdigit() and status.lstrip("-").isdigit()):
                 continue
             index = int(seq)
             if 1 <= index <= len(self.jobs) and index not in self.finished and index not in self.ended:
-                self.ended[index] = int(status)
-                if written is not None:
-                    self.ended_at[index] = written
+                self.ended[index] = written
                 self.running -= 1
                 out.append((self.jobs[index - 1], int(status)))
         return out

@@ -40,13 +40,10 @@ class Dispatching:
                 self.steps.start()
             return
         unavailable = self.health.unavailable()
-        # Every sub-node was busy at the last look and none has freed since (a job
-        # leaves `busy` only by ending, one enters only by a dispatch): nothing to
-        # place, whatever the queue holds. A turn with every job running costs no
-        # scan of them. (The list of sub-nodes itself is kept in `room`: a new
-        # list is never taken for the old one.)
-        room = (len(self.busy), self.dispatched, self.nodes, len(self.nodes), self.health.hosts_mtime,
-                frozenset(unavailable), frozenset(self.health.leaving))
+        # Every sub-node was busy at the last look and none has freed since:
+        # nothing to place, whatever the queue holds. A turn with every job
+        # running costs no scan of them.
+        room = (self.occupancy(), frozenset(unavailable), frozenset(self.health.leaving))
         if room == full:
             self.full = room
             return
@@ -162,6 +159,13 @@ class Dispatching:
         self.next_seq += 1
         stem = os.path.join(self.rt.logs_dir, backend.log_name(seq, node))
         return Running(seq, node, command, stem, stem + ".err", time.time(), job, tuple(slots))
+
+    def occupancy(self) -> tuple:
+        """Changes whenever a job takes or leaves a sub-node's slots, or the
+        sub-nodes change: a job enters `busy` only by a dispatch (counted) and
+        leaves it only by ending. The list of sub-nodes itself is in it, so a
+        new list is never taken for the old one."""
+        return len(self.busy), self.dispatched, self.nodes, len(self.nodes)
 
     def held(self) -> Dict[str, frozenset]:
         """Sub-node name -> the slot indices its running jobs hold."""

@@ -113,10 +113,8 @@ class StatusText:
         self._nodes = ""
 
     def text(self, ctl: "Controller") -> str:
-        # a job enters `busy` only by a dispatch (counted) and leaves it only by ending;
-        # the list of sub-nodes itself is in `seen`, so it is never mistaken for a new one
-        seen = (len(ctl.busy), ctl.dispatched, ctl.nodes, len(ctl.nodes), tuple(sorted(ctl.health.down)),
-                tuple(sorted(ctl.health.leaving)), tuple(sorted(ctl.admission.held.items())))
+        seen = (ctl.occupancy(), tuple(sorted(ctl.health.down)), tuple(sorted(ctl.health.leaving)),
+                tuple(sorted(ctl.admission.held.items())))
         if seen != self._seen:
             self._seen, self._nodes = seen, dumps(node_states(ctl))
         head = dumps(snapshot(ctl, nodes=False))
