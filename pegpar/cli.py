@@ -154,6 +154,10 @@ def _run(mode: str, command, queue_file, hosts_file, daemon, ssh_config, joblog_
          timeout, no_logs, no_progress, dry_run, retries, no_requeue_interrupted, require_all_hosts,
          allow_shared_queue, connect_timeout, ignore_errors=False, backfill=False, max_load=None,
          memfree=None) -> None:
+    if not dry_run:  # perl compiles GNU parallel while the rest of pegpar loads and reads its files
+        from pegpar import forkserver, runtime
+
+        forkserver.prestart(runtime.parallel_script())
     from pegpar import admission, controller, meter, output, parallelargs, sources
     from pegpar.queue import check_not_shared, check_queue_file, forget_old_lock
 

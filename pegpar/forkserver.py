@@ -32,6 +32,7 @@ class Server:
 
     def __init__(self, script: str):
         self.owner = os.getpid()
+        self.forked = False  # a parallel of its own runs or ran: pegpar waits for it at the end
         self._err = tempfile.TemporaryFile()
         self.process = proc.spawn(["perl", "-I", _PERL, "-MPegparForkServer", script],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err)
@@ -45,7 +46,9 @@ class Server:
             answer = self.process.stdout.readline()
         except (OSError, ValueError):  # the server is gone (or was closed)
             return 0
-        return int(answer) if answer.strip().isdigit() else 0
+        pid = int(answer) if answer.strip().isdigit() else 0
+        self.forked = self.forked or pid > 0
+        return pid
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -76,11 +79,25 @@ def server(script: str) -> Server:
     return s
 
 
+def prestart(script: str) -> None:
+    """Start the server now: perl compiles the script (a tenth of a second
+    of CPU) while pegpar reads its files and checks its hosts, instead of
+    after. A missing perl is said by the first fork."""
+    try:
+        server(script)
+    except OSError:
+        pass
+
+
 def _end_all() -> None:
     """At pegpar's exit: its servers end, and are waited for, so that the CPU
-    of the parallels they ran counts as pegpar's (`time pegpar ...`)."""
+    of the parallels they ran counts as pegpar's (`time pegpar ...`). One
+    that never forked (pegpar stopped on an error first) is killed: its
+    compilation is not worth waiting for."""
     for s in _servers.values():
         if s.owner == os.getpid():
+            if not s.forked and s.alive():
+                s.process.kill()
             s.close()
             try:
                 s.process.wait(timeout=5)

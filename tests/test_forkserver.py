@@ -292,3 +292,39 @@ def test_without_perl_a_wave_says_why(tmp_path, monkeypatch):
         backend.start_wave(rt, [backend.Running(1, node, "true", out, out + ".err")])
     assert "perl" in str(err.value) and "No such file" in str(err.value)
     assert not [n for n in os.listdir(rt.waves_dir)]  # nothing left behind
+
+
+def test_a_server_started_ahead_that_never_forked_is_killed_at_the_end_one_that_forked_is_waited_for(tmp_path):
+    """pegpar starts its server before it reads its files (perl compiles
+    parallel meanwhile). A run that stops before its first wave (bad input)
+    does not wait for that compilation; a run whose parallels the server
+    forked waits for it, so that their CPU counts as pegpar's."""
+    forkserver.prestart(SCRIPT)
+    early = forkserver._servers[SCRIPT]
+    assert early.alive() and not early.forked
+    forkserver._end_all()
+    assert early.process.returncode == -signal.SIGKILL
+    forked, fd = _start(tmp_path, ["--will-cite", "-0", "true"])
+    os.close(fd)
+    assert forked.wait(timeout=30) == 0
+    used = forked.server
+    assert used is not early and used.forked
+    forkserver._end_all()
+    assert used.process.returncode == 0
+
+
+def test_a_run_stopped_by_bad_input_leaves_no_fork_server(tmp_path, pegpar_env):
+    write_queue(tmp_path, "- echo a\n- {command: [unclosed\n")
+    r = pegpar(["q", "--no-progress"], tmp_path, pegpar_env)
+    assert r.returncode == 2 and "queue.yaml" in r.stderr, r.stderr
+    left = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read()
+            if b"-MPegparForkServer" in argv and os.readlink(f"/proc/{name}/cwd") == str(tmp_path):
+                left.append(int(name))
+        except OSError:
+            continue
+    assert left == []
+    assert (tmp_path / "queue.yaml").read_text() == "- echo a\n- {command: [unclosed\n"
