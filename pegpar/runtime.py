@@ -12,10 +12,12 @@ import shutil
 import socket
 import tempfile
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set
+from typing import TYPE_CHECKING, Dict, List, Optional, Set
 
 from pegpar.errors import UserError
-from pegpar.expand import SubNode
+
+if TYPE_CHECKING:  # not imported at run time: `pegpar q` imports this module first, before the rest
+    from pegpar.expand import SubNode
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 JOB_MARK = "PEGPAR_JOB"
