@@ -73,6 +73,20 @@ sub _line_length {
     _reap();    # a wave that ended meanwhile
 }
 
+# The server's start (compilation, the work above) freed many small blocks
+# of memory, scattered over pages its forks share with it. A fork's own small
+# allocations (parallel's start: options, queues, job objects) would reuse
+# them and so copy every such page, some 1.5 MB of each fork's 4.5 MB: taken
+# and held here once, before the first fork, they leave the forks fresh
+# memory instead. A few thousand of the small sizes are enough; more only
+# add memory the forks share.
+my @held_blocks;
+
+sub _hold_small_blocks {
+    return if @held_blocks;
+    @held_blocks = map { my $s = ' ' x ($_ % 48); \$s } 1 .. 3000;
+}
+
 sub _blocking {
     my ($fh) = @_;
     my $flags = fcntl($fh, F_GETFL, 0) or return 0;
@@ -86,6 +100,7 @@ sub _fork {
     my ($cwd, $in_path, $err_path, $pid_path, $exit_path, $argc) = splice(@f, 0, 6);
     my @argv = splice(@f, 0, $argc);
     _line_length(@f);
+    _hold_small_blocks();
     my ($in, $pid_fh);
     # pegpar holds the fifo open for writing while it waits for the answer,
     # so the child's input is there before it runs. Opened without waiting
@@ -150,6 +165,7 @@ INIT {
     # once, the forks inherit it. The host's name (`hostname`), and the
     # colours of --color and --tag (two `tput`, each under two shells).
     ::hostname();
+    ::now();    # loads Time::HiRes and defines, by an eval, the clock parallel reads
     Job::init_color();
     $SIG{CHLD} = \&_reap;
     select((select(STDOUT), $| = 1)[0]);
