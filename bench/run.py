@@ -698,6 +698,38 @@ def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[st
         fresh_queue(wd, ["true"] * n)
         row.why.append(dispatch_why(b, bd, hosts is not None, (stat(cpu["pegpar"]), stat(cpu["ref"])),
                                     profile(b, ["q"] + pegpar_args, wd), run_wall=peg[-1], parallels=started))
+        row.why.append(cpu_bound(b, n, hosts is not None, peg, ref, cpu, lambda: pegpar_run(n)))
+
+
+def cpu_bound(b: Bench, n: int, remote: bool, peg: List[float], ref: List[float], cpu: Dict[str, List[float]],
+              run: Callable[[], float]) -> str:
+    """How much of the machine the runs used (their process trees' CPU over
+    wall time and cores), and pegpar's rate with every fsync made a no-op
+    (eatmydata, when installed): whether the rate is bound by CPU or by the
+    disk."""
+    cores = os.cpu_count() or 1
+    used = {side: stat([c * n / w / cores for c, w in zip(cpu[side], walls)])
+            for side, walls in (("pegpar", peg), ("ref", ref))}
+    sshd = "; the nodes' sshd come on top" if remote else ""
+    text = (f"The runs kept the machine's {cores} cores {used['pegpar'].median:.0%} busy under pegpar and "
+            f"{used['ref'].median:.0%} under GNU parallel alone (each tool's process tree: the tool, its GNU "
+            f"parallels, ssh and the jobs{sshd}). CPU per job: {fmt(stat(cpu['pegpar']).median, 's')} "
+            f"against {fmt(stat(cpu['ref']).median, 's')}"
+            + (": with the cores this busy, the rate follows it." if used["pegpar"].median >= 0.8 else "."))
+    eatmydata = shutil.which("eatmydata")
+    if eatmydata is not None and not b.cfg.quick:
+        walls = []
+        for _ in range(b.cfg.reps):
+            PEGPAR.insert(0, eatmydata)  # every fsync of pegpar's pops a no-op, for this measurement only
+            try:
+                walls.append(run())
+            finally:
+                PEGPAR.pop(0)
+        without, with_ = stat([n / w for w in walls]).median, stat([n / w for w in peg]).median
+        text += (f" With every fsync made a no-op (eatmydata), pegpar runs {fmt(without, 'jobs/s')}, against "
+                 f"{fmt(with_, 'jobs/s')} with them" + (": the fsyncs of its pops (four each) are not what bounds "
+                                                         "the rate here." if without < 1.1 * with_ else "."))
+    return text
 
 
 def row_remote_throughput(b: Bench, row: Row) -> None:
