@@ -4,7 +4,7 @@ GNU parallel is 15,000 lines of perl, compiled anew by every `perl parallel`:
 at 64 hosts that is 64 compilations while the fleet fills, and 64 copies of
 the compiled script (about 14 MB each). The fork server (perl/PegparForkServer.pm)
 compiles the script once; a parallel forked from it starts without compiling
-and shares the compiled pages with the others (about 6 MB each of its own).
+and shares the compiled pages with the others (about 3 MB each of its own).
 
 A forked parallel is not pegpar's child: `Forked` watches it through two
 files the server keeps, its wait status (`.exit`, which wakes the

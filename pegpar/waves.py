@@ -79,7 +79,7 @@ class Waves:
     def _make_ready(self, k: Key, node: SubNode, slots: int) -> None:
         """A parallel ready for the host's next wave: at most one per host and
         session group, and none while the host has an open wave, which takes
-        its next jobs (an idle one costs about 6 MB), and none once the
+        its next jobs (an idle one costs about 3 MB), and none once the
         queue or input is used up: the run is ending, and a parallel started
         then would only parse its options (a few hundredths of a second of
         CPU) to be discarded.
