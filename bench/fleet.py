@@ -22,7 +22,11 @@ wrapper with ControlMaster on):
   tool (JobRuntime), how much of it passes before its command begins on the
   node, and, from pegpar's journal, how long a job reserved for a sub-node
   whose parallel already runs waits for that parallel to start it; the same
-  jobs under GNU parallel run as pegpar runs it, one invocation per host.
+  jobs under GNU parallel run as pegpar runs it, one invocation per host;
+- a full fleet freeing one by one: every sub-node runs a first job that
+  ends after both tools' fills (1.5 x the longer, at least 5 s), the ends
+  spread over 10 s, then a job of 1 s: the dispatch gaps of those second
+  jobs, jobs lost or run twice.
 
 Each phase of each tool starts once the machine is quiet again: the
 phase before ended by killing up to 1,000 jobs, whose sessions take seconds
@@ -84,6 +88,8 @@ class Run:
     to_node: float = 0.0  # median time from the joblog's Starttime to the command's start on its node
     breakdown: Optional[bench.Breakdown] = None  # pegpar: its part of the gaps, from its journal
     per_host: Optional["Run"] = None  # pegpar's short jobs: GNU parallel's, one invocation per host
+    steady: Optional["Run"] = None  # short jobs' runs: the full fleet freeing its sub-nodes one by one
+    hold: float = 0.0  # steady: the first jobs' shortest sleep
 
     @property
     def pss_total(self) -> float:
@@ -196,10 +202,25 @@ class Fleet:
         return run
 
     def short_jobs(self, tool: str, count: int) -> Run:
+        return self._jobs(tool, "jobs", ["sleep 0.2"] * count)
+
+    def steady(self, tool: str, hold: float) -> Run:
+        """Every sub-node runs a job of `hold` s to `hold` + 10 s (their ends
+        spread over those 10 s), then one of 1 s: the gaps before the second
+        jobs are those of a full fleet whose sub-nodes free one by one, its
+        fill long over."""
+        first = [f"sleep {hold + (i % 100) / 10:.1f}" for i in range(self.size)]
+        run = self._jobs(tool, "steady", first + ["sleep 1"] * self.size)
+        run.hold = hold
+        return run
+
+    def _jobs(self, tool: str, name: str, sleeps: List[str]) -> Run:
+        """Jobs that each note their id and when they began, then sleep."""
         _settle()
-        wd = self.workdir(f"jobs-{tool}")
+        wd = self.workdir(f"{name}-{tool}")
         done = os.path.join(wd, "done")
-        commands = [f"echo {i} $(date +%s.%N) >> {done}; sleep 0.2" for i in range(count)]
+        count = len(sleeps)
+        commands = [f"echo {i} $(date +%s.%N) >> {done}; {sleep}" for i, sleep in enumerate(sleeps)]
         run = Run(jobs=count)
         t0 = time.time()
         p = getattr(self, tool)(wd, commands)
@@ -224,7 +245,7 @@ class Fleet:
         to_node = [began[int(r.command.split()[1])] - r.start for r in records
                    if r.command.startswith("echo ") and int(r.command.split()[1]) in began]
         run.to_node = statistics.median(to_node) if to_node else 0.0
-        if tool == "pegpar":
+        if tool == "pegpar" and name == "jobs":
             run.breakdown = bench.breakdown(wd)
         return run
 
@@ -335,11 +356,11 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
     lines = [
         "| fleet (hosts x sub-nodes) | fill: all sub-nodes running | CPU to fill | local PSS while all run "
         "| pegpar's own CPU, all running `sleep` | short jobs: wall, lost / twice, hosts down "
-        "| dispatch gap median (p90) |",
-        "|---|---|---|---|---|---|---|"]
+        "| dispatch gap median (p90): short jobs | the same: a full fleet freeing one by one |",
+        "|---|---|---|---|---|---|---|---|"]
     for name, pf, gf, pj, gj in results:
-        gap = (f"{statistics.median(pj.gaps):.2f} s ({_p90(pj.gaps):.2f}) vs "
-               f"{statistics.median(gj.gaps):.2f} s ({_p90(gj.gaps):.2f})" if pj.gaps and gj.gaps else "-")
+        gap = _gaps(pj, gj)
+        steady = _gaps(pj.steady, gj.steady) if pj.steady is not None and gj.steady is not None else "-"
         lines.append(
             f"| {name} | {pf.fill:.1f} s vs {gf.fill:.1f} s ({_ratio(pf.fill, gf.fill)}) "
             f"| {pf.fill_cpu:.1f} s vs {gf.fill_cpu:.1f} s ({_ratio(pf.fill_cpu, gf.fill_cpu)}) "
@@ -347,7 +368,7 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
             f"| {pf.own_cpu:.1f} % of a core "
             f"| {pj.jobs} jobs: {pj.wall:.1f} s vs {gj.wall:.1f} s ({_ratio(pj.wall, gj.wall)}); "
             f"{pj.lost} / {pj.twice} vs {gj.lost} / {gj.twice}; {len(pj.down)} down "
-            f"| {gap} |")
+            f"| {gap} | {steady} |")
     lines.append("")
     for name, pf, gf, pj, gj in results:
         lines.append(f"- {name}, CPU of the whole machine during the fill (the nodes' sshd and jobs included): "
@@ -368,6 +389,14 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
                          f"host started at once: {ph.wall:.1f} s ({_ratio(ph.wall, gj.wall)} of one invocation), "
                          f"{ph.to_node:.2f} s from the start of a job to its command's start on the node; "
                          f"{ph.lost} lost, {ph.twice} twice.")
+        if pj.steady is not None and gj.steady is not None:
+            ps, gs = pj.steady, gj.steady
+            lines.append(f"- {name}, a full fleet freeing one by one: every sub-node runs a job of "
+                         f"{ps.hold:.0f}-{ps.hold + 10:.0f} s, then one of 1 s ({ps.jobs} jobs): "
+                         f"{ps.lost} / {ps.twice} vs {gs.lost} / {gs.twice} lost / twice, "
+                         f"{len(ps.down)} host(s) down under pegpar.")
+            for line in ps.down:
+                lines.append(f"- {name}, a full fleet, pegpar marked a host down: `{line.strip()}`")
         for line in pj.down:  # what pegpar said of each host it marked down, for whoever reads why
             lines.append(f"- {name}, short jobs, pegpar marked a host down: `{line.strip()}`")
         for tool, run in (("pegpar", pf), ("GNU parallel", gf)):
@@ -375,6 +404,13 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
                               sorted(run.pss.items(), key=lambda kv: -kv[1][1]))
             lines.append(f"- {name}, {tool}, PSS while all run: {kinds}.")
     return lines
+
+
+def _gaps(pegpar: Run, parallel: Run) -> str:
+    if not pegpar.gaps or not parallel.gaps:
+        return "-"
+    return (f"{statistics.median(pegpar.gaps):.2f} s ({_p90(pegpar.gaps):.2f}) vs "
+            f"{statistics.median(parallel.gaps):.2f} s ({_p90(parallel.gaps):.2f})")
 
 
 def _p90(values: List[float]) -> float:
@@ -401,6 +437,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{spec}: {count} short jobs", file=sys.stderr, flush=True)
             pj, gj = fleet.short_jobs("pegpar", count), fleet.short_jobs("parallel", count)
             pj.per_host = fleet.short_jobs("parallel_per_host", count)
+            hold = max(5.0, 1.5 * max(pf.fill, gf.fill))  # every sub-node's first job ends after both fills
+            print(f"{spec}: a full fleet freeing one by one (first jobs of {hold:.0f} s)", file=sys.stderr, flush=True)
+            pj.steady, gj.steady = fleet.steady("pegpar", hold), fleet.steady("parallel", hold)
             results.append((spec, pf, gf, pj, gj))
             print("\n".join(table([results[-1]])), file=sys.stderr, flush=True)
         finally:
@@ -429,9 +468,12 @@ NOTES = """\
 How to read it: fill is from the launch until every sub-node runs a job; its CPU
 is that of the tool's process tree and its ssh ControlMasters (the nodes' sshd
 are not counted). The dispatch gap is taken from the joblog, from a job's end
-to the next start in a slot of its host: with jobs of 0.2 s and a fill of many
-seconds, it mostly measures the fill (a host's slots free long before the last
-hosts get their first jobs), for both tools. Everything runs on one machine:
+to the next start in a slot of its host: with the short jobs (0.2 s) and a
+fill of many seconds, it mostly measures the fill (a host's slots free long
+before the last hosts get their first jobs), for both tools; on a full
+fleet, once the fill is over, every sub-node's first job ends in turn (their
+ends spread over 10 s) and the gap is the wait of a freed sub-node for its
+next job. Everything runs on one machine:
 the nodes' sshd and jobs share its cores with the tools, which are all busy
 during a large fill: its time follows the CPU of the whole machine. pegpar's
 perls are its fork server and one parallel per host forked from it (PSS

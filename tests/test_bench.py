@@ -46,3 +46,5 @@ def test_the_fleet_bench_quick_pass_fills_its_row(tmp_path, sshd, pegpar_env):
     rows = [line for line in out.read_text().splitlines() if line.startswith("| 4x4 |")]
     assert len(rows) == 1, out.read_text()
     assert "0 / 0 vs 0 / 0; 0 down" in rows[0]  # no job lost or doubled, no host marked down
+    assert not rows[0].rstrip().endswith("| - |")  # the full fleet's gaps were measured, for both tools
+    assert "then one of 1 s (32 jobs): 0 / 0 vs 0 / 0 lost / twice, 0 host(s) down under pegpar" in out.read_text()
