@@ -107,9 +107,13 @@ class Waves:
 
     def close_unflushed(self) -> None:
         """An open wave holding ended jobs that got no input since (their
-        sub-nodes took no new job) is closed: parallel then records them."""
+        sub-nodes took no new job) is closed: parallel then records them.
+        So is one with no job left running: parallel may have recorded a job
+        that ended before it went back to wait for input, and pegpar then
+        took its end from the record, with nothing to flush; such a wave
+        would otherwise wait for input that does not come."""
         for wave in list(self.open.values()):
-            if wave.unflushed:
+            if wave.unflushed or not wave.running:
                 self.close(wave)
 
     def remove(self, wave: Wave) -> None:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,6 +19,7 @@ from runner import pegpar, records, write_queue
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pegpar import backend, joblog, remote, runtime  # noqa: E402
 from pegpar.expand import SubNode  # noqa: E402
+from pegpar.waves import Waves, key  # noqa: E402
 
 LOCAL = SubNode("localhost/1", "localhost", (), True)
 
@@ -232,6 +234,30 @@ def test_a_wave_names_its_jobs_before_parallel_gets_them(tmp_path, monkeypatch):
         wave.terminate()
         wave.cleanup()
     assert findable == [[1], [1, 2]]
+
+
+def test_an_open_wave_with_no_job_left_running_is_closed(tmp_path):
+    """parallel may reap a job that ended before it went back to wait for
+    input and record it at once; pegpar then takes the job's end from the
+    record, and the wave has nothing to flush. With no job running and none
+    to come, it must still be closed, or its parallel waits for input forever
+    (and so did the run)."""
+    rt = _runtime(tmp_path)
+    wave = backend.start_wave(rt, [_job(rt, 1, LOCAL, "true")], slots=1, keep_open=True)
+    ctl = SimpleNamespace(nodes=[LOCAL], stopping=True, killing=False)
+    waves = Waves(ctl)  # type: ignore[arg-type]
+    waves.waves.append(wave)
+    waves.open[key(LOCAL, {})] = wave
+    try:
+        _until(wave.new_ends)  # its end is known; the controller flushed nothing
+        assert wave.running == 0 and wave.unflushed == 0 and wave.is_open
+        waves.close_unflushed()
+        assert not wave.is_open and not waves.open
+        wave.process.wait(timeout=30)
+        assert [rec.exitval for _, rec in wave.new_records()] == [0]
+    finally:
+        wave.terminate()
+        wave.cleanup()
 
 
 def test_parallel_messages_drop_the_time_out_notices_and_keep_the_rest():
