@@ -144,7 +144,11 @@ class Dispatching:
             self.queue_error = str(error)
             self.queue_error_mtime = mtime
             if self.opts.stdin and self.dispatched:  # no fix can come: the run ends
-                self.printer.say(f"{error}; not run: this line and the {self.source.pending() - 1} after it")
+                # a line that renders badly is still queued, with the lines read after it; one
+                # that does not parse ended the reading; more than READ_AHEAD lines: not all read
+                after = self.source.pending() - 1
+                rest = f"the {after}" if after >= 0 and self.source.total() is not None else "the input"
+                self.printer.say(f"{error}; not run: this line and {rest} after it")
                 self.stopping = True
             elif self.opts.daemon:
                 self.printer.say(f"{error} (waiting for the queue to be fixed)")
