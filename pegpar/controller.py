@@ -195,7 +195,8 @@ class Controller(Dispatching):
                           "hosts_file": self.opts.hosts_file and os.path.abspath(self.opts.hosts_file),
                           "run": self.run_id})
         self.rt = runtime.runtime(self.state.path, self.opts.ssh_config, self.opts.connect_timeout)
-        self.watch = Watch([self.rt.logs_dir, self.rt.waves_dir])
+        # a job's end report, a wave's joblog or its exit can free a sub-node: they end a wait at once
+        self.watch = Watch([self.rt.logs_dir, self.rt.waves_dir], urgent=(".done", ".joblog", ".exit"))
         self.next_seq = max(self.next_seq, self.rt.last_seq() + 1)
         backend.forget_unfilled(self.rt)
         found = recovery.recover(self)
@@ -289,13 +290,13 @@ class Controller(Dispatching):
             self.watch.wake()
 
     def _pause(self, tick: float) -> None:
-        """Between two turns. While jobs run, at least `tick` (however much
-        they write), then until a job's output, a joblog or a `.done` file
-        changes, a wave's parallel ends (its `.exit` file: its host's slots
-        may take a new wave), a child process exits or a signal comes, at most QUIET_WAIT, or
-        until the next slow turn when no sub-node is free: with nothing
-        happening, a few turns a second, and one when every sub-node is busy,
-        whatever the number of running jobs."""
+        """Between two turns. While jobs run, until a job reports its end, a
+        joblog gains a record, a wave's parallel ends (its `.exit` file: its
+        host's slots may take a new wave), a child process exits or a signal
+        comes; until at least `tick` after the jobs' output changed (however
+        much they write); at most QUIET_WAIT, or until the next slow turn when
+        no sub-node is free: with nothing happening, a few turns a second, and
+        one when every sub-node is busy, whatever the number of running jobs."""
         if not (self.busy or self.waves.waves):
             time.sleep(IDLE_TICK)
             return
@@ -304,9 +305,9 @@ class Controller(Dispatching):
             # no sub-node free: a change of the queue file waits for one, which
             # a watched file or a child's exit tells; the slow turn comes on time
             quiet = max(QUIET_WAIT, self.next_slow - time.time())
-        time.sleep(tick)
-        if self.watch is not None:  # a child's exit or a signal ends it too
-            self.watch.wait(quiet - tick)
+        # a child's exit or a signal ends the wait too; without inotify, `tick`
+        if self.watch is None or not self.watch.wait(quiet, settle=tick):
+            time.sleep(tick)
 
     def _draw_meter(self, final: bool = False) -> None:
         """--bar, --eta, --progress: begun once the input's total is known

@@ -63,3 +63,41 @@ def test_a_wait_ends_at_a_change_or_a_wake_and_otherwise_times_out(tmp_path):
         assert w.changed() == {str(tmp_path / "1.out")}
     finally:
         w.close()
+
+
+def test_an_urgent_change_ends_a_wait_at_once_and_output_alone_not_before_the_settle_time(tmp_path):
+    """A job's end report frees a sub-node: the loop must not sleep on it.
+    Output alone ends a wait only once `settle` has passed, however much comes:
+    jobs that print a lot cost a few turns a second, not one a line."""
+    import threading
+    import time
+
+    w = watch.Watch([str(tmp_path)], urgent=(".done",))
+    try:
+        w.changed()
+        stop = threading.Event()
+
+        def printing():  # a job that prints all the time
+            with open(tmp_path / "1.out", "a") as f:
+                while not stop.is_set():
+                    f.write("line\n")
+                    f.flush()
+                    time.sleep(0.002)
+
+        printer = threading.Thread(target=printing)
+        printer.start()
+        try:
+            t0 = time.monotonic()
+            w.wait(30, settle=0.4)
+            assert time.monotonic() - t0 >= 0.4  # output alone: not sooner
+            assert w.changed() == {str(tmp_path / "1.out")}  # what the wait read is still told
+            threading.Timer(0.1, lambda: (tmp_path / "w.done").write_text("1 0\n")).start()
+            t0 = time.monotonic()
+            w.wait(30, settle=25)
+            assert time.monotonic() - t0 < 20  # the end report, not the settle time nor the timeout
+            assert str(tmp_path / "w.done") in w.changed()
+        finally:
+            stop.set()
+            printer.join()
+    finally:
+        w.close()
