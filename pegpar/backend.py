@@ -236,6 +236,11 @@ class Wave:
         return out
 
     @property
+    def exit_path(self) -> str:
+        """The file the fork server writes when the wave's parallel has ended."""
+        return self.follower.path[:-len(".joblog")] + ".exit"
+
+    @property
     def ends_path(self) -> str:
         return self.ends.path if self.ends is not None else ""
 

@@ -377,8 +377,13 @@ class Controller(Dispatching):
                 job = self.live.get(seq)
                 if job is not None:
                     print_output(self, job, out, err, final=False)
+        # A wave's parallel tells its end by its `.exit` file (the fork server's):
+        # looked at when it changed, and once a second for all (a parallel whose
+        # server died writes none); not every turn for every host.
+        every = changed is None or time.time() >= self.next_slow
         for wave in list(self.waves.waves):
-            exited = wave.exited()  # before reading: a record written just before exit is not missed
+            # before reading: a record written just before exit is not missed
+            exited = wave.exited() if every or wave.exit_path in changed else False
             if changed is None or wave.ends_path in changed:
                 self._ends(wave)
             due = wave.records_due() if changed is None else wave.follower.path in changed

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
 
 from pegpar import backend, logview, placement, queuecheck
 from pegpar.backend import Running
@@ -47,7 +47,7 @@ class Dispatching:
         if room == full:
             self.full = room
             return
-        held = {name: set(slots) for name, slots in self.held().items()}
+        held = self.held()  # new sets: this turn's placements are added to them
         free = placement.free_nodes(self.nodes, held, unavailable, self.health.leaving)
         self.full = None if free else room
         if not free:
@@ -171,9 +171,9 @@ class Dispatching:
         new list is never taken for the old one."""
         return len(self.busy), self.dispatched, self.nodes, len(self.nodes)
 
-    def held(self) -> Dict[str, frozenset]:
-        """Sub-node name -> the slot indices its running jobs hold."""
-        return placement.held_slots([(j.node.name, j.slots) for j in self.busy.values()])
+    def held(self) -> Dict[str, Set[int]]:
+        """Sub-node name -> the slot indices its running jobs hold (new sets)."""
+        return placement.held_slots((j.node.name, j.slots) for j in self.busy.values())
 
     def journal_dispatch(self, placed: List[Running], pending: Optional[Pending] = None,
                          again: Sequence[int] = ()) -> None:

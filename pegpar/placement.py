@@ -13,7 +13,7 @@ would, its own error says why.
 
 from __future__ import annotations
 
-from typing import AbstractSet, Callable, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import AbstractSet, Callable, Collection, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from pegpar import expand
 from pegpar.errors import NotYet, UserError
@@ -165,12 +165,17 @@ def target(job: Job, nodes: Sequence[SubNode], held: Held, unavailable_hosts: Co
     return best
 
 
-def held_slots(running: Sequence[Tuple[str, Sequence[int]]]) -> Dict[str, frozenset]:
-    """Sub-node name -> the slot indices held, from (sub-node, slots) of each running job."""
-    out: Dict[str, set] = {}
+def held_slots(running: Iterable[Tuple[str, Sequence[int]]]) -> Dict[str, Set[int]]:
+    """Sub-node name -> the slot indices held, from (sub-node, slots) of each
+    running job; new sets, the caller's to change."""
+    out: Dict[str, Set[int]] = {}
     for name, slots in running:
-        out.setdefault(name, set()).update(slots)
-    return {name: frozenset(slots) for name, slots in out.items()}
+        held = out.get(name)
+        if held is None:
+            out[name] = set(slots)
+        else:
+            held.update(slots)
+    return out
 
 
 def job_key(job: Job) -> tuple:

@@ -5,7 +5,7 @@ start-up."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 from pegpar import backend, runtime
 from pegpar.backend import Running, Wave
@@ -23,11 +23,20 @@ class Waves:
         self.waves: List[Wave] = []
         self.open: Dict[Key, Wave] = {}  # the open wave per host and session group
         self.warm: Dict[Key, backend.Warm] = {}  # parallels ready per host
+        self._groups: Tuple[Optional[List[SubNode]], Dict[str, int]] = (None, {})
+
+    def groups(self) -> Dict[str, int]:
+        """runtime.session_groups of the sub-nodes, worked out again only when
+        their list is replaced (hosts.yaml changed), not at every launch."""
+        nodes = self.ctl.nodes
+        if self._groups[0] is not nodes:
+            self._groups = (nodes, runtime.session_groups(nodes))
+        return self._groups[1]
 
     def warm_up(self) -> None:
         """A ready parallel for every host (and session group)."""
         ctl = self.ctl
-        groups = runtime.session_groups(ctl.nodes)
+        groups = self.groups()
         for node in ctl.nodes:
             k = key(node, groups)
             if k not in self.warm:
@@ -40,7 +49,7 @@ class Waves:
     def launch(self, placed: List[Running]) -> None:
         """Hand jobs to their hosts' open waves, or to new ones."""
         by_host: Dict[Key, List[Running]] = {}
-        groups = runtime.session_groups(self.ctl.nodes)
+        groups = self.groups()
         for running in placed:
             by_host.setdefault(key(running.node, groups), []).append(running)
         for k, jobs in by_host.items():
@@ -99,7 +108,7 @@ class Waves:
                 del self.open[k]
                 node = next((job.node for job in wave.jobs if job is not None), None)
                 if node is not None and any(n.name == node.name for n in self.ctl.nodes):
-                    self._make_ready(k, node, max(wave.slots, self._slots(k, runtime.session_groups(self.ctl.nodes))))
+                    self._make_ready(k, node, max(wave.slots, self._slots(k, self.groups())))
 
     def close_open(self) -> None:
         for wave in list(self.open.values()):

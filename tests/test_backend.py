@@ -260,6 +260,18 @@ def test_an_open_wave_with_no_job_left_running_is_closed(tmp_path):
         wave.cleanup()
 
 
+def test_a_new_list_of_sub_nodes_gets_its_session_groups_worked_out_again():
+    def subs(host, count):
+        return [SubNode(f"{host}/{i}", host, (), False) for i in range(count)]
+
+    ctl = SimpleNamespace(nodes=subs("node-1", 9))
+    waves = Waves(ctl)  # type: ignore[arg-type]
+    assert waves.groups()["node-1/8"] == 1  # a 9th session: a second shared connection
+    assert waves.groups() is waves.groups()  # the same list: not worked out at every launch
+    ctl.nodes = subs("node-1", 9)[:8] + subs("node-2", 1)  # hosts.yaml changed
+    assert waves.groups() == {**{f"node-1/{i}": 0 for i in range(8)}, "node-2/0": 0}
+
+
 def test_parallel_messages_drop_the_time_out_notices_and_keep_the_rest():
     lines = ["parallel: Warning: This job was killed because it timed out:",
              "parallel: Warning: PEGPAR_JOB=k-1 sh -c 'sleep 5",

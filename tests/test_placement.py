@@ -178,3 +178,11 @@ def test_command_parameters_may_not_shadow_host_ones():
         placement.check_names(job("x", gpu=1), NODES)
     with pytest.raises(UserError, match="`hostname` is set by the sub-node"):
         placement.check_names(job("x", hostname="h"), NODES)
+
+
+def test_held_slots_gathers_each_sub_nodes_slots_into_new_sets():
+    running = [("a", (0,)), ("b", (0, 1)), ("a", (2,))]
+    held = placement.held_slots(running)
+    assert held == {"a": {0, 2}, "b": {0, 1}}
+    held["a"].add(1)  # a dispatch turn adds its placements to them
+    assert placement.held_slots(running) == {"a": {0, 2}, "b": {0, 1}}
