@@ -83,6 +83,7 @@ class Run:
     lost: int = 0
     twice: int = 0
     down: List[str] = field(default_factory=list)
+    again: List[str] = field(default_factory=list)  # pegpar: why it ran a job again (a job counted twice)
     gaps: List[float] = field(default_factory=list)
     runtime: float = 0.0  # median JobRuntime of the short jobs (`sleep 0.2`)
     to_node: float = 0.0  # median time from the joblog's Starttime to the command's start on its node
@@ -239,6 +240,7 @@ class Fleet:
         run.twice = len(ids) - len(set(ids))
         err = _read(os.path.join(wd, "stderr"))
         run.down = [line for line in err.splitlines() if " is down" in line or "no answer" in line]
+        run.again = [line for line in err.splitlines() if "goes back to the queue" in line]
         records = self.joblog(wd, tool)
         run.gaps = slot_gaps(records, self.subs, tool)
         run.runtime = statistics.median(r.runtime for r in records) if records else 0.0
@@ -399,11 +401,17 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
                 lines.append(f"- {name}, a full fleet, pegpar marked a host down: `{line.strip()}`")
         for line in pj.down:  # what pegpar said of each host it marked down, for whoever reads why
             lines.append(f"- {name}, short jobs, pegpar marked a host down: `{line.strip()}`")
+        for phase, run in (("short jobs", pj), ("a full fleet", pj.steady)):
+            for line in run.again[:MAX_SAID] if run is not None else ():  # a job counted twice: why it ran again
+                lines.append(f"- {name}, {phase}, pegpar ran a job again: `{line.strip()}`")
         for tool, run in (("pegpar", pf), ("GNU parallel", gf)):
             kinds = ", ".join(f"{kind} x{count}: {mb:,.0f} MB" for kind, (count, mb) in
                               sorted(run.pss.items(), key=lambda kv: -kv[1][1]))
             lines.append(f"- {name}, {tool}, PSS while all run: {kinds}.")
     return lines
+
+
+MAX_SAID = 5  # lines of pegpar's quoted in the notes, per phase
 
 
 def _gaps(pegpar: Run, parallel: Run) -> str:

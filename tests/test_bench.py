@@ -48,3 +48,17 @@ def test_the_fleet_bench_quick_pass_fills_its_row(tmp_path, sshd, pegpar_env):
     assert "0 / 0 vs 0 / 0; 0 down" in rows[0]  # no job lost or doubled, no host marked down
     assert not rows[0].rstrip().endswith("| - |")  # the full fleet's gaps were measured, for both tools
     assert "then one of 1 s (32 jobs): 0 / 0 vs 0 / 0 lost / twice, 0 host(s) down under pegpar" in out.read_text()
+
+
+def test_the_fleet_notes_say_why_pegpar_ran_a_job_again():
+    """A job counted twice in the fleet table comes with pegpar's own words
+    for why it ran again (a connection lost under load), at most a few lines."""
+    sys.path.insert(0, os.path.dirname(FLEET))
+    import fleet
+
+    said = [f"pegpar: job #{k} lost its connection to node-3 (ssh exited 255); it goes back to the queue"
+            for k in range(fleet.MAX_SAID + 2)]
+    pf, gf = fleet.Run(fill=1.0, fill_cpu=1.0, own_cpu=0.1), fleet.Run(fill=1.0, fill_cpu=1.0)
+    pj, gj = fleet.Run(jobs=9, wall=1.0, twice=7, again=said), fleet.Run(jobs=9, wall=1.0)
+    notes = [line for line in fleet.table([("4x4", pf, gf, pj, gj)]) if "ran a job again" in line]
+    assert notes == [f"- 4x4, short jobs, pegpar ran a job again: `{line}`" for line in said[:fleet.MAX_SAID]]
