@@ -247,7 +247,7 @@ class Fleet:
         to_node = [began[int(r.command.split()[1])] - r.start for r in records
                    if r.command.startswith("echo ") and int(r.command.split()[1]) in began]
         run.to_node = statistics.median(to_node) if to_node else 0.0
-        if tool == "pegpar" and name == "jobs":
+        if tool == "pegpar":
             run.breakdown = bench.breakdown(wd)
         return run
 
@@ -397,6 +397,13 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
                          f"{ps.hold:.0f}-{ps.hold + 10:.0f} s, then one of 1 s ({ps.jobs} jobs): "
                          f"{ps.lost} / {ps.twice} vs {gs.lost} / {gs.twice} lost / twice, "
                          f"{len(ps.down)} host(s) down under pegpar.")
+            sb = ps.breakdown
+            if sb is not None:  # where a freed sub-node's wait goes, from pegpar's journal
+                lines.append(f"- {name}, a full fleet: pegpar reserves a freed sub-node's next job "
+                             f"{bench.fmt(sb.notice.median, 's')} (p90 {bench.fmt(sb.notice.pct(90), 's')}) after "
+                             f"its last job's end, and that job starts {bench.fmt(sb.handover_next.median, 's')} "
+                             f"(p90 {bench.fmt(sb.handover_next.pct(90), 's')}) after its reservation: pegpar's "
+                             f"pop, then its host's parallel starting it.")
             for line in ps.down:
                 lines.append(f"- {name}, a full fleet, pegpar marked a host down: `{line.strip()}`")
         for line in pj.down:  # what pegpar said of each host it marked down, for whoever reads why

@@ -48,6 +48,10 @@ def test_the_fleet_bench_quick_pass_fills_its_row(tmp_path, sshd, pegpar_env):
     assert "0 / 0 vs 0 / 0; 0 down" in rows[0]  # no job lost or doubled, no host marked down
     assert not rows[0].rstrip().endswith("| - |")  # the full fleet's gaps were measured, for both tools
     assert "then one of 1 s (32 jobs): 0 / 0 vs 0 / 0 lost / twice, 0 host(s) down under pegpar" in out.read_text()
+    # where a freed sub-node's wait goes, from pegpar's journal: both parts measured
+    assert re.search(r"- 4x4, a full fleet: pegpar reserves a freed sub-node's next job [0-9.]+ m?s "
+                     r"\(p90 [0-9.]+ m?s\) after its last job's end, and that job starts [0-9.]+ m?s",
+                     out.read_text()), out.read_text()
 
 
 def test_the_fleet_notes_say_why_pegpar_ran_a_job_again():
