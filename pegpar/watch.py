@@ -44,7 +44,11 @@ def parse_events(data: bytes, folders: Dict[int, str]) -> Optional[Set[str]]:
 
 
 def _union(a: Optional[Set[str]], b: Optional[Set[str]]) -> Optional[Set[str]]:
-    return None if a is None or b is None else a | b
+    """`a` with `b` added (in place: `a` grows with every look); None: unknown."""
+    if a is None or b is None:
+        return None
+    a |= b
+    return a
 
 
 class Watch:
@@ -111,10 +115,7 @@ class Watch:
             if not ready:
                 break
             got = self._drain()
-            if got is None or self._read is None:
-                self._read = None
-            else:
-                self._read |= got
+            self._read = _union(self._read, got)
             if got is None or any(p.endswith(self._urgent) for p in got):
                 break
             deadline = min(deadline, settled)  # output alone: no later than `settle`, no sooner
