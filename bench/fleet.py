@@ -91,6 +91,7 @@ class Run:
     per_host: Optional["Run"] = None  # pegpar's short jobs: GNU parallel's, one invocation per host
     steady: Optional["Run"] = None  # short jobs' runs: the full fleet freeing its sub-nodes one by one
     hold: float = 0.0  # steady: the first jobs' shortest sleep
+    busy: Optional[float] = None  # steady: share of the machine's cores busy while the second jobs started
 
     @property
     def pss_total(self) -> float:
@@ -225,8 +226,13 @@ class Fleet:
         run = Run(jobs=count)
         t0 = time.time()
         p = getattr(self, tool)(wd, commands)
+        samples = [(t0, _machine_busy())]  # (when, busy CPU-s): how busy the machine was, when
         try:
-            p.wait(timeout=HANG_GUARD)
+            while p.poll() is None:
+                if time.time() - t0 > HANG_GUARD:
+                    raise subprocess.TimeoutExpired(tool, HANG_GUARD)
+                time.sleep(0.25)
+                samples.append((time.time(), _machine_busy()))
         finally:
             _kill(p)
         run.wall = time.time() - t0
@@ -249,6 +255,9 @@ class Fleet:
         run.to_node = statistics.median(to_node) if to_node else 0.0
         if tool == "pegpar":
             run.breakdown = bench.breakdown(wd)
+        if name == "steady":
+            second = sorted(r.start for r in records if r.command.endswith("sleep 1"))
+            run.busy = busy_share(samples, second[0], second[-1]) if second else None
         return run
 
     def _masters(self, tool: str) -> List[int]:
@@ -325,6 +334,18 @@ def _settle(quiet: float = 0.25, longest: float = 120.0) -> None:
         time.sleep(0.5)
         if _machine_busy() - before < 0.5 * quiet:
             return
+
+
+def busy_share(samples: Sequence[Tuple[float, float]], start: float, end: float) -> Optional[float]:
+    """Share of the machine's cores busy from `start` to `end`, from samples
+    of (time, busy CPU-seconds since boot): over the samples that span the
+    window (at least two); None when the samples do not reach it."""
+    before = [s for s in samples if s[0] <= start]
+    after = [s for s in samples if s[0] >= end]
+    if not before or not after or after[0][0] <= before[-1][0]:
+        return None
+    (t0, b0), (t1, b1) = before[-1], after[0]
+    return (b1 - b0) / (t1 - t0) / (os.cpu_count() or 1)
 
 
 def _machine_busy() -> float:
@@ -404,6 +425,10 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
                              f"its last job's end, and that job starts {bench.fmt(sb.handover_next.median, 's')} "
                              f"(p90 {bench.fmt(sb.handover_next.pct(90), 's')}) after its reservation: pegpar's "
                              f"pop, then its host's parallel starting it.")
+            if ps.busy is not None and gs.busy is not None:
+                lines.append(f"- {name}, a full fleet: while the second jobs started, the machine's "
+                             f"{os.cpu_count()} cores were {ps.busy:.0%} busy under pegpar and {gs.busy:.0%} under "
+                             f"GNU parallel (/proc/stat: every process, the nodes' sshd and jobs included).")
             for line in ps.down:
                 lines.append(f"- {name}, a full fleet, pegpar marked a host down: `{line.strip()}`")
         for line in pj.down:  # what pegpar said of each host it marked down, for whoever reads why

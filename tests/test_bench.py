@@ -32,6 +32,9 @@ def test_quick_run_produces_every_row(tmp_path, sshd, pegpar_env):
         assert met in ("yes", "**no**"), (number, met)
     assert f"{os.cpu_count()} cores" in text
     assert "## Notes" in text
+    if rows["1"][-1] == "**no**":  # then the notes split the shortfall between executor and controller
+        assert re.search(r"under a controller that costs nothing .* run [0-9.]+ jobs/s against [0-9.]+ jobs/s "
+                         r"for GNU parallel alone", text), text
     assert "/tmp" not in text and HERE not in text  # no paths of this machine
 
 
@@ -52,6 +55,8 @@ def test_the_fleet_bench_quick_pass_fills_its_row(tmp_path, sshd, pegpar_env):
     assert re.search(r"- 4x4, a full fleet: pegpar reserves a freed sub-node's next job [0-9.]+ m?s "
                      r"\(p90 [0-9.]+ m?s\) after its last job's end, and that job starts [0-9.]+ m?s",
                      out.read_text()), out.read_text()
+    assert re.search(rf"- 4x4, a full fleet: while the second jobs started, the machine's {os.cpu_count()} cores "
+                     r"were \d+% busy under pegpar and \d+% under GNU parallel", out.read_text()), out.read_text()
 
 
 def test_the_fleet_notes_say_why_pegpar_ran_a_job_again():
@@ -66,3 +71,29 @@ def test_the_fleet_notes_say_why_pegpar_ran_a_job_again():
     pj, gj = fleet.Run(jobs=9, wall=1.0, twice=7, again=said), fleet.Run(jobs=9, wall=1.0)
     notes = [line for line in fleet.table([("4x4", pf, gf, pj, gj)]) if "ran a job again" in line]
     assert notes == [f"- 4x4, short jobs, pegpar ran a job again: `{line}`" for line in said[:fleet.MAX_SAID]]
+
+
+def test_busy_share_is_read_over_the_samples_that_span_the_window():
+    sys.path.insert(0, os.path.dirname(FLEET))
+    import fleet
+
+    cores = os.cpu_count() or 1
+    # busy CPU-seconds since boot, sampled each second: 1 core's worth, then all of them
+    samples = [(10.0, 100.0), (11.0, 101.0), (12.0, 102.0), (13.0, 102.0 + cores), (14.0, 102.0 + 2 * cores)]
+    assert fleet.busy_share(samples, 12.2, 13.8) == 1.0
+    assert fleet.busy_share(samples, 10.0, 12.0) == 1 / cores
+    assert fleet.busy_share(samples, 11.5, 12.5) == (1 + cores) / 2 / cores
+    assert fleet.busy_share(samples, 9.0, 12.0) is None  # before the first sample
+    assert fleet.busy_share(samples, 12.0, 15.0) is None  # after the last
+
+
+def test_the_shortfall_of_row_1_is_split_between_executor_and_controller():
+    sys.path.insert(0, os.path.dirname(RUN))
+    import run
+
+    assert run._split(0.97, 0.88) == (
+        ". Of pegpar's 12 points below GNU parallel's rate, 3 are then its executor's (one GNU parallel per host, "
+        "which lets pegpar place each job; each job's guard, output files and end report) and 9 its controller's "
+        f"({run.CONTROLLER}).")
+    assert run._split(1.05, 0.9).startswith(": its executor alone outruns GNU parallel")
+    assert run._split(0.8, 0.9) == ": the executor alone was no faster here (start-up and noise)."
