@@ -700,25 +700,28 @@ def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[st
         fresh_queue(wd, ["true"] * n)
         row.why.append(dispatch_why(b, bd, hosts is not None, (stat(cpu["pegpar"]), stat(cpu["ref"])),
                                     profile(b, ["q"] + pegpar_args, wd), run_wall=peg[-1], parallels=started))
-        row.why.append(cpu_bound(b, n, hosts is not None, peg, ref, cpu, lambda: pegpar_run(n)))
+        row.why.append(cpu_bound(n, hosts is not None, peg, ref, cpu))
         if fleet is not None:
             free_controller(b, fleet, sum(fleet.values()))  # warm-up: its ssh masters start; not counted
-            free, again = alternate(b.cfg.reps, lambda: free_controller(b, fleet, n), parallel_run)
-            f, g = stat([n / w for w in free]), stat([n / w for w in again])
+            free, popping, unsynced, again = alternate(
+                b.cfg.reps, lambda: free_controller(b, fleet, n), lambda: free_controller(b, fleet, n, "durable"),
+                lambda: free_controller(b, fleet, n, "unsynced"), parallel_run)
+            f, fp, fu, g = (stat([n / w for w in walls]) for walls in (free, popping, unsynced, again))
             ratio, own = f.median / g.median, p.median / r.median
             row.why.append(
                 f"pegpar's waves under a controller that costs nothing (a loop that hands a sub-node its next "
                 f"job the moment its end report appears: no queue file, journal or placement) run "
                 f"{fmt(f.median, 'jobs/s')} against {fmt(g.median, 'jobs/s')} for GNU parallel alone in the same "
-                f"runs ({ratio:.2f}x); pegpar itself ran at {own:.2f}x in the runs above" + _split(ratio, own))
+                f"runs ({ratio:.2f}x); pegpar itself ran at {own:.2f}x in the runs above" + _split(ratio, own)
+                + f" The same loop taking each job from a queue file first, as pegpar does (its durable pop: "
+                f"consumed.yaml, the new queue file and a journal record, each fsynced, then the rename), runs "
+                f"{fmt(fp.median, 'jobs/s')} ({fp.median / g.median:.2f}x); with its fsyncs skipped, "
+                f"{fmt(fu.median, 'jobs/s')} ({fu.median / g.median:.2f}x).")
 
 
-def cpu_bound(b: Bench, n: int, remote: bool, peg: List[float], ref: List[float], cpu: Dict[str, List[float]],
-              run: Callable[[], float]) -> str:
+def cpu_bound(n: int, remote: bool, peg: List[float], ref: List[float], cpu: Dict[str, List[float]]) -> str:
     """How much of the machine the runs used (their process trees' CPU over
-    wall time and cores), and pegpar's rate with every fsync made a no-op
-    (eatmydata, when installed): whether the rate is bound by CPU or by the
-    disk."""
+    wall time and cores): whether the rate is bound by CPU."""
     cores = os.cpu_count() or 1
     used = {side: stat([c * n / w / cores for c, w in zip(cpu[side], walls)])
             for side, walls in (("pegpar", peg), ("ref", ref))}
@@ -728,44 +731,50 @@ def cpu_bound(b: Bench, n: int, remote: bool, peg: List[float], ref: List[float]
             f"parallels, ssh and the jobs{sshd}). CPU per job: {fmt(stat(cpu['pegpar']).median, 's')} "
             f"against {fmt(stat(cpu['ref']).median, 's')}"
             + (": with the cores this busy, the rate follows it." if used["pegpar"].median >= 0.8 else "."))
-    eatmydata = shutil.which("eatmydata")
-    if eatmydata is not None and not b.cfg.quick:
-        walls = []
-        for _ in range(b.cfg.reps):
-            PEGPAR.insert(0, eatmydata)  # every fsync of pegpar's pops a no-op, for this measurement only
-            try:
-                walls.append(run())
-            finally:
-                PEGPAR.pop(0)
-        without, with_ = stat([n / w for w in walls]).median, stat([n / w for w in peg]).median
-        text += (f" With every fsync made a no-op (eatmydata), pegpar runs {fmt(without, 'jobs/s')}, against "
-                 f"{fmt(with_, 'jobs/s')} with them" + (": the fsyncs of its pops (four each) are not what bounds "
-                                                         "the rate here." if without < 1.1 * with_ else "."))
     return text
 
 
-def free_controller(b: Bench, hosts: Dict[str, int], n: int) -> float:
+def free_controller(b: Bench, hosts: Dict[str, int], n: int, pop: Optional[str] = None) -> float:
     """Wall time of n `true` jobs run by pegpar's own waves (one open GNU
     parallel per host, started and fed by pegpar's backend, each job with
     its guard, output files and end report) under a controller that costs
     nothing: a loop that hands a sub-node its next job the moment its end
     report appears, with no queue file, journal or placement. What is left
     between it and GNU parallel alone is the executor's, not the controller's.
-    `hosts`: host -> sub-nodes."""
-    from pegpar import backend, runtime
+    `hosts`: host -> sub-nodes. `pop`: each job is first taken from a queue
+    file as pegpar takes it (QueueFile.take: consumed.yaml, the new queue
+    file, and a journal record synced before the file is replaced), so
+    that the difference is the cost of that durable pop: "durable"; the
+    same with every fsync of this process skipped: "unsynced"."""
+    from pegpar import backend, durable, runtime
     from pegpar.expand import SubNode
+    from pegpar.queue import QueueFile
 
-    rt = runtime.runtime(os.path.join(b.workdir("free-controller"), ".pegpar"), b.cluster.ssh_config)
+    wd = b.workdir("free-controller")
+    rt = runtime.runtime(os.path.join(wd, ".pegpar"), b.cluster.ssh_config)
+    fresh_queue(wd, ["true"] * n)
+    queue = QueueFile(os.path.join(wd, "queue.yaml"))
+    journal = os.path.join(wd, "journal")
     seqs = iter(range(1, 10 ** 9))
     left = [n]
     waves: List[backend.Wave] = []
 
     def job(node: SubNode) -> backend.Running:
         seq = next(seqs)
+        if pop is not None:
+            def note(pending) -> None:  # the controller's journal record, synced
+                durable.append_durably(journal, json.dumps({"seq": seq, "pending": pending.file}).encode() + b"\n")
+
+            taken = queue.take(1, lambda _: None, note)
+            if taken is None or len(taken[0]) != 1:
+                raise BenchError(f"the free controller could not pop its job: {taken}")
         out = os.path.join(rt.logs_dir, f"{seq}.{node.name}")
         left[0] -= 1
         return backend.Running(seq, node, "true", out, out + ".err")
 
+    fsync = os.fsync
+    if pop == "unsynced":
+        os.fsync = lambda fd: None  # this process only (the bench's), for this measurement only
     t0 = time.perf_counter()
     try:
         for host, slots in hosts.items():
@@ -792,12 +801,15 @@ def free_controller(b: Bench, hosts: Dict[str, int], n: int) -> float:
             wave.process.wait(timeout=b.cfg.hang_guard)
         recs = [rec for wave in waves for _, rec in wave.new_records()]
     finally:
+        os.fsync = fsync
         for wave in waves:
             if wave.process.poll() is None:
                 proc.signal_group(wave.process, signal.SIGKILL)
             wave.cleanup()
         shutil.rmtree(rt.logs_dir, ignore_errors=True)
         os.makedirs(rt.logs_dir, mode=0o700, exist_ok=True)
+        if os.path.exists(journal):
+            os.unlink(journal)
     if len(recs) != n or not all(rec.ok for rec in recs):
         raise BenchError(f"the free controller ran {len(recs)} of {n} jobs, {sum(not r.ok for r in recs)} failed")
     return wall
