@@ -38,6 +38,7 @@ fleet is a lot of processes on one machine: 64 x 8 runs 64 sshd trees and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import hashlib
 import heapq
@@ -92,6 +93,7 @@ class Run:
     steady: Optional["Run"] = None  # short jobs' runs: the full fleet freeing its sub-nodes one by one
     hold: float = 0.0  # steady: the first jobs' shortest sleep
     busy: Optional[float] = None  # steady: share of the machine's cores busy while the second jobs started
+    node_gaps: List[float] = field(default_factory=list)  # steady: the gaps by the nodes' clocks
 
     @property
     def pss_total(self) -> float:
@@ -212,17 +214,19 @@ class Fleet:
         jobs are those of a full fleet whose sub-nodes free one by one, its
         fill long over."""
         first = [f"sleep {hold + (i % 100) / 10:.1f}" for i in range(self.size)]
-        run = self._jobs(tool, "steady", first + ["sleep 1"] * self.size)
+        run = self._jobs(tool, "steady", first + ["sleep 1"] * self.size, note_end=True)
         run.hold = hold
         return run
 
-    def _jobs(self, tool: str, name: str, sleeps: List[str]) -> Run:
-        """Jobs that each note their id and when they began, then sleep."""
+    def _jobs(self, tool: str, name: str, sleeps: List[str], note_end: bool = False) -> Run:
+        """Jobs that each note their id and when they began, then sleep (and,
+        `note_end`, note when they ended)."""
         _settle()
         wd = self.workdir(f"{name}-{tool}")
-        done = os.path.join(wd, "done")
+        done, ended = os.path.join(wd, "done"), os.path.join(wd, "ended")
         count = len(sleeps)
-        commands = [f"echo {i} $(date +%s.%N) >> {done}; {sleep}" for i, sleep in enumerate(sleeps)]
+        end = f"; echo {{}} $(date +%s.%N) >> {ended}" if note_end else ""
+        commands = [f"echo {i} $(date +%s.%N) >> {done}; {sleep}" + end.format(i) for i, sleep in enumerate(sleeps)]
         run = Run(jobs=count)
         t0 = time.time()
         p = getattr(self, tool)(wd, commands)
@@ -255,9 +259,14 @@ class Fleet:
         run.to_node = statistics.median(to_node) if to_node else 0.0
         if tool == "pegpar":
             run.breakdown = bench.breakdown(wd)
-        if name == "steady":
-            second = sorted(r.start for r in records if r.command.endswith("sleep 1"))
+        if name == "steady":  # the second jobs: ids from the fleet's size on
+            second = sorted(r.start for r in records if _job_id(r) is not None and _job_id(r) >= self.size)
             run.busy = busy_share(samples, second[0], second[-1]) if second else None
+        if note_end:  # the same gaps, from the nodes' clocks: a command's end to the next one's start
+            finished = {int(i): float(at) for i, _, at in (line.partition(" ") for line in _read(ended).splitlines())}
+            on_nodes = [dataclasses.replace(r, start=began[i], runtime=finished[i] - began[i])
+                        for r in records for i in [_job_id(r)] if i in began and i in finished]
+            run.node_gaps = slot_gaps(on_nodes, self.subs, tool)
         return run
 
     def _masters(self, tool: str) -> List[int]:
@@ -268,6 +277,12 @@ class Fleet:
             key = hashlib.sha1(os.path.join(self.root, "fill-pegpar", ".pegpar").encode()).hexdigest()[:12]
             where = os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}", key, "cm") + "/"
         return [pid for pid in bench._pids() if "[mux]" in bench.cmdline(pid) and where in bench.cmdline(pid)]
+
+
+def _job_id(rec: joblog.Record) -> Optional[int]:
+    """The id a fleet job notes (`echo ID ...`), from its command."""
+    words = rec.command.split()
+    return int(words[1]) if len(words) > 1 and words[0] == "echo" and words[1].isdigit() else None
 
 
 def slot_gaps(records: Sequence[joblog.Record], subs: int, tool: str) -> List[float]:
@@ -425,6 +440,12 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
                              f"its last job's end, and that job starts {bench.fmt(sb.handover_next.median, 's')} "
                              f"(p90 {bench.fmt(sb.handover_next.pct(90), 's')}) after its reservation: pegpar's "
                              f"pop, then its host's parallel starting it.")
+            if ps.node_gaps and gs.node_gaps:
+                lines.append(f"- {name}, a full fleet, the same gaps by the nodes' clocks (from a job's command "
+                             f"ending to the next command beginning in its slot, as each noted it): "
+                             f"{_gaps(ps, gs, 'node_gaps')}. Each tool's joblog takes a job's end from a "
+                             f"different clock: pegpar from the job's end report, GNU parallel when it reaps the "
+                             f"job, which on a saturated machine is late, and its gaps short.")
             if ps.busy is not None and gs.busy is not None:
                 lines.append(f"- {name}, a full fleet: while the second jobs started, the machine's "
                              f"{os.cpu_count()} cores were {ps.busy:.0%} busy under pegpar and {gs.busy:.0%} under "
@@ -446,11 +467,12 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
 MAX_SAID = 5  # lines of pegpar's quoted in the notes, per phase
 
 
-def _gaps(pegpar: Run, parallel: Run) -> str:
-    if not pegpar.gaps or not parallel.gaps:
+def _gaps(pegpar: Run, parallel: Run, which: str = "gaps") -> str:
+    mine, theirs = getattr(pegpar, which), getattr(parallel, which)
+    if not mine or not theirs:
         return "-"
-    return (f"{statistics.median(pegpar.gaps):.2f} s ({_p90(pegpar.gaps):.2f}) vs "
-            f"{statistics.median(parallel.gaps):.2f} s ({_p90(parallel.gaps):.2f})")
+    return (f"{statistics.median(mine):.2f} s ({_p90(mine):.2f}) vs "
+            f"{statistics.median(theirs):.2f} s ({_p90(theirs):.2f})")
 
 
 def _p90(values: List[float]) -> float:

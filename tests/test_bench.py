@@ -56,6 +56,8 @@ def test_the_fleet_bench_quick_pass_fills_its_row(tmp_path, sshd, pegpar_env):
     assert re.search(r"- 4x4, a full fleet: pegpar reserves a freed sub-node's next job [0-9.]+ m?s "
                      r"\(p90 [0-9.]+ m?s\) after its last job's end, and that job starts [0-9.]+ m?s",
                      out.read_text()), out.read_text()
+    assert re.search(r"- 4x4, a full fleet, the same gaps by the nodes' clocks \(.*\): [0-9.]+ s \([0-9.]+\) vs "
+                     r"[0-9.]+ s \([0-9.]+\)\.", out.read_text()), out.read_text()
     assert re.search(rf"- 4x4, a full fleet: while the second jobs started, the machine's {os.cpu_count()} cores "
                      r"were \d+% busy under pegpar and \d+% under GNU parallel", out.read_text()), out.read_text()
 
