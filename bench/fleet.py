@@ -443,9 +443,8 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
             if ps.node_gaps and gs.node_gaps:
                 lines.append(f"- {name}, a full fleet, the same gaps by the nodes' clocks (from a job's command "
                              f"ending to the next command beginning in its slot, as each noted it): "
-                             f"{_gaps(ps, gs, 'node_gaps')}. Each tool's joblog takes a job's end from a "
-                             f"different clock: pegpar from the job's end report, GNU parallel when it reaps the "
-                             f"job, which on a saturated machine is late, and its gaps short.")
+                             f"{_gaps(ps, gs, 'node_gaps')}: the end of one job's ssh session and the start of "
+                             f"the next one's included, which the joblogs leave out.")
             if ps.busy is not None and gs.busy is not None:
                 lines.append(f"- {name}, a full fleet: while the second jobs started, the machine's "
                              f"{os.cpu_count()} cores were {ps.busy:.0%} busy under pegpar and {gs.busy:.0%} under "

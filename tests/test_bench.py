@@ -57,7 +57,7 @@ def test_the_fleet_bench_quick_pass_fills_its_row(tmp_path, sshd, pegpar_env):
                      r"\(p90 [0-9.]+ m?s\) after its last job's end, and that job starts [0-9.]+ m?s",
                      out.read_text()), out.read_text()
     assert re.search(r"- 4x4, a full fleet, the same gaps by the nodes' clocks \(.*\): [0-9.]+ s \([0-9.]+\) vs "
-                     r"[0-9.]+ s \([0-9.]+\)\.", out.read_text()), out.read_text()
+                     r"[0-9.]+ s \([0-9.]+\): the end of one job's ssh session", out.read_text()), out.read_text()
     assert re.search(rf"- 4x4, a full fleet: while the second jobs started, the machine's {os.cpu_count()} cores "
                      r"were \d+% busy under pegpar and \d+% under GNU parallel", out.read_text()), out.read_text()
 
