@@ -26,7 +26,10 @@ wrapper with ControlMaster on):
 - a full fleet freeing one by one: every sub-node runs a first job that
   ends after both tools' fills (1.5 x the longer, at least 5 s), the ends
   spread over 10 s, then a job of 1 s: the dispatch gaps of those second
-  jobs, jobs lost or run twice.
+  jobs, from the joblogs and from the jobs' own notes of when their
+  command began and ended (the nodes' clocks, the ssh sessions' ends and
+  starts included), how busy the machine's cores were meanwhile, jobs lost
+  or run twice.
 
 Each phase of each tool starts once the machine is quiet again: the
 phase before ended by killing up to 1,000 jobs, whose sessions take seconds
