@@ -228,8 +228,8 @@ class Fleet:
         wd = self.workdir(f"{name}-{tool}")
         done, ended = os.path.join(wd, "done"), os.path.join(wd, "ended")
         count = len(sleeps)
-        end = f"; echo {{}} $(date +%s.%N) >> {ended}" if note_end else ""
-        commands = [f"echo {i} $(date +%s.%N) >> {done}; {sleep}" + end.format(i) for i, sleep in enumerate(sleeps)]
+        commands = [f"echo {i} $(date +%s.%N) >> {done}; {sleep}"
+                    + (f"; echo {i} $(date +%s.%N) >> {ended}" if note_end else "") for i, sleep in enumerate(sleeps)]
         run = Run(jobs=count)
         t0 = time.time()
         p = getattr(self, tool)(wd, commands)
@@ -257,8 +257,7 @@ class Fleet:
         records = self.joblog(wd, tool)
         run.gaps = slot_gaps(records, self.subs, tool)
         run.runtime = statistics.median(r.runtime for r in records) if records else 0.0
-        to_node = [began[int(r.command.split()[1])] - r.start for r in records
-                   if r.command.startswith("echo ") and int(r.command.split()[1]) in began]
+        to_node = [began[i] - r.start for r in records for i in [_job_id(r)] if i in began]
         run.to_node = statistics.median(to_node) if to_node else 0.0
         if tool == "pegpar":
             run.breakdown = bench.breakdown(wd)
@@ -400,8 +399,8 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
         "| dispatch gap median (p90): short jobs | the same: a full fleet freeing one by one |",
         "|---|---|---|---|---|---|---|---|"]
     for name, pf, gf, pj, gj in results:
-        gap = _gaps(pj, gj)
-        steady = _gaps(pj.steady, gj.steady) if pj.steady is not None and gj.steady is not None else "-"
+        gap = _gaps(pj.gaps, gj.gaps)
+        steady = _gaps(pj.steady.gaps, gj.steady.gaps) if pj.steady is not None and gj.steady is not None else "-"
         lines.append(
             f"| {name} | {pf.fill:.1f} s vs {gf.fill:.1f} s ({_ratio(pf.fill, gf.fill)}) "
             f"| {pf.fill_cpu:.1f} s vs {gf.fill_cpu:.1f} s ({_ratio(pf.fill_cpu, gf.fill_cpu)}) "
@@ -446,7 +445,7 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
             if ps.node_gaps and gs.node_gaps:
                 lines.append(f"- {name}, a full fleet, the same gaps by the nodes' clocks (from a job's command "
                              f"ending to the next command beginning in its slot, as each noted it): "
-                             f"{_gaps(ps, gs, 'node_gaps')}: the end of one job's ssh session and the start of "
+                             f"{_gaps(ps.node_gaps, gs.node_gaps)}: the end of one job's ssh session and the start of "
                              f"the next one's included, which the joblogs leave out.")
             if ps.busy is not None and gs.busy is not None:
                 lines.append(f"- {name}, a full fleet: while the second jobs started, the machine's "
@@ -469,8 +468,8 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
 MAX_SAID = 5  # lines of pegpar's quoted in the notes, per phase
 
 
-def _gaps(pegpar: Run, parallel: Run, which: str = "gaps") -> str:
-    mine, theirs = getattr(pegpar, which), getattr(parallel, which)
+def _gaps(mine: List[float], theirs: List[float]) -> str:
+    """pegpar's gaps vs GNU parallel's: median (p90) of each."""
     if not mine or not theirs:
         return "-"
     return (f"{statistics.median(mine):.2f} s ({_p90(mine):.2f}) vs "

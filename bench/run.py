@@ -755,12 +755,13 @@ def free_controller(b: Bench, hosts: Dict[str, int], n: int, pop: Optional[str] 
     fresh_queue(wd, ["true"] * n)
     queue = QueueFile(os.path.join(wd, "queue.yaml"))
     journal = os.path.join(wd, "journal")
-    seqs = iter(range(1, 10 ** 9))
-    left = [n]
     waves: List[backend.Wave] = []
+    handed = 0  # jobs given to the waves so far; the last one's seq
 
     def job(node: SubNode) -> backend.Running:
-        seq = next(seqs)
+        nonlocal handed
+        handed += 1
+        seq = handed
         if pop is not None:
             def note(pending) -> None:  # the controller's journal record, synced
                 durable.append_durably(journal, json.dumps({"seq": seq, "pending": pending.file}).encode() + b"\n")
@@ -768,8 +769,7 @@ def free_controller(b: Bench, hosts: Dict[str, int], n: int, pop: Optional[str] 
             taken = queue.take(1, lambda _: None, note)
             if taken is None or len(taken[0]) != 1:
                 raise BenchError(f"the free controller could not pop its job: {taken}")
-        out = os.path.join(rt.logs_dir, f"{seq}.{node.name}")
-        left[0] -= 1
+        out = os.path.join(rt.logs_dir, backend.log_name(seq, node))
         return backend.Running(seq, node, "true", out, out + ".err")
 
     fsync = os.fsync
@@ -779,7 +779,7 @@ def free_controller(b: Bench, hosts: Dict[str, int], n: int, pop: Optional[str] 
     try:
         for host, slots in hosts.items():
             node = SubNode(host, host, (), False)
-            first = [job(node) for _ in range(min(slots, left[0]))]
+            first = [job(node) for _ in range(min(slots, n - handed))]
             if first:
                 waves.append(backend.start_wave(rt, first, slots=slots, keep_open=True))
         ended, deadline = 0, time.time() + b.cfg.hang_guard
@@ -790,7 +790,7 @@ def free_controller(b: Bench, hosts: Dict[str, int], n: int, pop: Optional[str] 
             for wave in waves:
                 for running, _ in wave.new_ends():
                     ended, quiet = ended + 1, False
-                    if left[0] > 0:
+                    if handed < n:
                         wave.extend(rt, [job(running.node)])
             if quiet:
                 time.sleep(0.0005)
