@@ -225,27 +225,27 @@ _SINGULAR: List[Tuple[str, str]] = [
     (r"(quiz)zes$", ""),
     (r"(database)s$", ""),
 ]
-_PLURAL_RE = [(re.compile(p), e) for p, e in reversed(_PLURAL)]
-_SINGULAR_RE = [(re.compile(p), e) for p, e in reversed(_SINGULAR)]
 
 
 def plural(word: str) -> str:
-    return _inflect(word, _IRREGULAR, _PLURAL_RE, word + "s")
+    return _inflect(word, _IRREGULAR, _PLURAL, word + "s")
 
 
 def singular(word: str) -> str:
-    return _inflect(word, _IRREGULAR_SINGULAR, _SINGULAR_RE, word)
+    return _inflect(word, _IRREGULAR_SINGULAR, _SINGULAR, word)
 
 
-def _inflect(word: str, irregular: Dict[str, str], rules: List[Tuple["re.Pattern[str]", str]], otherwise: str) -> str:
-    """The word unchanged when uncountable, its irregular form, the first
-    rule's (in `rules`' order) rewrite, else `otherwise`."""
+def _inflect(word: str, irregular: Dict[str, str], rules: List[Tuple[str, str]], otherwise: str) -> str:
+    """The word unchanged when uncountable, its irregular form, the rewrite
+    of the last rule in `rules` that matches (later rules win, as in
+    Inflector), else `otherwise`. The patterns compile at their first use
+    (re's cache), not in every run that imports this module."""
     if word in UNCOUNTABLE:
         return word
     if word in irregular:
         return irregular[word]
-    for pattern, ending in rules:
-        m = pattern.search(word)
+    for pattern, ending in reversed(rules):
+        m = re.search(pattern, word)
         if m and m.group(1) is not None:
             return re.sub(r"\$(\d+)", lambda g: m.group(int(g.group(1))) or "", m.group(1) + ending)
     return otherwise
