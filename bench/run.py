@@ -1531,12 +1531,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few repetitions, small job counts (CI)")
     ap.add_argument("--out", default=None,
-                    help="where the markdown goes (default: bench/RESULTS.md; with --quick, a temporary file)")
+                    help="where the markdown goes (default: bench/RESULTS.md; with --quick or --only, a temporary "
+                         "file: RESULTS.md keeps every row)")
     ap.add_argument("--only", default=None, help="comma-separated rows, e.g. 1,3,6 (6 = 6a and 6b, 11 = 11a-11d)")
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     out = args.out or (os.path.join(tempfile.mkdtemp(prefix="pegpar-bench-"), "RESULTS.md")
-                       if args.quick else RESULTS)
+                       if args.quick or args.only else RESULTS)
     wanted = set(args.only.split(",")) if args.only else None
     specs = [(rows, fn) for rows, fn in make_rows()
              if wanted is None or any({r.number, r.number.rstrip("abcd")} & wanted for r in rows)]
