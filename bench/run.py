@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import shutil
 import signal
 import statistics
@@ -701,6 +702,8 @@ def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[st
         row.why.append(dispatch_why(b, bd, hosts is not None, (stat(cpu["pegpar"]), stat(cpu["ref"])),
                                     profile(b, ["q"] + pegpar_args, wd), run_wall=peg[-1], parallels=started))
         row.why.append(cpu_bound(n, hosts is not None, peg, ref, cpu))
+        if hosts is None:
+            row.why.append(local_cpu_split(b, wd, n, (stat(cpu["pegpar"]).median, stat(cpu["ref"]).median)))
         if fleet is not None:
             free_controller(b, fleet, sum(fleet.values()))  # warm-up: its ssh masters start; not counted
             free, popping, unsynced, again = alternate(
@@ -732,6 +735,46 @@ def cpu_bound(n: int, remote: bool, peg: List[float], ref: List[float], cpu: Dic
             f"against {fmt(stat(cpu['ref']).median, 's')}"
             + (": with the cores this busy, the rate follows it." if used["pegpar"].median >= 0.8 else "."))
     return text
+
+
+def local_cpu_split(b: Bench, wd: str, n: int, cpu: Tuple[float, float]) -> str:
+    """Where the CPU pegpar spends above GNU parallel's goes in a local run of
+    n `true` jobs, part by part, each measured apart and alternated: its start
+    (one-job runs of both tools), its own process per job (own_cpu), and its
+    job guard's shell (job_line_cpu with and without it). `cpu`: CPU per job
+    of the row's runs, pegpar's and GNU parallel's."""
+    folder = b.folder("cpu-split")
+    runs: Dict[str, List[float]] = {k: [] for k in ("wall", "cpu", "ref_wall", "ref_cpu", "own1", "own", "line",
+                                                    "bare")}
+    for _ in range(b.cfg.reps + 2):
+        fresh_queue(wd, ["true"])
+        runs["wall"].append(b.pegpar(["q", "-j", "8"], wd, "pegpar q"))
+        runs["cpu"].append(b.last.cpu)
+        runs["ref_wall"].append(b.parallel(["-j8", "true", ":::", "1"], folder))
+        runs["ref_cpu"].append(b.last.cpu)
+        fresh_queue(wd, ["true"])
+        runs["own1"].append(own_cpu(b, ["q", "-j", "8"], wd, None))
+        fresh_queue(wd, ["true"] * n)
+        runs["own"].append(own_cpu(b, ["q", "-j", "8"], wd, None))
+        runs["line"].append(job_line_cpu(b, folder, n))
+        runs["bare"].append(job_line_cpu(b, folder, n, guard=False))
+    m = {k: stat(v).median for k, v in runs.items()}
+    start, own, guard = m["cpu"] - m["ref_cpu"], (m["own"] - m["own1"]) / (n - 1), m["line"] - m["bare"]
+    parts, diff = start / n + own + guard, cpu[0] - cpu[1]
+    summed = ("more than that difference: a wave's GNU parallel waits on its input between jobs, where GNU "
+              "parallel alone polls for its jobs' ends" if parts > diff else
+              f"{fmt(parts, 's')} of that difference")
+    return (f"where pegpar's CPU goes, part by part ({len(runs['wall'])} runs of each, alternated; medians). Its "
+            f"start: a one-job run takes {fmt(m['wall'], 's')} of wall time and {fmt(m['cpu'], 's')} of CPU under "
+            f"pegpar, {fmt(m['ref_wall'], 's')} and {fmt(m['ref_cpu'], 's')} under GNU parallel, so "
+            f"{fmt(start, 's')} more (the interpreter and its imports, the fork server compiling GNU parallel, "
+            f"the state directory): {fmt(start / n, 's')} per job of this row's {n}. Its own process beyond its "
+            f"start: {fmt(own, 's')} per job (its loop, the pop, the journal, the output files). Each job's "
+            f"guard shell: {fmt(guard, 's')} per job (GNU parallel given a local wave's command line, with and "
+            f"without the guard: {fmt(m['line'], 's')} and {fmt(m['bare'], 's')} per job). Against the "
+            f"{fmt(diff, 's')} per job by which pegpar's runs above cost more than GNU parallel's, these parts add "
+            f"up to {summed}. The guard is a process of its own so that a kill is never missed: it carries the "
+            "job's kill mark from its start, so either the kill finds it or it finds the kill's mark.")
 
 
 def free_controller(b: Bench, hosts: Dict[str, int], n: int, pop: Optional[str] = None) -> float:
@@ -902,15 +945,23 @@ def input_throughput(b: Bench, row: Row, *, remote: bool, from_stdin: bool, wall
                        + profile(b, ["q", *pegpar_args, "--", "true", ":::", *map(str, range(1, n + 1))], wd))
 
 
-def job_line_cpu(b: Bench, folder: str, n: int) -> float:
+def job_line_cpu(b: Bench, folder: str, n: int, guard: bool = True) -> float:
     """CPU per job of GNU parallel running n `true` jobs with the command line
-    pegpar gives a local wave (backend.LOCAL_JOB), as pegpar starts it."""
+    pegpar gives a local wave (backend.LOCAL_JOB), as pegpar starts it;
+    `guard=False`: the same line with the command's `sh -c` in place of the
+    job guard's."""
     from pegpar import backend
+    from pegpar.remote import JOB_GUARD
 
     logs = b.folder(os.path.join(folder, "job-line-logs"))
     records = os.path.join(folder, "job-line-input")
     write_private(records, "".join(f"true\t{i}.x\tbench-{i}\0" for i in range(1, n + 1)))
     line = backend.local_job_line(logs)
+    if not guard:
+        bare = line.replace(f"sh -c {shlex.quote(JOB_GUARD)} ", "sh -c ", 1)
+        if bare == line:
+            raise BenchError("the local wave's command line no longer runs the job guard as `sh -c GUARD`")
+        line = bare
     env = dict(b.par_env, PEGPAR_KILLED=os.path.join(folder, "killed"), PEGPAR_DONE=os.path.join(folder, "done"))
     cpu0 = children_cpu()
     with open(records, "rb") as stdin:

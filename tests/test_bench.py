@@ -36,6 +36,10 @@ def test_quick_run_produces_every_row(tmp_path, sshd, pegpar_env):
         assert re.search(r"under a controller that costs nothing .* run [0-9.]+ jobs/s against [0-9.]+ jobs/s "
                          r"for GNU parallel alone .* as pegpar does .* runs [0-9.]+ jobs/s \([0-9.]+x\); with its "
                          r"fsyncs skipped, [0-9.]+ jobs/s", text), text
+    if rows["2"][-1] == "**no**":  # then the notes say where pegpar's CPU goes, part by part
+        assert re.search(r"where pegpar's CPU goes, part by part .* a one-job run takes [0-9.]+ m?s of wall time "
+                         r".* Its own process beyond its start: -?[0-9.]+ m?s per job .* Each job's guard shell: "
+                         r"-?[0-9.]+ m?s per job .* Against the -?[0-9.]+ m?s per job", text), text
     assert "/tmp" not in text and HERE not in text  # no paths of this machine
 
 
