@@ -235,11 +235,14 @@ class Fleet:
         p = getattr(self, tool)(wd, commands)
         samples = [(t0, _machine_busy())]  # (when, busy CPU-s): how busy the machine was, when
         try:
-            while p.poll() is None:
-                if time.time() - t0 > HANG_GUARD:
-                    raise subprocess.TimeoutExpired(tool, HANG_GUARD)
-                time.sleep(0.25)
-                samples.append((time.time(), _machine_busy()))
+            while True:
+                try:
+                    p.wait(timeout=0.25)  # returns the moment the tool ends: its wall time stays exact
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.time() - t0 > HANG_GUARD:
+                        raise
+                    samples.append((time.time(), _machine_busy()))
         finally:
             _kill(p)
         run.wall = time.time() - t0
@@ -262,7 +265,7 @@ class Fleet:
         if tool == "pegpar":
             run.breakdown = bench.breakdown(wd)
         if name == "steady":  # the second jobs: ids from the fleet's size on
-            second = sorted(r.start for r in records if _job_id(r) is not None and _job_id(r) >= self.size)
+            second = sorted(r.start for r in records for i in [_job_id(r)] if i is not None and i >= self.size)
             run.busy = busy_share(samples, second[0], second[-1]) if second else None
         if note_end:  # the same gaps, from the nodes' clocks: a command's end to the next one's start
             finished = {int(i): float(at) for i, _, at in (line.partition(" ") for line in _read(ended).splitlines())}

@@ -705,21 +705,7 @@ def throughput(b: Bench, row: Row, *, hosts: Optional[str], pegpar_args: List[st
         if hosts is None:
             row.why.append(local_cpu_split(b, wd, n, (stat(cpu["pegpar"]).median, stat(cpu["ref"]).median)))
         if fleet is not None:
-            free_controller(b, fleet, sum(fleet.values()))  # warm-up: its ssh masters start; not counted
-            free, popping, unsynced, again = alternate(
-                b.cfg.reps, lambda: free_controller(b, fleet, n), lambda: free_controller(b, fleet, n, "durable"),
-                lambda: free_controller(b, fleet, n, "unsynced"), parallel_run)
-            f, fp, fu, g = (stat([n / w for w in walls]) for walls in (free, popping, unsynced, again))
-            ratio, own = f.median / g.median, p.median / r.median
-            row.why.append(
-                f"pegpar's waves under a controller that costs nothing (a loop that hands a sub-node its next "
-                f"job the moment its end report appears: no queue file, journal or placement) run "
-                f"{fmt(f.median, 'jobs/s')} against {fmt(g.median, 'jobs/s')} for GNU parallel alone in the same "
-                f"runs ({ratio:.2f}x); pegpar itself ran at {own:.2f}x in the runs above" + _split(ratio, own)
-                + f" The same loop taking each job from a queue file first, as pegpar does (its durable pop: "
-                f"consumed.yaml, the new queue file and a journal record, each fsynced, then the rename), runs "
-                f"{fmt(fp.median, 'jobs/s')} ({fp.median / g.median:.2f}x); with its fsyncs skipped, "
-                f"{fmt(fu.median, 'jobs/s')} ({fu.median / g.median:.2f}x).")
+            row.why.append(controller_split(b, fleet, n, p.median / r.median, parallel_run))
 
 
 def cpu_bound(n: int, remote: bool, peg: List[float], ref: List[float], cpu: Dict[str, List[float]]) -> str:
@@ -775,6 +761,28 @@ def local_cpu_split(b: Bench, wd: str, n: int, cpu: Tuple[float, float]) -> str:
             f"{fmt(diff, 's')} per job by which pegpar's runs above cost more than GNU parallel's, these parts add "
             f"up to {summed}. The guard is a process of its own so that a kill is never missed: it carries the "
             "job's kill mark from its start, so either the kill finds it or it finds the kill's mark.")
+
+
+def controller_split(b: Bench, fleet: Dict[str, int], n: int, own: float, parallel_run: Callable[[], float]) -> str:
+    """pegpar's shortfall split between its executor and its controller: its
+    waves under free_controller (alone, with the durable pop, with that pop
+    unsynced), each alternated with GNU parallel alone (`parallel_run`).
+    `fleet`: host -> sub-nodes; `own`: pegpar's rate as a multiple of GNU
+    parallel's in the row's runs."""
+    free_controller(b, fleet, sum(fleet.values()))  # warm-up: its ssh masters start; not counted
+    free, popping, unsynced, again = alternate(
+        b.cfg.reps, lambda: free_controller(b, fleet, n), lambda: free_controller(b, fleet, n, "durable"),
+        lambda: free_controller(b, fleet, n, "unsynced"), parallel_run)
+    f, fp, fu, g = (stat([n / w for w in walls]) for walls in (free, popping, unsynced, again))
+    ratio = f.median / g.median
+    return (f"pegpar's waves under a controller that costs nothing (a loop that hands a sub-node its next "
+            f"job the moment its end report appears: no queue file, journal or placement) run "
+            f"{fmt(f.median, 'jobs/s')} against {fmt(g.median, 'jobs/s')} for GNU parallel alone in the same "
+            f"runs ({ratio:.2f}x); pegpar itself ran at {own:.2f}x in the runs above" + _split(ratio, own)
+            + f" The same loop taking each job from a queue file first, as pegpar does (its durable pop: "
+            f"consumed.yaml, the new queue file and a journal record, each fsynced, then the rename), runs "
+            f"{fmt(fp.median, 'jobs/s')} ({fp.median / g.median:.2f}x); with its fsyncs skipped, "
+            f"{fmt(fu.median, 'jobs/s')} ({fu.median / g.median:.2f}x).")
 
 
 def free_controller(b: Bench, hosts: Dict[str, int], n: int, pop: Optional[str] = None) -> float:
