@@ -12,7 +12,9 @@ wrapper with ControlMaster on):
 
 - fill: H x S jobs that each note when they start, then sleep: the time from
   the launch until every sub-node runs one, and the CPU the tool's whole
-  process tree (and its ssh ControlMasters) used until then;
+  process tree (and its ssh ControlMasters) used until then; FILLS times for
+  each tool, which of the two goes first alternating (one fill on a busy
+  machine moves a single run by a third), the medians in the table;
 - while all run: the PSS of that tree by process kind, and pegpar's own CPU
   over STEADY seconds (its controller process alone);
 - short jobs: 2 x H x S (at least 200) jobs of 0.2 s that each note their
@@ -71,6 +73,7 @@ from pegpar import joblog  # noqa: E402
 FLEETS = ("4x4", "16x4", "32x8", "64x8")
 SSHD_OPTIONS = {"MaxStartups": "400:30:800", "MaxSessions": "64"}
 STEADY = 5.0  # seconds over which pegpar's own CPU is read while every job sleeps
+FILLS = 3  # fills of each tool per fleet (the quick pass: 1)
 MARK = "314.159"  # the fill jobs' sleep: longer than any fill, and found by it to be killed
 HANG_GUARD = 600.0
 
@@ -78,6 +81,7 @@ HANG_GUARD = 600.0
 @dataclass
 class Run:
     fill: float = 0.0
+    fills: List[float] = field(default_factory=list)  # every fill of this tool, when there were several
     fill_cpu: float = 0.0
     machine_cpu: float = 0.0  # CPU-s of every process on the machine during the fill (nodes included)
     pss: Dict[str, Tuple[int, float]] = field(default_factory=dict)  # kind -> (count, MB)
@@ -178,6 +182,15 @@ class Fleet:
                            os.path.join(wd, "joblog"))
 
     # -- phases ----------------------------------------------------------------------
+
+    def fills(self, rounds: int) -> Tuple[Run, Run]:
+        """pegpar's fills and GNU parallel's, `rounds` of each, the tool that
+        goes first alternating: each tool's median (see median_fill)."""
+        runs: Dict[str, List[Run]] = {"pegpar": [], "parallel": []}
+        for k in range(rounds):
+            for tool in ("pegpar", "parallel") if k % 2 == 0 else ("parallel", "pegpar"):
+                runs[tool].append(self.fill(tool))
+        return median_fill(runs["pegpar"]), median_fill(runs["parallel"])
 
     def fill(self, tool: str) -> Run:
         _settle()
@@ -343,6 +356,17 @@ def _pss_by_kind(pids: Sequence[int], root: int, tool: str) -> Dict[str, Tuple[i
     return kinds
 
 
+def median_fill(runs: Sequence[Run]) -> Run:
+    """Several fills of one tool as one: the run of the median fill time (its
+    PSS and pegpar's own CPU stand for all), with the median of each of the
+    fill's figures and every fill time in `fills`."""
+    middle = sorted(runs, key=lambda r: r.fill)[(len(runs) - 1) // 2]
+    return dataclasses.replace(middle, fill=statistics.median(r.fill for r in runs),
+                               fill_cpu=statistics.median(r.fill_cpu for r in runs),
+                               machine_cpu=statistics.median(r.machine_cpu for r in runs),
+                               fills=[r.fill for r in runs] if len(runs) > 1 else [])
+
+
 def _settle(quiet: float = 0.25, longest: float = 120.0) -> None:
     """Until the machine is quiet (under `quiet` of a core busy for half a
     second), at most `longest` seconds: the phase before ended by killing a
@@ -414,6 +438,11 @@ def table(results: List[Tuple[str, Run, Run, Run, Run]]) -> List[str]:
             f"| {gap} | {steady} |")
     lines.append("")
     for name, pf, gf, pj, gj in results:
+        if pf.fills and gf.fills:
+            lines.append(f"- {name}, fill: {len(pf.fills)} runs of each tool, which goes first alternating; "
+                         f"the medians above and here; every fill: pegpar "
+                         f"{', '.join(f'{x:.1f}' for x in pf.fills)} s, GNU parallel "
+                         f"{', '.join(f'{x:.1f}' for x in gf.fills)} s.")
         lines.append(f"- {name}, CPU of the whole machine during the fill (the nodes' sshd and jobs included): "
                      f"{pf.machine_cpu:.1f} s vs {gf.machine_cpu:.1f} s ({_ratio(pf.machine_cpu, gf.machine_cpu)}), "
                      f"on {os.cpu_count()} cores.")
@@ -499,11 +528,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         try:
             count = args.jobs or (64 if args.quick else max(200, 2 * fleet.size))
             print(f"{spec}: fill", file=sys.stderr, flush=True)
-            pf, gf = fleet.fill("pegpar"), fleet.fill("parallel")
+            pf, gf = fleet.fills(1 if args.quick else FILLS)
             print(f"{spec}: {count} short jobs", file=sys.stderr, flush=True)
             pj, gj = fleet.short_jobs("pegpar", count), fleet.short_jobs("parallel", count)
             pj.per_host = fleet.short_jobs("parallel_per_host", count)
-            hold = max(5.0, 1.5 * max(pf.fill, gf.fill))  # every sub-node's first job ends after both fills
+            # every sub-node's first job ends after both fills, the slowest of them too
+            hold = max(5.0, 1.5 * max(pf.fills + gf.fills + [pf.fill, gf.fill]))
             print(f"{spec}: a full fleet freeing one by one (first jobs of {hold:.0f} s)", file=sys.stderr, flush=True)
             pj.steady, gj.steady = fleet.steady("pegpar", hold), fleet.steady("parallel", hold)
             results.append((spec, pf, gf, pj, gj))
@@ -531,10 +561,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 NOTES = """\
-How to read it: fill is from the launch until every sub-node runs a job; its CPU
-is that of the tool's process tree and its ssh ControlMasters (the nodes' sshd
-are not counted). The dispatch gap is taken from the joblog, from a job's end
-to the next start in a slot of its host: with the short jobs (0.2 s) and a
+How to read it: fill is from the launch until every sub-node runs a job (the
+median of the fills listed under the table); its CPU is that of the tool's
+process tree and its ssh ControlMasters (the nodes' sshd are not counted).
+The dispatch gap is taken from the joblog, from a job's end to the next
+start in a slot of its host: with the short jobs (0.2 s) and a
 fill of many seconds, it mostly measures the fill (a host's slots free long
 before the last hosts get their first jobs), for both tools; on a full
 fleet, once the fill is over, every sub-node's first job ends in turn (their

@@ -104,3 +104,25 @@ def test_the_shortfall_of_row_1_is_split_between_executor_and_controller():
         f"({run.CONTROLLER}).")
     assert run._split(1.05, 0.9).startswith(": its executor alone outruns GNU parallel")
     assert run._split(0.8, 0.9) == ": the executor alone was no faster here (start-up and noise)."
+
+
+def test_several_fills_of_a_tool_count_by_their_median():
+    """The fleet's fill runs a few times for each tool: the table shows each
+    figure's median, the PSS and own CPU of the median run, and every fill."""
+    sys.path.insert(0, os.path.dirname(FLEET))
+    import fleet
+
+    runs = [fleet.Run(fill=10.8, fill_cpu=6.3, machine_cpu=21.2, pss={"perl": (33, 130.0)}, own_cpu=0.5),
+            fleet.Run(fill=7.8, fill_cpu=5.5, machine_cpu=15.2, pss={"perl": (33, 120.0)}, own_cpu=0.1),
+            fleet.Run(fill=7.6, fill_cpu=5.6, machine_cpu=14.8, pss={"perl": (33, 125.0)}, own_cpu=0.2)]
+    pf = fleet.median_fill(runs)
+    assert (pf.fill, pf.fill_cpu, pf.machine_cpu) == (7.8, 5.6, 15.2)
+    assert (pf.pss, pf.own_cpu, pf.fills) == ({"perl": (33, 120.0)}, 0.1, [10.8, 7.8, 7.6])
+    one = fleet.median_fill(runs[:1])  # the quick pass: one fill, nothing listed
+    assert (one.fill, one.fills) == (10.8, [])
+    gf = fleet.median_fill([fleet.Run(fill=7.3), fleet.Run(fill=7.2), fleet.Run(fill=7.8)])
+    pj, gj = fleet.Run(jobs=9, wall=1.0), fleet.Run(jobs=9, wall=1.0)
+    lines = fleet.table([("32x8", pf, gf, pj, gj)])
+    assert lines[2].startswith("| 32x8 | 7.8 s vs 7.3 s (1.07x) | 5.6 s vs 0.0 s")
+    assert ("- 32x8, fill: 3 runs of each tool, which goes first alternating; the medians above and here; "
+            "every fill: pegpar 10.8, 7.8, 7.6 s, GNU parallel 7.3, 7.2, 7.8 s.") in lines
