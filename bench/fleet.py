@@ -14,7 +14,9 @@ wrapper with ControlMaster on):
   the launch until every sub-node runs one, and the CPU the tool's whole
   process tree (and its ssh ControlMasters) used until then; FILLS times for
   each tool, which of the two goes first alternating (one fill on a busy
-  machine moves a single run by a third), the medians in the table;
+  machine moves a single run by a third), the medians in the table. The
+  first fill of each tool opens its shared ssh connections, which both keep
+  open: the later ones reuse them, as a user's next run would;
 - while all run: the PSS of that tree by process kind, and pegpar's own CPU
   over STEADY seconds (its controller process alone);
 - short jobs: 2 x H x S (at least 200) jobs of 0.2 s that each note their
@@ -114,13 +116,22 @@ class Fleet:
         self.cluster = cluster_lib.start(hosts, sshd_options=SSHD_OPTIONS)
         self.env = dict(os.environ, PARALLEL_HOME=os.path.join(root, "parallel-home"))
         os.makedirs(self.env["PARALLEL_HOME"], exist_ok=True)
-        self.ssh = os.path.join(root, "ssh")
-        cm = os.path.join(root, "cm")
+        self._cm: Dict[str, str] = {}  # a phase's work directory's name -> its ControlMasters' sockets
+
+    def ssh(self, wd: str) -> str:
+        """GNU parallel's ssh wrapper for the phase run in `wd`: ControlMaster on,
+        its sockets kept from one run of the phase to the next (the fills), not
+        shared with the other phases, as pegpar's run directory is its work
+        directory's."""
+        name = os.path.basename(wd)
+        cm = self._cm.setdefault(name, os.path.join(self.root, "cm", str(len(self._cm))))  # short: a socket path
         os.makedirs(cm, exist_ok=True)
-        with open(self.ssh, "w") as f:
+        path = os.path.join(self.root, f"ssh-{name}")
+        with open(path, "w") as f:
             f.write(f"#!/bin/sh\nexec ssh -F {self.cluster.ssh_config} -o ControlMaster=auto "
                     f"-o ControlPath={cm}/%C -o ControlPersist=yes \"$@\"\n")
-        os.chmod(self.ssh, 0o700)
+        os.chmod(path, 0o700)
+        return path
 
     @property
     def size(self) -> int:
@@ -152,14 +163,14 @@ class Fleet:
         path = os.path.join(wd, "commands")
         with open(path, "w") as f:
             f.write("".join(c + "\n" for c in commands))
-        return subprocess.Popen(self._parallel_argv(self.cluster.nodes, os.path.join(wd, "joblog"), path),
+        return subprocess.Popen(self._parallel_argv(self.cluster.nodes, os.path.join(wd, "joblog"), path, self.ssh(wd)),
                                 cwd=wd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=open(os.path.join(wd, "stderr"), "w"), start_new_session=True)
 
-    def _parallel_argv(self, nodes: List[str], log: str, path: str) -> List[str]:
+    def _parallel_argv(self, nodes: List[str], log: str, path: str, ssh: str) -> List[str]:
         """GNU parallel as an expert runs it on these hosts, the commands in `path`."""
         logins = ",".join(f"{self.subs}/{n}" for n in nodes)
-        return ["perl", bench.PARALLEL, "--will-cite", "--ssh", self.ssh, "-S", logins, "--joblog", log, "-a", path]
+        return ["perl", bench.PARALLEL, "--will-cite", "--ssh", ssh, "-S", logins, "--joblog", log, "-a", path]
 
     def parallel_per_host(self, wd: str, commands: List[str]) -> subprocess.Popen:
         """GNU parallel as pegpar runs it: one invocation per host (the commands
@@ -169,7 +180,7 @@ class Fleet:
             path = os.path.join(wd, f"commands-{k}")
             with open(path, "w") as f:
                 f.write("".join(c + "\n" for c in commands[k::len(self.cluster.nodes)]))
-            argv = self._parallel_argv([node], os.path.join(wd, f"joblog-{k}"), path)
+            argv = self._parallel_argv([node], os.path.join(wd, f"joblog-{k}"), path, self.ssh(wd))
             lines.append(" ".join(shlex.quote(a) for a in argv) + " &")
         return subprocess.Popen(["sh", "-c", "\n".join(lines + ["wait"])],
                                 cwd=wd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -198,6 +209,9 @@ class Fleet:
         starts = os.path.join(wd, "starts")
         commands = [f"echo $(date +%s.%N) >> {starts}; sleep {MARK}"] * self.size
         run = Run()
+        # the ControlMasters an earlier fill of this tool left open (both tools keep
+        # them): only their CPU from now on counts
+        masters0 = {pid: _own_cpu(pid) for pid in self._masters(tool)}
         t0, busy0 = time.time(), _machine_busy()
         p = getattr(self, tool)(wd, commands)
         try:
@@ -209,7 +223,7 @@ class Fleet:
             run.fill = max(float(x) for x in _read(starts).split()) - t0
             run.machine_cpu = _machine_busy() - busy0
             masters = self._masters(tool)
-            run.fill_cpu = bench.cpu_seconds(p.pid) + sum(_own_cpu(pid) for pid in masters)
+            run.fill_cpu = bench.cpu_seconds(p.pid) + sum(_own_cpu(pid) - masters0.get(pid, 0.0) for pid in masters)
             time.sleep(1.0)
             run.pss = _pss_by_kind(bench.tree(p.pid) + self._masters(tool), p.pid, tool)
             if tool == "pegpar":
@@ -290,7 +304,9 @@ class Fleet:
     def _masters(self, tool: str) -> List[int]:
         """The ssh ControlMasters of the tool's connections (outside its process tree)."""
         if tool == "parallel":
-            where = os.path.join(self.root, "cm") + "/"
+            if "fill-parallel" not in self._cm:
+                return []  # its first fill has not started: none is open
+            where = self._cm["fill-parallel"] + "/"
         else:  # pegpar's run directory of the work dir (runtime.runtime)
             key = hashlib.sha1(os.path.join(self.root, "fill-pegpar", ".pegpar").encode()).hexdigest()[:12]
             where = os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}", key, "cm") + "/"
@@ -562,8 +578,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 NOTES = """\
 How to read it: fill is from the launch until every sub-node runs a job (the
-median of the fills listed under the table); its CPU is that of the tool's
-process tree and its ssh ControlMasters (the nodes' sshd are not counted).
+median of the fills listed under the table: the first of each tool opens its
+shared ssh connections, the later ones reuse them, both tools keeping them
+open; each phase below opens its own, for both tools); its CPU is that of
+the tool's process tree and its ssh ControlMasters from the launch (the
+nodes' sshd are not counted).
 The dispatch gap is taken from the joblog, from a job's end to the next
 start in a slot of its host: with the short jobs (0.2 s) and a
 fill of many seconds, it mostly measures the fill (a host's slots free long
