@@ -176,11 +176,12 @@ class Fleet:
         """GNU parallel as pegpar runs it: one invocation per host (the commands
         dealt out in turn), all started at once."""
         lines = []
+        ssh = self.ssh(wd)
         for k, node in enumerate(self.cluster.nodes):
             path = os.path.join(wd, f"commands-{k}")
             with open(path, "w") as f:
                 f.write("".join(c + "\n" for c in commands[k::len(self.cluster.nodes)]))
-            argv = self._parallel_argv([node], os.path.join(wd, f"joblog-{k}"), path, self.ssh(wd))
+            argv = self._parallel_argv([node], os.path.join(wd, f"joblog-{k}"), path, ssh)
             lines.append(" ".join(shlex.quote(a) for a in argv) + " &")
         return subprocess.Popen(["sh", "-c", "\n".join(lines + ["wait"])],
                                 cwd=wd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -211,7 +212,7 @@ class Fleet:
         run = Run()
         # the ControlMasters an earlier fill of this tool left open (both tools keep
         # them): only their CPU from now on counts
-        masters0 = {pid: _own_cpu(pid) for pid in self._masters(tool)}
+        masters0 = {pid: _own_cpu(pid) for pid in self._masters(tool, wd)}
         t0, busy0 = time.time(), _machine_busy()
         p = getattr(self, tool)(wd, commands)
         try:
@@ -222,10 +223,10 @@ class Fleet:
                 time.sleep(0.05)
             run.fill = max(float(x) for x in _read(starts).split()) - t0
             run.machine_cpu = _machine_busy() - busy0
-            masters = self._masters(tool)
+            masters = self._masters(tool, wd)
             run.fill_cpu = bench.cpu_seconds(p.pid) + sum(_own_cpu(pid) - masters0.get(pid, 0.0) for pid in masters)
             time.sleep(1.0)
-            run.pss = _pss_by_kind(bench.tree(p.pid) + self._masters(tool), p.pid, tool)
+            run.pss = _pss_by_kind(bench.tree(p.pid) + self._masters(tool, wd), p.pid, tool)
             if tool == "pegpar":
                 before, t = _own_cpu(p.pid), time.time()
                 time.sleep(STEADY)
@@ -301,14 +302,15 @@ class Fleet:
             run.node_gaps = slot_gaps(on_nodes, self.subs, tool)
         return run
 
-    def _masters(self, tool: str) -> List[int]:
-        """The ssh ControlMasters of the tool's connections (outside its process tree)."""
+    def _masters(self, tool: str, wd: str) -> List[int]:
+        """The ssh ControlMasters of the tool's connections from work directory
+        `wd` (outside its process tree)."""
         if tool == "parallel":
-            if "fill-parallel" not in self._cm:
-                return []  # its first fill has not started: none is open
-            where = self._cm["fill-parallel"] + "/"
+            if os.path.basename(wd) not in self._cm:
+                return []  # no run of this phase has started: none is open
+            where = self._cm[os.path.basename(wd)] + "/"
         else:  # pegpar's run directory of the work dir (runtime.runtime)
-            key = hashlib.sha1(os.path.join(self.root, "fill-pegpar", ".pegpar").encode()).hexdigest()[:12]
+            key = hashlib.sha1(os.path.join(wd, ".pegpar").encode()).hexdigest()[:12]
             where = os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}", key, "cm") + "/"
         return [pid for pid in bench._pids() if "[mux]" in bench.cmdline(pid) and where in bench.cmdline(pid)]
 
