@@ -5,8 +5,10 @@ ranges replaced (Cut), and an fsynced append of whole lines."""
 from __future__ import annotations
 
 import os
+import queue
 import stat
 import tempfile
+import threading
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Optional, Sequence
 
@@ -105,6 +107,29 @@ def write_atomically(real: str, fill: Callable[[IO[bytes]], Any], mode: int,
         raise
     fsync_dir(folder)
     return True
+
+
+_CLOSING: Optional["queue.SimpleQueue[IO[bytes]]"] = None
+
+
+def close_aside(f: IO[bytes]) -> None:
+    """Close a replaced file on a thread of its own: the last close of a file
+    whose name is gone frees its inode and blocks, which waits for the
+    filesystem's journal when it is busy (a pop's fsyncs keep it so). Nothing
+    depends on when it happens: no path leads to the file any more."""
+    global _CLOSING
+    if _CLOSING is None:
+        _CLOSING = queue.SimpleQueue()
+        threading.Thread(target=_closer, args=(_CLOSING,), name="pegpar-close", daemon=True).start()
+    _CLOSING.put(f)
+
+
+def _closer(files: "queue.SimpleQueue[IO[bytes]]") -> None:
+    while True:
+        try:
+            files.get().close()
+        except OSError:
+            pass  # read-only: nothing was written through it
 
 
 def fsync_dir(folder: str) -> None:

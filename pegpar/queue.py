@@ -334,7 +334,8 @@ class QueueFile:
             src = open(real, "rb")
         except FileNotFoundError:
             return [], None
-        with src:
+        replaced = False
+        try:
             before = os.fstat(src.fileno())
             if shared(before) and not self.allow_shared:
                 return [], _shared(self.path, "the queue file")  # made so during the run
@@ -408,6 +409,12 @@ class QueueFile:
 
             if not durable.replace(real, src, cuts, commit):
                 return None
+            replaced = True
+        finally:
+            if replaced:
+                durable.close_aside(src)  # the old file's last close frees its blocks
+            else:
+                src.close()
         return taken, error
 
     def _add_locked(self, text: bytes, front: bool) -> None:

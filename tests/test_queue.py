@@ -215,6 +215,30 @@ def test_unconsume_cuts_a_pop_out_of_consumed_yaml_only_if_nothing_followed(tmp_
     assert not unconsume(str(tmp_path / "missing.yaml"), 0, 4)
 
 
+def test_every_replaced_queue_file_gets_closed(qpath):
+    """A pop closes the file it replaced on a thread of its own (that last
+    close frees the file's blocks): none stays open behind it."""
+    write(qpath, "".join(f"- job {i}\n" for i in range(60)))
+    q = QueueFile(str(qpath))
+
+    def replaced_open():
+        links = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                links.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except FileNotFoundError:
+                pass  # the listing's own descriptor
+        return [link for link in links if link.startswith(str(qpath.parent)) and link.endswith("(deleted)")]
+
+    for _ in range(50):
+        assert len(take_all(q, 1)) == 1
+    deadline = time.monotonic() + 10
+    while replaced_open() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert replaced_open() == []
+    assert read(qpath) == "".join(f"- job {i}\n" for i in range(50, 60))
+
+
 def test_take_several_in_one_transaction(tmp_path, qpath):
     write(qpath, "- command: [a]\n  x: [1, 2, 3]\n# note\n- b\n- c\n")
     q = QueueFile(str(qpath))
