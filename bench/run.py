@@ -605,9 +605,9 @@ def stuck_at(pid: int) -> str:
 
 
 def profile(b: Bench, args: List[str], cwd: str) -> str:
-    """Where pegpar's own process spends its wall time during one run, by the
-    innermost pegpar line of each py-spy sample (waiting included); empty
-    without py-spy (it is on PyPI) or where it may not trace."""
+    """Where pegpar's main thread (its loop) spends its wall time during one
+    run, by the innermost pegpar line of each py-spy sample (waiting
+    included); empty without py-spy (it is on PyPI) or where it may not trace."""
     spy = shutil.which("py-spy")
     if spy is None or b.cfg.quick:
         return ""
@@ -617,12 +617,19 @@ def profile(b: Bench, args: List[str], cwd: str) -> str:
               cwd, b.env, "py-spy")
     except BenchError:
         return ""
+    return profile_summary(_read(raw))
+
+
+def profile_summary(raw: str) -> str:
+    """The four pegpar lines where py-spy's raw samples (`frame;frame N`)
+    found the main thread most often; other threads' samples (rooted in
+    Thread._bootstrap) do not count."""
     counts: Dict[str, int] = {}
     total = 0
-    for line in _read(raw).splitlines():
+    for line in raw.splitlines():
         stack, _, n = line.rpartition(" ")
-        if not n.isdigit():
-            continue
+        if not n.isdigit() or stack.startswith("Thread._bootstrap"):
+            continue  # another thread's: the file closer's and the input reader's waits
         total += int(n)
         frames = [f for f in stack.split(";") if "(pegpar/" in f]
         key = frames[-1] if frames else "outside pegpar's code"
@@ -630,7 +637,7 @@ def profile(b: Bench, args: List[str], cwd: str) -> str:
     if not total:
         return ""
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:4]
-    return ("Where pegpar's process spends that run's wall time (py-spy, waiting included, by the "
+    return ("Where pegpar's main thread spends that run's wall time (py-spy, waiting included, by the "
             "innermost line of pegpar's code): " + ", ".join(f"{_source(k)} {v / total:.0%}" for k, v in top) + ".")
 
 

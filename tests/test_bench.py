@@ -106,6 +106,23 @@ def test_the_shortfall_of_row_1_is_split_between_executor_and_controller():
     assert run._split(0.8, 0.9) == ": the executor alone was no faster here (start-up and noise)."
 
 
+def test_the_profile_counts_the_main_threads_samples_only():
+    """pegpar's helper threads wait most of a run (the file closer, the input
+    reader): their samples would bury where the loop spends its time."""
+    sys.path.insert(0, os.path.dirname(RUN))
+    import run
+
+    raw = ("_run_module_as_main (<frozen runpy>:198);main (pegpar/cli.py:3);wait (pegpar/watch.py:111) 6\n"
+           "_run_module_as_main (<frozen runpy>:198);main (pegpar/cli.py:3);fsync_dir (pegpar/durable.py:141) 2\n"
+           "_run_module_as_main (<frozen runpy>:198);exit (<frozen os>:1) 2\n"
+           "Thread._bootstrap (threading.py:1002);_closer (pegpar/durable.py:130) 90\n")
+    summary = run.profile_summary(raw)
+    assert re.findall(r" (\d+)%", summary) == ["60", "20", "20"]
+    assert summary.index("wait (pegpar/watch.py:111") < summary.index("fsync_dir (pegpar/durable.py:141")
+    assert summary.endswith("outside pegpar's code 20%.") and "_closer" not in summary
+    assert run.profile_summary("Thread._bootstrap (threading.py:1002);_closer (pegpar/durable.py:130) 9\n") == ""
+
+
 def test_several_fills_of_a_tool_count_by_their_median():
     """The fleet's fill runs a few times for each tool: the table shows each
     figure's median, the PSS and own CPU of the median run, and every fill."""
