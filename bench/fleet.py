@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import hashlib
 import heapq
 import os
 import shlex
@@ -70,7 +69,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import cluster as cluster_lib  # noqa: E402  (tests/ is not a package)
 import run as bench  # noqa: E402
 
-from pegpar import joblog  # noqa: E402
+from pegpar import joblog, runtime  # noqa: E402
 
 FLEETS = ("4x4", "16x4", "32x8", "64x8")
 SSHD_OPTIONS = {"MaxStartups": "400:30:800", "MaxSessions": "64"}
@@ -309,9 +308,8 @@ class Fleet:
             if os.path.basename(wd) not in self._cm:
                 return []  # no run of this phase has started: none is open
             where = self._cm[os.path.basename(wd)] + "/"
-        else:  # pegpar's run directory of the work dir (runtime.runtime)
-            key = hashlib.sha1(os.path.join(wd, ".pegpar").encode()).hexdigest()[:12]
-            where = os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}", key, "cm") + "/"
+        else:  # pegpar's run directory of the work dir
+            where = os.path.join(runtime.run_dir_of(os.path.join(wd, ".pegpar")), "cm") + "/"
         return [pid for pid in bench._pids() if "[mux]" in bench.cmdline(pid) and where in bench.cmdline(pid)]
 
 

@@ -112,6 +112,13 @@ def _private_dir(path: str) -> str:
     return path
 
 
+def run_dir_of(state_dir: str) -> str:
+    """The run directory of a state directory: this user's, in the temporary
+    directory, named by a hash of the state directory's absolute path."""
+    key = hashlib.sha1(os.path.abspath(state_dir).encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}", key)
+
+
 def runtime(state_dir: str, ssh_config: Optional[str], connect_timeout: int = 10) -> Runtime:
     """Create the state and run directories and write the ssh wrapper."""
     if ssh_config is not None:
@@ -121,9 +128,8 @@ def runtime(state_dir: str, ssh_config: Optional[str], connect_timeout: int = 10
     state_dir = os.path.abspath(state_dir)
     _private_dir(state_dir)
     _private_dir(os.path.join(state_dir, "logs"))
-    key = hashlib.sha1(state_dir.encode()).hexdigest()[:12]
-    base = _private_dir(os.path.join(tempfile.gettempdir(), f"pegpar-{os.getuid()}"))
-    run_dir = os.path.join(base, key)
+    run_dir = run_dir_of(state_dir)
+    base = _private_dir(os.path.dirname(run_dir))
     _claim(run_dir)
     for sub in ("parallel-home", "waves", "cm"):
         _private_dir(os.path.join(run_dir, sub))
