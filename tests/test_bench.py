@@ -56,6 +56,12 @@ def test_the_fleet_bench_quick_pass_fills_its_row(tmp_path, sshd, pegpar_env):
     assert "0 / 0 vs 0 / 0; 0 down" in rows[0]  # no job lost or doubled, no host marked down
     assert not rows[0].rstrip().endswith("| - |")  # the full fleet's gaps were measured, for both tools
     assert "then one of 1 s (32 jobs): 0 / 0 vs 0 / 0 lost / twice, 0 host(s) down under pegpar" in out.read_text()
+    assert re.search(r"^\| the largest fleet, 4x4 \(16 sub-nodes\): every job recorded once, no host down \| "
+                     r"short jobs: 0 lost, 0 twice, 0 down; a full fleet: 0 lost, 0 twice, 0 down \| yes \|$",
+                     out.read_text(), re.M), out.read_text()
+    assert re.search(r"^\| 4x4, a full fleet freeing one by one: dispatch gap median \(joblogs\) <= 0.25 s \| "
+                     r"[0-9.]+ s; GNU parallel [0-9.]+ s \| (yes|\*\*no\*\*) \|$", out.read_text(), re.M), \
+        out.read_text()
     # where a freed sub-node's wait goes, from pegpar's journal: both parts measured
     assert re.search(r"- 4x4, a full fleet: pegpar reserves a freed sub-node's next job [0-9.]+ m?s "
                      r"\(p90 [0-9.]+ m?s\) after its last job's end, and that job starts [0-9.]+ m?s",
@@ -78,6 +84,42 @@ def test_the_fleet_notes_say_why_pegpar_ran_a_job_again():
     pj, gj = fleet.Run(jobs=9, wall=1.0, twice=7, again=said), fleet.Run(jobs=9, wall=1.0)
     notes = [line for line in fleet.table([("4x4", pf, gf, pj, gj)]) if "ran a job again" in line]
     assert notes == [f"- 4x4, short jobs, pegpar ran a job again: `{line}`" for line in said[:fleet.MAX_SAID]]
+
+
+def test_the_fleet_targets_say_met_or_not_and_why_a_gap_is_missed():
+    sys.path.insert(0, os.path.dirname(FLEET))
+    sys.path.insert(0, os.path.dirname(RUN))
+    import fleet
+    import run
+
+    def result(name, fill, pss, own, gap, lost=0, twice=0):
+        pf = fleet.Run(fill=fill, own_cpu=own, pss={"perl": (1, pss)})
+        gf = fleet.Run(fill=1.0, pss={"perl": (1, 100.0)})
+        bd = run.Breakdown(jobs=1, notice=run.Stat((0.01,)), handover=run.Stat((gap,)),
+                           handover_next=run.Stat((gap - 0.01,)), first_reserved=0.0, records=(), run_started=None)
+        pj = fleet.Run(jobs=9, lost=lost, twice=twice,
+                       steady=fleet.Run(gaps=[gap], breakdown=bd, busy=0.9))
+        gj = fleet.Run(jobs=9, steady=fleet.Run(gaps=[2.0]))
+        return (name, pf, gf, pj, gj)
+
+    lines = fleet.targets([result("4x4", 2.0, 150.0, 0.0, 0.01), result("32x8", 1.2, 190.0, 0.1, 0.2),
+                           result("125x8", 0.9, 210.0, 3.0, 1.0, twice=1)])
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines if line.startswith("| ") and " | " in line}
+    assert rows["pegpar's own CPU with 512 or more jobs running (`sleep`) < 2 % of a core"].endswith(
+        "| 125x8: 3.0 % | **no** |")  # 4x4 and 32x8 run fewer than 512 jobs
+    assert rows["local PSS while all run <= 2x GNU parallel's"].endswith(
+        "| 4x4: 1.50x, 32x8: 1.90x, 125x8: 2.10x | **no** |")
+    assert rows["fill of 32x8 and 64x8 <= 1.3x GNU parallel's"].endswith("| 32x8: 1.20x | yes |")
+    assert rows["the largest fleet, 125x8 (1,000 sub-nodes): every job recorded once, no host down"].endswith(
+        "| short jobs: 0 lost, 1 twice, 0 down; a full fleet: 0 lost, 0 twice, 0 down | **no** |")
+    assert rows["125x8, a full fleet freeing one by one: dispatch gap median (joblogs) <= 0.25 s"].endswith(
+        "| 1.00 s; GNU parallel 2.00 s | **no** |")
+    assert lines[-1] == ("- 125x8, the gap's target is missed: pegpar reserves a freed sub-node's next job 10 ms "
+                         "after the end, and the job starts 0.99 s after that (medians): the host's GNU parallel "
+                         "starting it, with the machine's cores 90% busy; GNU parallel alone, given the same jobs "
+                         "and hosts, takes 2.00 s for the same gap.")
+    met = fleet.targets([result("32x8", 1.0, 150.0, 0.1, 0.2)])
+    assert all(line.endswith("| yes |") for line in met[2:]) and len(met) == 6, met
 
 
 def test_busy_share_is_read_over_the_samples_that_span_the_window():
